@@ -1,0 +1,17 @@
+"""knetpy: a small, fast deep-learning framework on NumPy.
+
+Write a model as plain Python and differentiate it with ``grad`` (the Knet way), or use tensors and
+``backward()`` (the PyTorch way). Arrays are batch-first: (N, features) and (N, C, H, W).
+"""
+
+from . import ops
+from .autograd import GraphFreedError, Param, Tensor, enable_grad, is_grad_enabled, no_grad, primitive, tensor
+from .backend import get_dtype, get_rng_state, set_dtype, set_rng_state, set_seed
+from .functional import grad, value_and_grad
+from .gradcheck import GradcheckError, gradcheck
+from .ops import *  # noqa: F403  (the NumPy-style functions: kp.sum, kp.exp, kp.matmul, ...)
+from .tree import flatten as tree_flatten
+from .tree import tree_map
+from .tree import unflatten as tree_unflatten
+
+__version__ = "0.1.0"

@@ -1,0 +1,236 @@
+"""Elementwise primitives with NumPy broadcasting; gradients are summed back to each operand's shape."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import Tensor, primitive
+from ..autograd import nondiff as _nondiff
+from ..backend import array_namespace
+from .shape import unbroadcast
+
+
+def _shape(x):
+    return x.shape if hasattr(x, "shape") else np.shape(x)
+
+
+def _broadcast_error(name, x, y):
+    return ValueError(
+        f"{name}: operands with shapes {_shape(x)} and {_shape(y)} cannot be broadcast together"
+    )
+
+
+def _binary(name, fn):
+    def fwd(x, y):
+        try:
+            return fn(x, y)
+        except ValueError:
+            raise _broadcast_error(name, x, y) from None
+
+    fwd.__name__ = name
+    return fwd
+
+
+add = primitive(_binary("add", lambda x, y: x + y))
+sub = primitive(_binary("sub", lambda x, y: x - y))
+mul = primitive(_binary("mul", lambda x, y: x * y))
+div = primitive(_binary("div", lambda x, y: x / y))
+add.defvjp(lambda g, ans, x, y: unbroadcast(g, x), lambda g, ans, x, y: unbroadcast(g, y))
+sub.defvjp(lambda g, ans, x, y: unbroadcast(g, x), lambda g, ans, x, y: unbroadcast(-g, y))
+mul.defvjp(lambda g, ans, x, y: unbroadcast(g * y, x), lambda g, ans, x, y: unbroadcast(g * x, y))
+div.defvjp(
+    lambda g, ans, x, y: unbroadcast(g / y, x),
+    lambda g, ans, x, y: unbroadcast(-g * ans / y, y),
+)
+
+
+@primitive
+def pow(x, y):
+    """``x ** y`` elementwise."""
+    try:
+        return x**y
+    except ValueError:
+        raise _broadcast_error("pow", x, y) from None
+
+
+def _pow_vjp_x(g, ans, x, y):
+    if isinstance(y, (int, float)) and not isinstance(y, bool):
+        if y == 2:
+            return g * (2 * x)
+        return unbroadcast(g * (y * x ** (y - 1)), x)
+    return unbroadcast(g * y * x ** (y - 1), x)
+
+
+def _pow_vjp_y(g, ans, x, y):
+    # d(x^y)/dy = x^y log x; taken as 0 where x == 0 (the limit for y > 0), as PyTorch does.
+    safe = where(x == 0, 1, x)
+    return unbroadcast(g * where(x == 0, 0, ans * log(safe)), y)
+
+
+pow.defvjp(_pow_vjp_x, _pow_vjp_y)
+
+
+@primitive
+def neg(x):
+    return -x
+
+
+neg.defvjp(lambda g, ans, x: -g)
+
+
+def _unary(name, doc, ufunc):
+    def fwd(x):
+        return ufunc(x)
+
+    fwd.__name__ = name
+    fwd.__doc__ = doc
+    return primitive(fwd)
+
+
+exp = _unary("exp", "Elementwise e**x.", np.exp)
+log = _unary("log", "Elementwise natural logarithm.", np.log)
+log1p = _unary("log1p", "Elementwise log(1 + x), accurate for small x.", np.log1p)
+expm1 = _unary("expm1", "Elementwise exp(x) - 1, accurate for small x.", np.expm1)
+sqrt = _unary("sqrt", "Elementwise square root.", np.sqrt)
+abs = _unary("abs", "Elementwise absolute value.", np.abs)
+sin = _unary("sin", "Elementwise sine.", np.sin)
+cos = _unary("cos", "Elementwise cosine.", np.cos)
+tanh = _unary("tanh", "Elementwise hyperbolic tangent.", np.tanh)
+square = _unary("square", "Elementwise x**2 (Knet's abs2).", np.square)
+
+exp.defvjp(lambda g, ans, x: g * ans)
+log.defvjp(lambda g, ans, x: g / x)
+log1p.defvjp(lambda g, ans, x: g / (x + 1))
+expm1.defvjp(lambda g, ans, x: g * (ans + 1))
+sqrt.defvjp(lambda g, ans, x: g / (ans * 2))
+abs.defvjp(lambda g, ans, x: g * sign(x))
+sin.defvjp(lambda g, ans, x: g * cos(x))
+cos.defvjp(lambda g, ans, x: -g * sin(x))
+tanh.defvjp(lambda g, ans, x: g * (1 - ans * ans))
+square.defvjp(lambda g, ans, x: g * (x * 2))
+abs2 = square
+
+
+sign = _nondiff("sign", np.sign)
+equal = _nondiff("equal", lambda x, y: x == y)
+not_equal = _nondiff("not_equal", lambda x, y: x != y)
+less = _nondiff("less", lambda x, y: x < y)
+less_equal = _nondiff("less_equal", lambda x, y: x <= y)
+greater = _nondiff("greater", lambda x, y: x > y)
+greater_equal = _nondiff("greater_equal", lambda x, y: x >= y)
+isfinite = _nondiff("isfinite", np.isfinite)
+isnan = _nondiff("isnan", np.isnan)
+floor = _nondiff("floor", np.floor)
+ceil = _nondiff("ceil", np.ceil)
+round = _nondiff("round", np.round)
+
+
+@primitive
+def where(cond, x, y):
+    """``x`` where ``cond`` holds, ``y`` elsewhere."""
+    xp = array_namespace(cond, x, y)
+    try:
+        return xp.where(cond, x, y)
+    except ValueError:
+        raise ValueError(
+            f"where: shapes {_shape(cond)}, {_shape(x)} and {_shape(y)} cannot be broadcast together"
+        ) from None
+
+
+where.defvjp(
+    None,
+    lambda g, ans, c, x, y: unbroadcast(where(c, g, 0), x),
+    lambda g, ans, c, x, y: unbroadcast(where(c, 0, g), y),
+)
+
+
+def _split_ties(g, wins, ties):
+    # Where both operands are equal the gradient is shared half and half (as in PyTorch).
+    return where(ties, g * 0.5, where(wins, g, 0))
+
+
+@primitive
+def maximum(x, y):
+    """Elementwise maximum."""
+    try:
+        return array_namespace(x, y).maximum(x, y)
+    except ValueError:
+        raise _broadcast_error("maximum", x, y) from None
+
+
+@primitive
+def minimum(x, y):
+    """Elementwise minimum."""
+    try:
+        return array_namespace(x, y).minimum(x, y)
+    except ValueError:
+        raise _broadcast_error("minimum", x, y) from None
+
+
+def _minmax_vjp(first, bigger):
+    def vjp(g, ans, x, y):
+        a, b = (x, y) if first else (y, x)
+        wins = (a > b) if bigger else (a < b)
+        return unbroadcast(_split_ties(g, wins, a == b), a)
+
+    return vjp
+
+
+maximum.defvjp(_minmax_vjp(True, True), _minmax_vjp(False, True))
+minimum.defvjp(_minmax_vjp(True, False), _minmax_vjp(False, False))
+
+
+@primitive
+def clip(x, lo=None, hi=None):
+    """Limit values to [lo, hi]; either bound may be None. Gradient passes where lo <= x <= hi."""
+    return array_namespace(x).clip(x, lo, hi)
+
+
+def _clip_vjp(g, ans, x, lo=None, hi=None):
+    keep = True
+    if lo is not None:
+        keep = x >= lo
+    if hi is not None:
+        keep = (x <= hi) if keep is True else (keep & (x <= hi))
+    return g if keep is True else where(keep, g, 0)
+
+
+clip.defvjp(_clip_vjp, None, None)
+
+
+def _r(op):
+    return lambda self, other: op(other, self)
+
+
+Tensor.__add__ = add
+Tensor.__radd__ = _r(add)
+Tensor.__sub__ = sub
+Tensor.__rsub__ = _r(sub)
+Tensor.__mul__ = mul
+Tensor.__rmul__ = _r(mul)
+Tensor.__truediv__ = div
+Tensor.__rtruediv__ = _r(div)
+Tensor.__pow__ = pow
+Tensor.__rpow__ = _r(pow)
+Tensor.__neg__ = neg
+Tensor.__pos__ = lambda self: self
+Tensor.__abs__ = abs
+Tensor.__eq__ = equal
+Tensor.__ne__ = not_equal
+Tensor.__lt__ = less
+Tensor.__le__ = less_equal
+Tensor.__gt__ = greater
+Tensor.__ge__ = greater_equal
+Tensor.__and__ = _nondiff("logical_and", lambda x, y: x & y)
+Tensor.__or__ = _nondiff("logical_or", lambda x, y: x | y)
+Tensor.__invert__ = _nondiff("invert", lambda x: ~x)
+Tensor.exp = exp
+Tensor.log = log
+Tensor.sqrt = sqrt
+Tensor.abs = abs
+Tensor.tanh = tanh
+Tensor.sin = sin
+Tensor.cos = cos
+Tensor.square = square
+Tensor.clip = clip
+Tensor.clamp = clip

@@ -1,0 +1,205 @@
+"""Knet's function reference: activations, log-softmax family, nll, accuracy and logistic losses.
+
+All are numerically stable for logits of magnitude 1e4 in float32: nothing overflows.
+Class scores are laid out batch-first, (N, C) or (N, C, ...); ``axis`` names the class axis.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import Tensor, primitive
+from ..backend import array_namespace
+from .elementwise import abs as _abs
+from .elementwise import exp, log1p, where
+from .reduce import mean
+from .reduce import sum as _sum
+from .shape import reshape
+
+
+def _value(x):
+    return x.value if isinstance(x, Tensor) else x
+
+
+@primitive
+def relu(x):
+    """max(x, 0)."""
+    return array_namespace(x).maximum(x, 0)
+
+
+relu.defvjp(lambda g, ans, x: where(ans > 0, g, 0))
+
+
+@primitive
+def sigm(x):
+    """The logistic sigmoid 1 / (1 + exp(-x)), computed without overflow."""
+    xp = array_namespace(x)
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+sigm.defvjp(lambda g, ans, x: g * ans * (1 - ans))
+sigmoid = sigm
+
+
+@primitive
+def invx(x):
+    """1 / x."""
+    return 1 / x
+
+
+invx.defvjp(lambda g, ans, x: -g * ans * ans)
+
+
+def _stable_max(x, axis):
+    xp = array_namespace(x)
+    m = xp.max(x, axis=axis, keepdims=True)
+    return xp.where(xp.isfinite(m), m, 0)
+
+
+@primitive
+def logsumexp(x, axis=None, keepdims=False):
+    """log(sum(exp(x), axis)) without overflow."""
+    xp = array_namespace(x)
+    m = _stable_max(x, axis)
+    out = xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True)) + m
+    return out if keepdims else xp.squeeze(out, axis=axis)
+
+
+def _logsumexp_vjp(g, ans, x, axis=None, keepdims=False):
+    if not keepdims:
+        shape = list(x.shape)
+        for a in range(len(shape)) if axis is None else np.atleast_1d(axis):
+            shape[a] = 1
+        g, ans = reshape(g, tuple(shape)), reshape(ans, tuple(shape))
+    return g * exp(x - ans)
+
+
+logsumexp.defvjp(_logsumexp_vjp)
+
+
+@primitive
+def logp(x, axis=-1):
+    """Log-softmax along ``axis``: x - logsumexp(x, axis)."""
+    xp = array_namespace(x)
+    shifted = x - _stable_max(x, axis)
+    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+
+
+logp.defvjp(lambda g, ans, x, axis=-1: g - exp(ans) * _sum(g, axis=axis, keepdims=True))
+log_softmax = logp
+
+
+@primitive
+def softmax(x, axis=-1):
+    """exp(x) / sum(exp(x), axis), computed without overflow."""
+    xp = array_namespace(x)
+    e = xp.exp(x - _stable_max(x, axis))
+    return e / xp.sum(e, axis=axis, keepdims=True)
+
+
+softmax.defvjp(lambda g, ans, x, axis=-1: ans * (g - _sum(g * ans, axis=axis, keepdims=True)))
+
+
+def _check_labels(scores, labels, axis, name):
+    """Labels as an int array matching ``scores`` without the class axis; clear errors otherwise."""
+    lab = np.asarray(_value(labels)) if not hasattr(_value(labels), "dtype") else _value(labels)
+    s = _value(scores)
+    if lab.dtype.kind not in "iu":
+        raise TypeError(
+            f"{name}: labels must be integers (class indices), got dtype {lab.dtype}; "
+            "for one-hot or probability targets use kp.losses.cross_entropy"
+        )
+    ax = axis % s.ndim
+    want = s.shape[:ax] + s.shape[ax + 1 :]
+    if lab.shape != want:
+        raise ValueError(
+            f"{name}: scores of shape {s.shape} (classes on axis {ax}) need labels of shape {want}, "
+            f"got {lab.shape}"
+        )
+    n_class = s.shape[ax]
+    if lab.size and (int(lab.min()) < 0 or int(lab.max()) >= n_class):
+        bad = int(lab.min()) if int(lab.min()) < 0 else int(lab.max())
+        raise ValueError(f"{name}: label {bad} is out of range for {n_class} classes (0..{n_class - 1})")
+    return lab, ax
+
+
+@primitive(saves=True)
+def _nll(scores, labels, axis=1, average=True):
+    xp = array_namespace(scores)
+    lp = logp.__wrapped__(scores, axis)
+    picked = xp.take_along_axis(lp, xp.expand_dims(labels, axis), axis=axis)
+    total = -xp.sum(picked)
+    n = labels.size
+    return (total / n if average else total), lp
+
+
+def _nll_vjp(g, ans, lp, scores, labels, axis=1, average=True):
+    xp = array_namespace(lp)
+    onehot = xp.zeros(lp.shape, dtype=lp.dtype)
+    xp.put_along_axis(onehot, xp.expand_dims(labels, axis), 1, axis=axis)
+    scale = g / labels.size if average else g
+    if isinstance(scores, Tensor):  # second order: the softmax must stay differentiable
+        return (exp(logp(scores, axis)) - onehot) * scale
+    return (xp.exp(lp) - onehot) * scale
+
+
+_nll.defvjp(_nll_vjp, None)
+
+
+def nll(scores, labels, axis=1, average=True):
+    """Negative log-likelihood of integer ``labels`` under softmax(``scores``) along ``axis``.
+
+    ``scores`` may be raw logits or log-probabilities (log-softmax leaves those unchanged).
+    Mean over the batch when ``average`` (Knet's default), sum otherwise.
+    """
+    lab, ax = _check_labels(scores, labels, axis, "nll")
+    return _nll(scores, lab, axis=ax, average=average)
+
+
+def accuracy(scores, labels, axis=1, average=True):
+    """Fraction (or count) of rows whose highest score is at the label."""
+    lab, ax = _check_labels(scores, labels, axis, "accuracy")
+    s = _value(scores)
+    hits = (s.argmax(axis=ax) == lab).sum()
+    return float(hits) / lab.size if average else int(hits)
+
+
+def softplus(x):
+    """log(1 + exp(x)) without overflow."""
+    return relu(x) + log1p(exp(-_abs(x)))
+
+
+def bce(scores, targets, average=True):
+    """Binary cross-entropy from logits: -(t log p + (1-t) log(1-p)), p = sigm(scores), t in [0, 1]."""
+    loss = softplus(scores) - scores * targets
+    return mean(loss) if average else _sum(loss)
+
+
+def logistic(scores, targets, average=True):
+    """Logistic loss log(1 + exp(-t * scores)) for labels t in {-1, +1}."""
+    loss = softplus(-(scores * targets))
+    return mean(loss) if average else _sum(loss)
+
+
+def elu(x, alpha=1.0):
+    """x for x > 0, alpha * (exp(x) - 1) otherwise."""
+    from .elementwise import expm1
+
+    positive = x > 0
+    return where(positive, x, alpha * expm1(where(positive, 0, x)))
+
+
+_SELU_ALPHA = 1.6732632423543772
+_SELU_SCALE = 1.0507009873554805
+
+
+def selu(x):
+    """Scaled ELU with the self-normalising constants of Klambauer et al."""
+    return _SELU_SCALE * elu(x, _SELU_ALPHA)
+
+
+Tensor.relu = relu
+Tensor.sigmoid = sigm
+Tensor.softmax = lambda self, axis=-1: softmax(self, axis)
+Tensor.logsumexp = lambda self, axis=None, keepdims=False: logsumexp(self, axis, keepdims)

@@ -1,0 +1,175 @@
+"""Reductions with ``axis`` (int, tuple or None) and ``keepdims``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import Tensor, primitive
+from ..autograd import nondiff as _nondiff_wrap
+from ..backend import array_namespace
+from .elementwise import sqrt, where
+from .shape import broadcast_to, reshape
+
+
+def _axes(axis, ndim):
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, (int, np.integer)):
+        axis = (axis,)
+    out = []
+    for a in axis:
+        if not -ndim <= a < max(ndim, 1):
+            raise ValueError(f"axis {a} is out of bounds for an array with {ndim} dimensions")
+        out.append(a % ndim if ndim else 0)
+    return tuple(out)
+
+
+def _kept_shape(shape, axis):
+    axes = _axes(axis, len(shape))
+    return tuple(1 if i in axes else s for i, s in enumerate(shape))
+
+
+def _count(shape, axis):
+    n = 1
+    for a in _axes(axis, len(shape)):
+        n *= shape[a] if shape else 1
+    return n
+
+
+def _expand(g, shape, axis, keepdims):
+    """Broadcast the gradient of a reduction back over the reduced axes."""
+    if not keepdims:
+        g = reshape(g, _kept_shape(shape, axis))
+    return broadcast_to(g, shape)
+
+
+def _shape(x):
+    return x.shape if hasattr(x, "shape") else np.shape(x)
+
+
+@primitive
+def sum(x, axis=None, keepdims=False):
+    """Sum over ``axis``."""
+    return array_namespace(x).sum(x, axis=axis, keepdims=keepdims)
+
+
+sum.defvjp(lambda g, ans, x, axis=None, keepdims=False: _expand(g, _shape(x), axis, keepdims))
+
+
+@primitive
+def mean(x, axis=None, keepdims=False):
+    """Mean over ``axis``."""
+    return array_namespace(x).mean(x, axis=axis, keepdims=keepdims)
+
+
+mean.defvjp(
+    lambda g, ans, x, axis=None, keepdims=False: _expand(
+        g / _count(_shape(x), axis), _shape(x), axis, keepdims
+    )
+)
+
+
+def _extreme_vjp(g, ans, x, axis=None, keepdims=False):
+    # Ties share the gradient equally (like torch.amax / amin).
+    shape = _shape(x)
+    hit = x == _expand(ans, shape, axis, keepdims)
+    count = sum(hit, axis=axis, keepdims=True)
+    return where(hit, _expand(g, shape, axis, keepdims) / count, 0)
+
+
+@primitive
+def max(x, axis=None, keepdims=False):
+    """Maximum over ``axis``."""
+    return array_namespace(x).max(x, axis=axis, keepdims=keepdims)
+
+
+@primitive
+def min(x, axis=None, keepdims=False):
+    """Minimum over ``axis``."""
+    return array_namespace(x).min(x, axis=axis, keepdims=keepdims)
+
+
+max.defvjp(_extreme_vjp)
+min.defvjp(_extreme_vjp)
+amax, amin = max, min
+
+
+@primitive
+def var(x, axis=None, ddof=0, keepdims=False):
+    """Variance over ``axis`` (``ddof=1`` for the unbiased estimate)."""
+    return array_namespace(x).var(x, axis=axis, ddof=ddof, keepdims=keepdims)
+
+
+def _var_vjp(g, ans, x, axis=None, ddof=0, keepdims=False):
+    shape = _shape(x)
+    centred = x - mean(x, axis=axis, keepdims=True)
+    return _expand(g, shape, axis, keepdims) * centred * (2.0 / (_count(shape, axis) - ddof))
+
+
+var.defvjp(_var_vjp)
+
+
+def std(x, axis=None, ddof=0, keepdims=False):
+    """Standard deviation over ``axis``."""
+    return sqrt(var(x, axis=axis, ddof=ddof, keepdims=keepdims))
+
+
+@primitive
+def prod(x, axis=None, keepdims=False):
+    """Product over ``axis``."""
+    return array_namespace(x).prod(x, axis=axis, keepdims=keepdims)
+
+
+def _prod_vjp(g, ans, x, axis=None, keepdims=False):
+    shape = _shape(x)
+    gx = _expand(g, shape, axis, keepdims)
+    raw = x.value if isinstance(x, Tensor) else x
+    if not (raw == 0).any():
+        return gx * _expand(ans, shape, axis, keepdims) / x
+    if isinstance(x, Tensor):
+        raise NotImplementedError("prod: second derivatives at inputs containing zeros")
+    # With zeros, use the product of all *other* elements: exclusive cumulative products.
+    xp = array_namespace(raw)
+    axes = _axes(axis, raw.ndim)
+    rest = [i for i in range(raw.ndim) if i not in axes]
+    moved = xp.transpose(raw, rest + list(axes)).reshape([raw.shape[i] for i in rest] + [-1])
+    ones = xp.ones(moved.shape[:-1] + (1,), dtype=raw.dtype)
+    left = xp.cumprod(xp.concatenate([ones, moved[..., :-1]], axis=-1), axis=-1)
+    right = xp.cumprod(xp.concatenate([ones, moved[..., :0:-1]], axis=-1), axis=-1)[..., ::-1]
+    others = (left * right).reshape([raw.shape[i] for i in rest] + [raw.shape[i] for i in axes])
+    others = xp.transpose(others, np.argsort(rest + list(axes)))
+    return gx * others
+
+
+prod.defvjp(_prod_vjp)
+
+argmax = _nondiff_wrap("argmax", lambda x, axis=None, keepdims=False: x.argmax(axis=axis, keepdims=keepdims))
+argmin = _nondiff_wrap("argmin", lambda x, axis=None, keepdims=False: x.argmin(axis=axis, keepdims=keepdims))
+
+
+def _reduce_method(op):
+    def method(self, axis=None, keepdims=False, **kw):
+        # NumPy's np.sum(t) / np.mean(t) call this method with out=None, dtype=None.
+        if kw.get("out") is not None or kw.get("dtype") is not None:
+            raise TypeError(f"{op.__name__}: out= and dtype= are not supported on tensors")
+        return op(self, axis=axis, keepdims=keepdims)
+
+    return method
+
+
+def _stat_method(op):
+    def method(self, axis=None, ddof=0, keepdims=False, **kw):
+        return op(self, axis=axis, ddof=ddof, keepdims=keepdims)
+
+    return method
+
+
+Tensor.sum = _reduce_method(sum)
+Tensor.mean = _reduce_method(mean)
+Tensor.max = _reduce_method(max)
+Tensor.min = _reduce_method(min)
+Tensor.prod = _reduce_method(prod)
+Tensor.var = _stat_method(var)
+Tensor.std = _stat_method(std)
+Tensor.argmax = lambda self, axis=None, keepdims=False: argmax(self, axis=axis, keepdims=keepdims)
+Tensor.argmin = lambda self, axis=None, keepdims=False: argmin(self, axis=axis, keepdims=keepdims)

@@ -1,0 +1,270 @@
+"""Shape primitives: reshape, transpose, broadcasting, joining, flipping and padding."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import Tensor, primitive
+from ..backend import array_namespace
+
+
+def _shape(x):
+    return x.shape if hasattr(x, "shape") else np.shape(x)
+
+
+def _ndim(x):
+    return x.ndim if hasattr(x, "ndim") else np.ndim(x)
+
+
+@primitive
+def reshape(x, shape):
+    """``x`` with a new shape (one entry may be -1)."""
+    try:
+        return x.reshape(shape)
+    except (ValueError, AttributeError):
+        xp = array_namespace(x)
+        try:
+            return xp.reshape(x, shape)
+        except ValueError:
+            raise ValueError(f"reshape: cannot reshape array of shape {_shape(x)} into {shape}") from None
+
+
+reshape.defvjp(lambda g, ans, x, shape: reshape(g, _shape(x)))
+
+
+def _perm(ndim, axes):
+    if axes is None:
+        return tuple(range(ndim - 1, -1, -1))
+    axes = tuple(a % ndim if ndim else a for a in axes)
+    if sorted(axes) != list(range(ndim)):
+        raise ValueError(f"transpose: axes {axes} are not a permutation of the {ndim} axes")
+    return axes
+
+
+@primitive
+def _transpose(x, axes):
+    return x.transpose(axes)
+
+
+_transpose.defvjp(lambda g, ans, x, axes: _transpose(g, tuple(np.argsort(axes))))
+
+
+def transpose(x, axes=None):
+    """Permute the axes (reverse them by default)."""
+    return _transpose(x, _perm(_ndim(x), axes))
+
+
+permute = transpose
+
+
+def swapaxes(x, a, b):
+    p = list(range(_ndim(x)))
+    p[a], p[b] = p[b], p[a]
+    return _transpose(x, tuple(p))
+
+
+def moveaxis(x, source, destination):
+    n = _ndim(x)
+    p = [i for i in range(n) if i != source % n]
+    p.insert(destination % n, source % n)
+    return _transpose(x, tuple(p))
+
+
+@primitive
+def sum_to(x, shape):
+    """Sum ``x`` down to ``shape`` (the reverse of broadcasting)."""
+    xshape = _shape(x)
+    if xshape == shape:
+        return x
+    xp = array_namespace(x)
+    lead = len(xshape) - len(shape)
+    if lead < 0:
+        raise ValueError(f"sum_to: cannot reduce shape {xshape} to larger shape {shape}")
+    axes = tuple(range(lead)) + tuple(
+        i + lead for i, s in enumerate(shape) if s == 1 and xshape[i + lead] != 1
+    )
+    out = xp.sum(x, axis=axes, keepdims=True) if axes else x
+    return out.reshape(shape)
+
+
+@primitive
+def broadcast_to(x, shape):
+    """``x`` broadcast to ``shape`` (a read-only view)."""
+    xp = array_namespace(x)
+    try:
+        return xp.broadcast_to(x, shape)
+    except ValueError:
+        raise ValueError(f"broadcast_to: cannot broadcast shape {_shape(x)} to {shape}") from None
+
+
+sum_to.defvjp(lambda g, ans, x, shape: broadcast_to(g, _shape(x)))
+broadcast_to.defvjp(lambda g, ans, x, shape: sum_to(g, _shape(x)))
+
+
+def unbroadcast(g, x):
+    """The gradient ``g`` of a broadcast result, summed back to the shape of operand ``x``."""
+    return sum_to(g, _shape(x))
+
+
+def expand_dims(x, axis):
+    """Insert a size-1 axis at ``axis`` (an int or a tuple of ints)."""
+    shape = list(_shape(x))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    n = len(shape) + len(axes)
+    for a in sorted(a % n for a in axes):
+        shape.insert(a, 1)
+    return reshape(x, tuple(shape))
+
+
+unsqueeze = expand_dims
+
+
+def squeeze(x, axis=None):
+    """Remove size-1 axes (all of them, or those named by ``axis``)."""
+    shape = _shape(x)
+    if axis is None:
+        new = tuple(s for s in shape if s != 1)
+    else:
+        axes = {a % len(shape) for a in ((axis,) if isinstance(axis, int) else axis)}
+        for a in axes:
+            if shape[a] != 1:
+                raise ValueError(f"squeeze: axis {a} of shape {shape} has size {shape[a]}, not 1")
+        new = tuple(s for i, s in enumerate(shape) if i not in axes)
+    return reshape(x, new)
+
+
+def flatten(x):
+    return reshape(x, (-1,))
+
+
+def mat(x):
+    """Reshape to 2-D keeping the batch axis: (N, d1, d2, ...) -> (N, d1*d2*...). (Knet's ``mat``.)"""
+    shape = _shape(x)
+    return reshape(x, (shape[0] if shape else 1, -1))
+
+
+@primitive
+def _concatenate(*xs, axis=0):
+    xp = array_namespace(*xs)
+    try:
+        return xp.concatenate(xs, axis=axis)
+    except ValueError:
+        shapes = ", ".join(str(_shape(x)) for x in xs)
+        raise ValueError(f"concatenate: shapes {shapes} do not match off axis {axis}") from None
+
+
+@_concatenate.defvjp_argnum
+def _concatenate_vjp(i, g, ans, *xs, axis=0):
+    ax = axis % _ndim(ans)
+    start = sum(_shape(x)[ax] for x in xs[:i])
+    idx = [slice(None)] * _ndim(ans)
+    idx[ax] = slice(start, start + _shape(xs[i])[ax])
+    return g[tuple(idx)]
+
+
+def concatenate(xs, axis=0):
+    """Join a sequence of arrays along an existing axis."""
+    return _concatenate(*xs, axis=axis)
+
+
+def stack(xs, axis=0):
+    """Join a sequence of same-shape arrays along a new axis."""
+    xs = list(xs)
+    shapes = {_shape(x) for x in xs}
+    if len(shapes) > 1:
+        raise ValueError(f"stack: all inputs must have the same shape, got {sorted(shapes)}")
+    return _concatenate(*[expand_dims(x, axis) for x in xs], axis=axis)
+
+
+def split(x, indices_or_sections, axis=0):
+    """Split into a list of sub-arrays along ``axis`` (like ``numpy.split``)."""
+    n = _shape(x)[axis]
+    if isinstance(indices_or_sections, int):
+        if n % indices_or_sections:
+            raise ValueError(f"split: axis of length {n} does not divide into {indices_or_sections} parts")
+        step = n // indices_or_sections
+        bounds = list(range(0, n + 1, step))
+    else:
+        bounds = [0, *indices_or_sections, n]
+    out = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        idx = [slice(None)] * _ndim(x)
+        idx[axis] = slice(a, b)
+        out.append(x[tuple(idx)])
+    return out
+
+
+@primitive
+def flip(x, axis=None):
+    """Reverse the order of elements along ``axis`` (all axes by default)."""
+    return array_namespace(x).flip(x, axis=axis)
+
+
+flip.defvjp(lambda g, ans, x, axis=None: flip(g, axis=axis))
+
+
+def _pad_width(pad_width, ndim):
+    pw = np.broadcast_to(np.asarray(pad_width, dtype=int), (ndim, 2))
+    return tuple((int(a), int(b)) for a, b in pw)
+
+
+@primitive
+def _pad(x, pad_width, value):
+    return array_namespace(x).pad(x, pad_width, mode="constant", constant_values=value)
+
+
+_pad.defvjp(
+    lambda g, ans, x, pad_width, value: g[
+        tuple(slice(a, a + s) for (a, _), s in zip(pad_width, _shape(x)))
+    ]
+)
+
+
+def pad(x, pad_width, mode="constant", constant_values=0):
+    """Pad with a constant (``numpy.pad`` semantics for ``pad_width``)."""
+    if mode != "constant":
+        raise NotImplementedError(f"pad: only mode='constant' is differentiable, got mode={mode!r}")
+    return _pad(x, _pad_width(pad_width, _ndim(x)), constant_values)
+
+
+@primitive
+def astype(x, dtype):
+    """``x`` converted to ``dtype`` (the gradient is converted back)."""
+    return x.astype(dtype)
+
+
+astype.defvjp(lambda g, ans, x, dtype: astype(g, x.dtype))
+
+
+@primitive
+def identity(x):
+    return x
+
+
+identity.defvjp(lambda g, ans, x: g)
+
+
+def _transpose_method(self, *axes):
+    if len(axes) == 1 and (axes[0] is None or not isinstance(axes[0], int)):
+        axes = axes[0]
+    return transpose(self, axes or None)
+
+
+def _reshape_method(self, *shape):
+    if len(shape) == 1 and not isinstance(shape[0], int):
+        shape = shape[0]
+    return reshape(self, tuple(shape))
+
+
+Tensor.reshape = _reshape_method
+Tensor.transpose = _transpose_method
+Tensor.permute = _transpose_method
+Tensor.T = property(lambda self: transpose(self))
+Tensor.mT = property(lambda self: swapaxes(self, -1, -2))
+Tensor.swapaxes = swapaxes
+Tensor.flatten = flatten
+Tensor.squeeze = squeeze
+Tensor.expand_dims = expand_dims
+Tensor.unsqueeze = expand_dims
+Tensor.astype = astype
+Tensor.flip = flip
