@@ -4,7 +4,7 @@ Write a model as plain Python and differentiate it with ``grad`` (the Knet way),
 ``backward()`` (the PyTorch way). Arrays are batch-first: (N, features) and (N, C, H, W).
 """
 
-from . import ops
+from . import backend, datasets, ops
 from .autograd import GraphFreedError, Param, Tensor, enable_grad, is_grad_enabled, no_grad, primitive, tensor
 from .backend import get_dtype, get_rng_state, set_dtype, set_rng_state, set_seed
 from .functional import grad, value_and_grad

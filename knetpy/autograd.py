@@ -38,7 +38,7 @@ class Tensor:
     Layout convention: the batch axis comes first, (N, features) or (N, C, H, W), as in PyTorch.
     """
 
-    __slots__ = ("value", "grad", "requires_grad", "_prim", "_args", "_kw", "_saved", "__weakref__")
+    __slots__ = ("value", "grad", "requires_grad", "_prim", "_args", "_kw", "_saved", "_g", "__weakref__")
     # Let NumPy hand mixed expressions (ndarray + Tensor) to the tensor instead of broadcasting objects.
     __array_priority__ = 1000
 
@@ -52,6 +52,7 @@ class Tensor:
         self._args = None
         self._kw = _EMPTY
         self._saved = None
+        self._g = None
         if requires_grad and self.value.dtype.kind not in "fc":
             raise TypeError(f"only floating tensors can require gradients, got dtype {self.value.dtype}")
 
@@ -257,6 +258,7 @@ def _node(value, prim, args, kw, saved):
     t._args = args
     t._kw = kw
     t._saved = saved
+    t._g = None
     return t
 
 
@@ -269,6 +271,7 @@ def _const(value):
     t._args = None
     t._kw = _EMPTY
     t._saved = None
+    t._g = None
     return t
 
 
@@ -340,25 +343,32 @@ def primitive(fwd=None, *, saves=False, name=None):
 def _toposort(root, stop):
     """Nodes reachable from ``root`` through tensors requiring grad, parents before children."""
     order = []
-    seen = {id(root)}
+    seen = {root}
     stack = [(root, 0)]
     while stack:
         node, i = stack.pop()
-        args = () if node._prim is None or id(node) in stop else node._args
-        if args is None:  # a freed node: handled (with a clear error) by the caller
-            args = ()
-        n = len(args)
-        while i < n:
-            a = args[i]
-            i += 1
-            if isinstance(a, Tensor) and a.requires_grad and id(a) not in seen:
-                seen.add(id(a))
-                stack.append((node, i))
-                stack.append((a, 0))
-                break
+        args = node._args if node._prim is not None and node not in stop else None
+        if args is not None:  # (None also for a freed node: the caller reports it)
+            n = len(args)
+            while i < n:
+                a = args[i]
+                i += 1
+                if isinstance(a, Tensor) and a.requires_grad and a not in seen:
+                    seen.add(a)
+                    stack.append((node, i))
+                    stack.append((a, 0))
+                    break
+            else:
+                order.append(node)
         else:
             order.append(node)
     return order
+
+
+_FREED_MESSAGE = (
+    "backward through a graph a second time: its intermediate values were freed by the first "
+    "backward; pass retain_graph=True to the first call, or detach() a carried state"
+)
 
 
 def backprop(root, seed, inputs=None, create_graph=False, retain_graph=False):
@@ -366,33 +376,34 @@ def backprop(root, seed, inputs=None, create_graph=False, retain_graph=False):
 
     With ``inputs`` (a list of tensors): return their gradients (None where unreached), stopping at
     them. Without: accumulate into ``.grad`` of every leaf that requires a gradient.
+    Gradients are summed in each node's ``_g`` slot while the pass runs (no dictionaries).
     """
     global _grad_enabled
-    stop = {id(t) for t in inputs} if inputs is not None else ()
+    stop = set(inputs) if inputs is not None else ()
     order = _toposort(root, stop)
-    results = {}
-    grads = {id(root): _const(seed) if create_graph else seed}
+    root._g = _const(seed) if create_graph else seed
+    results = []
     prev_mode = _grad_enabled
     _grad_enabled = create_graph
     try:
         for node in reversed(order):
-            g = grads.pop(id(node), None)
+            g = node._g
             if g is None:
                 continue
+            node._g = None
             prim = node._prim
-            if prim is None or id(node) in stop:
+            if prim is None or node in stop:
                 if inputs is not None:
-                    results[id(node)] = g
+                    results.append((node, g))
                 elif node.grad is None:
+                    if not create_graph and not getattr(g, "flags", _WRITEABLE).writeable:
+                        g = g.copy()  # a broadcast view: give the user an array they can modify
                     node.grad = g
                 else:
                     node.grad = node.grad + g
                 continue
             if prim is _FREED:
-                raise GraphFreedError(
-                    "backward through a graph a second time: its intermediate values were freed by the "
-                    "first backward; pass retain_graph=True to the first call, or detach() a carried state"
-                )
+                raise GraphFreedError(_FREED_MESSAGE)
             args = node._args
             kw = node._kw
             if create_graph:
@@ -402,26 +413,37 @@ def backprop(root, seed, inputs=None, create_graph=False, retain_graph=False):
                 gargs = [a.value if isinstance(a, Tensor) else a for a in args]
             head = (ans, node._saved) if prim.saves else (ans,)
             vjps = prim.vjps
+            by_argnum = prim.vjp_argnum
             for i, a in enumerate(args):
                 if isinstance(a, Tensor) and a.requires_grad:
-                    if prim.vjp_argnum is not None:
-                        gi = prim.vjp_argnum(i, g, *head, *gargs, **kw)
+                    if by_argnum is not None:
+                        gi = by_argnum(i, g, *head, *gargs, **kw)
                     else:
                         gi = vjps[i](g, *head, *gargs, **kw)
-                    if gi is None:
-                        continue
-                    k = id(a)
-                    prev = grads.get(k)
-                    grads[k] = gi if prev is None else prev + gi
+                    if gi is not None:
+                        prev = a._g
+                        a._g = gi if prev is None else prev + gi
             if not retain_graph:
                 node._prim = _FREED
                 node._args = None
                 node._saved = None
+    except BaseException:
+        for node in order:
+            node._g = None
+        raise
     finally:
         _grad_enabled = prev_mode
     if inputs is not None:
-        return [results.get(id(t)) for t in inputs]
+        found = {id(t): g for t, g in results}
+        return [found.get(id(t)) for t in inputs]
     return None
+
+
+class _Writeable:
+    writeable = True
+
+
+_WRITEABLE = _Writeable()
 
 
 def nondiff(name, fn):

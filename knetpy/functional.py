@@ -31,23 +31,25 @@ def value_and_grad(fun, argnums=0, has_aux=False):
         # Inside an outer differentiation an argument is already a tensor on the outer tape: then
         # the inner pass records its own backward (create_graph) so the outer one can differentiate it.
         nested = False
+        recording = is_grad_enabled()
         structures = []
         inputs = []
         for n in nums:
             leaves, treedef = flatten(args[n])
             new = []
             for leaf in leaves:
-                if isinstance(leaf, Tensor) and leaf.requires_grad and is_grad_enabled():
-                    nested = True
-                    t = identity(leaf)
-                else:
-                    v = leaf.value if isinstance(leaf, Tensor) else as_array(leaf)
-                    if v.dtype.kind not in "fc":
-                        raise TypeError(
-                            f"grad: argument {n} has a leaf of dtype {v.dtype}; gradients need floating arrays"
-                        )
-                    t = Tensor(v, requires_grad=True)
-                new.append(t)
+                if isinstance(leaf, Tensor):
+                    if leaf.requires_grad and recording:
+                        nested = True
+                        new.append(identity(leaf))
+                        continue
+                    leaf = leaf.value
+                v = as_array(leaf)
+                if v.dtype.kind not in "fc":
+                    raise TypeError(
+                        f"grad: argument {n} has a leaf of dtype {v.dtype}; gradients need floating arrays"
+                    )
+                new.append(Tensor(v, requires_grad=True))
             structures.append((treedef, leaves, new))
             inputs.extend(new)
             args[n] = unflatten(treedef, new)
@@ -59,11 +61,10 @@ def value_and_grad(fun, argnums=0, has_aux=False):
                 raise TypeError("grad(has_aux=True): the function must return a pair (value, aux)")
             out, aux = out
         if isinstance(out, Tensor) and out.requires_grad:
-            if out.size != 1:
+            if out.value.size != 1:
                 raise TypeError(f"grad: the function must return a scalar, got an array of shape {out.shape}")
             seed = array_namespace(out.value).ones_like(out.value)
-            with _GradMode(True):
-                found = backprop(out, seed, inputs, create_graph=nested, retain_graph=nested)
+            found = backprop(out, seed, inputs, create_graph=nested, retain_graph=nested)
         else:
             shape = out.shape if hasattr(out, "shape") else ()
             if shape not in ((), (1,)):
@@ -72,17 +73,16 @@ def value_and_grad(fun, argnums=0, has_aux=False):
         grads = []
         pos = 0
         for treedef, leaves, new in structures:
-            gl = []
-            for leaf, t in zip(leaves, new):
-                g = found[pos]
-                pos += 1
+            gl = found[pos : pos + len(new)]
+            pos += len(new)
+            for j, g in enumerate(gl):
                 if g is None:
-                    g = array_namespace(t.value).zeros_like(t.value)
-                if isinstance(g, Tensor) and not nested:
+                    g = array_namespace(new[j].value).zeros_like(new[j].value)
+                elif not nested and isinstance(g, Tensor):
                     g = g.value
-                if not isinstance(leaf, Tensor) and not hasattr(leaf, "shape") and not nested:
-                    g = type(leaf)(g) if isinstance(leaf, (int, float)) else g
-                gl.append(g)
+                if not nested and isinstance(leaves[j], float):
+                    g = float(g)
+                gl[j] = g
             grads.append(unflatten(treedef, gl))
         grads = grads[0] if single else tuple(grads)
         value = out if nested or not isinstance(out, Tensor) else out.value

@@ -38,6 +38,8 @@ def _count(shape, axis):
 
 def _expand(g, shape, axis, keepdims):
     """Broadcast the gradient of a reduction back over the reduced axes."""
+    if axis is None and not isinstance(g, Tensor):
+        return array_namespace(g).full(shape, g, dtype=g.dtype)
     if not keepdims:
         g = reshape(g, _kept_shape(shape, axis))
     return broadcast_to(g, shape)
@@ -50,6 +52,8 @@ def _shape(x):
 @primitive
 def sum(x, axis=None, keepdims=False):
     """Sum over ``axis``."""
+    if hasattr(x, "sum"):
+        return x.sum(axis=axis, keepdims=keepdims)
     return array_namespace(x).sum(x, axis=axis, keepdims=keepdims)
 
 
@@ -59,7 +63,11 @@ sum.defvjp(lambda g, ans, x, axis=None, keepdims=False: _expand(g, _shape(x), ax
 @primitive
 def mean(x, axis=None, keepdims=False):
     """Mean over ``axis``."""
-    return array_namespace(x).mean(x, axis=axis, keepdims=keepdims)
+    xp = array_namespace(x)
+    if getattr(x, "dtype", None) is None or x.dtype.kind not in "fc":
+        return xp.mean(x, axis=axis, keepdims=keepdims)
+    # sum / n directly: the same arithmetic as xp.mean without its Python-level overhead
+    return x.sum(axis=axis, keepdims=keepdims) / _count(x.shape, axis)
 
 
 mean.defvjp(

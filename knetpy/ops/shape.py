@@ -76,14 +76,13 @@ def sum_to(x, shape):
     xshape = _shape(x)
     if xshape == shape:
         return x
-    xp = array_namespace(x)
     lead = len(xshape) - len(shape)
     if lead < 0:
         raise ValueError(f"sum_to: cannot reduce shape {xshape} to larger shape {shape}")
     axes = tuple(range(lead)) + tuple(
         i + lead for i, s in enumerate(shape) if s == 1 and xshape[i + lead] != 1
     )
-    out = xp.sum(x, axis=axes, keepdims=True) if axes else x
+    out = x.sum(axis=axes, keepdims=True) if axes else x
     return out.reshape(shape)
 
 
@@ -103,7 +102,8 @@ broadcast_to.defvjp(lambda g, ans, x, shape: sum_to(g, _shape(x)))
 
 def unbroadcast(g, x):
     """The gradient ``g`` of a broadcast result, summed back to the shape of operand ``x``."""
-    return sum_to(g, _shape(x))
+    shape = _shape(x)
+    return g if g.shape == shape else sum_to(g, shape)
 
 
 def expand_dims(x, axis):

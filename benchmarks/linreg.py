@@ -1,0 +1,115 @@
+"""LinReg on the Boston housing data: 13 -> 1, full batch 506, 10,000 SGD steps, lr 0.1.
+
+Knet's first benchmark, written Knet-style with ``kp.grad``, timed against the same loop in PyTorch
+(and hand-written NumPy, JAX and HIPS autograd when installed) in one run. Per-op overhead is
+the whole cost here: each step is five small ops forward and back.
+
+    python benchmarks/linreg.py [--steps 10000] [--data ../shared/data/housing.data]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import best_of, blas_report, table  # noqa: E402
+
+
+def load(path):
+    d = np.loadtxt(path)
+    x, y = d[:, :13], d[:, 13:]
+    x = (x - x.mean(0)) / x.std(0)
+    return x.astype(np.float32), y.astype(np.float32)
+
+
+def init(seed=1):
+    g = np.random.default_rng(seed)
+    return [(g.standard_normal((13, 1)) * 0.1).astype(np.float32), np.zeros(1, np.float32)]
+
+
+def run_knetpy(x, y, steps, lr):
+    import knetpy as kp
+
+    def loss(w, x, y):
+        return kp.mean(kp.square(x @ w[0] + w[1] - y))
+
+    dloss = kp.grad(loss)
+    w = init()
+    for _ in range(steps):
+        for wi, gi in zip(w, dloss(w, x, y)):
+            wi -= lr * gi
+    return float(loss(w, x, y))
+
+
+def run_numpy(x, y, steps, lr):
+    w, b = init()
+    n = len(x)
+    for _ in range(steps):
+        err = x @ w + b - y
+        g = err * (2.0 / n)
+        w -= lr * (x.T @ g)
+        b -= lr * g.sum(0)
+    return float(np.mean((x @ w + b - y) ** 2))
+
+
+def run_torch(x, y, steps, lr):
+    import torch
+
+    torch.set_num_threads(os.cpu_count())
+    X, Y = torch.from_numpy(x), torch.from_numpy(y)
+    w0, b0 = init()
+    w = torch.tensor(w0, requires_grad=True)
+    b = torch.tensor(b0, requires_grad=True)
+    for _ in range(steps):
+        loss = ((X @ w + b - Y) ** 2).mean()
+        gw, gb = torch.autograd.grad(loss, (w, b))
+        with torch.no_grad():
+            w -= lr * gw
+            b -= lr * gb
+    return float(((X @ w + b - Y) ** 2).mean().detach())
+
+
+def run_jax(x, y, steps, lr):
+    import jax
+    import jax.numpy as jnp
+
+    @jax.jit
+    def step(w, b):
+        def loss(w, b):
+            return jnp.mean((x @ w + b - y) ** 2)
+
+        gw, gb = jax.grad(loss, argnums=(0, 1))(w, b)
+        return w - lr * gw, b - lr * gb
+
+    w, b = (jnp.asarray(a) for a in init())
+    for _ in range(steps):
+        w, b = step(w, b)
+    return float(jnp.mean((x @ w + b - y) ** 2))
+
+
+def main(argv=None):
+    here = os.path.dirname(os.path.abspath(__file__))
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=10_000)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--data", default=os.path.join(here, "..", "..", "shared", "data", "housing.data"))
+    a = p.parse_args(argv)
+    x, y = load(a.data)
+    rows = []
+    for name, fn in [("knetpy", run_knetpy), ("NumPy by hand", run_numpy), ("PyTorch", run_torch), ("JAX", run_jax)]:
+        try:
+            sec, final = best_of(lambda fn=fn: fn(x, y, a.steps, a.lr), a.repeat)
+        except ImportError:
+            continue
+        rows.append((name, sec, f"final MSE {final:.3f}"))
+    print(f"LinReg housing, {a.steps} steps, best of {a.repeat}. {blas_report()}\n")
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+"""Datasets: generators for the course toy problems, and loaders."""
+
+from .toy import spirals
