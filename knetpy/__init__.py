@@ -5,10 +5,22 @@ Write a model as plain Python and differentiate it with ``grad`` (the Knet way),
 """
 
 from . import backend, datasets, ops
-from .autograd import GraphFreedError, Param, Tensor, enable_grad, is_grad_enabled, no_grad, primitive, tensor
+from .autograd import (
+    AnomalyError,
+    GraphFreedError,
+    Param,
+    Tensor,
+    detect_anomaly,
+    enable_grad,
+    is_grad_enabled,
+    no_grad,
+    primitive,
+    tensor,
+)
 from .backend import get_dtype, get_rng_state, set_dtype, set_rng_state, set_seed
 from .functional import grad, value_and_grad
 from .gradcheck import GradcheckError, gradcheck
+from .io import CheckpointError, load, load_weights, save
 from .ops import *  # noqa: F403  (the NumPy-style functions: kp.sum, kp.exp, kp.matmul, ...)
 from .tree import flatten as tree_flatten
 from .tree import tree_map

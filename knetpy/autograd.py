@@ -24,6 +24,7 @@ import numpy as np
 from .backend import array_namespace, as_array
 
 _grad_enabled = True
+_anomaly = False  # detect_anomaly(): check every op's output and gradient for NaN/Inf
 _EMPTY: dict = {}
 
 
@@ -299,6 +300,8 @@ def primitive(fwd=None, *, saves=False, name=None):
                     track = True
             vals = [a.value if isinstance(a, Tensor) else a for a in args]
             out, saved = fwd(*vals, **kw)
+            if _anomaly:
+                _check_finite(out, prim.name, "output")
             if track and _grad_enabled:
                 return _node(out, prim, args, kw or _EMPTY, saved)
             return _const(out)
@@ -316,6 +319,8 @@ def primitive(fwd=None, *, saves=False, name=None):
                 if isinstance(a, Tensor) and a.requires_grad:
                     track = True
             out = fwd(*[a.value if isinstance(a, Tensor) else a for a in args], **kw)
+            if _anomaly:
+                _check_finite(out, prim.name, "output")
             if track and _grad_enabled:
                 return _node(out, prim, args, kw or _EMPTY, None)
             return _const(out)
@@ -421,6 +426,8 @@ def backprop(root, seed, inputs=None, create_graph=False, retain_graph=False):
                     else:
                         gi = vjps[i](g, *head, *gargs, **kw)
                     if gi is not None:
+                        if _anomaly:
+                            _check_finite(gi, prim.name, f"gradient for argument {i}")
                         prev = a._g
                         a._g = gi if prev is None else prev + gi
             if not retain_graph:
@@ -444,6 +451,36 @@ class _Writeable:
 
 
 _WRITEABLE = _Writeable()
+
+
+class AnomalyError(FloatingPointError):
+    """An op produced NaN or Inf while :func:`detect_anomaly` was active."""
+
+
+def _check_finite(x, name, what):
+    v = x.value if isinstance(x, Tensor) else x
+    if hasattr(v, "dtype") and v.dtype.kind in "fc":
+        xp = array_namespace(v)
+        if not bool(xp.isfinite(v).all()):
+            kind = "NaN" if bool(xp.isnan(v).any()) else "Inf"
+            raise AnomalyError(f"detect_anomaly: the {what} of op '{name}' contains {kind} (shape {v.shape})")
+
+
+class detect_anomaly:
+    """Context manager: raise :class:`AnomalyError` naming the first op whose output or gradient is NaN/Inf.
+
+    Checks are done on every op while active, so it slows things down; use it to debug.
+    """
+
+    def __enter__(self):
+        global _anomaly
+        self.prev = _anomaly
+        _anomaly = True
+        return self
+
+    def __exit__(self, *exc):
+        global _anomaly
+        _anomaly = self.prev
 
 
 def nondiff(name, fn):

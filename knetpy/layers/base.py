@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from ..autograd import Param
+from ..autograd import Param, Tensor
+
+# Every Layer subclass by class name, so that a saved architecture can be rebuilt without pickle.
+LAYER_CLASSES: dict[str, type] = {}
 
 
 class Layer:
@@ -16,10 +19,15 @@ class Layer:
     Layers start in training mode; ``eval()`` switches them (and their children) to inference.
     """
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        LAYER_CLASSES[cls.__name__] = cls
+
     def __init__(self, name=None):
         self.training = True
         self.built = False
         self.name = name
+        self.input_shape = None  # the shape the layer was built for (batch axis included)
 
     # -- subclass hooks ------------------------------------------------------------------------------
     def build(self, input_shape):
@@ -30,9 +38,10 @@ class Layer:
 
     def __call__(self, x, *args, **kwargs):
         if not self.built:
-            shape = x.shape if hasattr(x, "shape") else None
+            shape = tuple(x.shape) if hasattr(x, "shape") else None
             self.build(shape)
             self.built = True
+            self.input_shape = shape
         return self.forward(x, *args, **kwargs)
 
     # -- parameters and children ---------------------------------------------------------------------
@@ -96,13 +105,24 @@ class Layer:
             p.grad = None
 
     def state(self):
-        """Non-parameter tensors a layer keeps (e.g. BatchNorm running statistics): name -> array."""
+        """Non-trainable tensors a layer keeps (e.g. BatchNorm running statistics): name -> Tensor.
+
+        Any attribute holding a plain :class:`Tensor` (not a Param) counts, in nested layers too;
+        checkpoints save and restore these beside the parameters.
+        """
         out = OrderedDict()
+        for key, val in vars(self).items():
+            if isinstance(val, Tensor) and not isinstance(val, Param) and not key.startswith("_"):
+                out[key] = val
         for key, val in self._children():
             if isinstance(val, Layer):
-                for sub, arr in val.state().items():
-                    out[f"{key}.{sub}"] = arr
+                for sub, t in val.state().items():
+                    out[f"{key}.{sub}"] = t
         return out
+
+    def get_config(self):
+        """Constructor keyword arguments (JSON-serialisable) that rebuild this layer's architecture."""
+        return {}
 
     def __repr__(self):
         return f"{type(self).__name__}()"
