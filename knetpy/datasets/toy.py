@@ -5,16 +5,19 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import get_dtype, rng
+from ._validate import check_int
 
 
 def spirals(n_per_class=100, n_classes=3, noise=0.2, seed=None):
     """The CS231n 2-D spirals: ``n_classes`` interleaved arms of ``n_per_class`` points each.
 
-    Returns ``(x, y)``: x of shape (n_per_class * n_classes, 2) in the default dtype, integer labels y.
+    Returns ``(x, y)``: x of shape (n_per_class * n_classes, 2) in the default dtype, int64 labels y.
     A linear classifier cannot separate them; a small MLP can.
     """
-    if n_per_class <= 0 or n_classes <= 0:
-        raise ValueError(f"spirals: n_per_class and n_classes must be positive, got {n_per_class}, {n_classes}")
+    n_per_class = check_int(n_per_class, "n_per_class", "kp.datasets.spirals")
+    n_classes = check_int(n_classes, "n_classes", "kp.datasets.spirals")
+    if not noise >= 0:  # also refuses NaN
+        raise ValueError(f"kp.datasets.spirals: noise must be a non-negative number, got {noise!r}")
     g = np.random.default_rng(seed) if seed is not None else rng()
     xs, ys = [], []
     for c in range(n_classes):
