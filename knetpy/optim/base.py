@@ -1,0 +1,354 @@
+"""The optimizer base class: bound parameters, the gradient pipeline, per-array state, checkpoints.
+
+An optimizer is an update rule (``init_state`` + ``update_rule``, written once on raw arrays) plus
+the machinery every rule shares. Two styles drive the same rule:
+
+* object style: ``opt = Adam(model.params); loss.backward(); opt.step(); opt.zero_grad()``;
+* functional style (Knet): ``opts = optimizers(w, Adam); update(w, kp.grad(loss)(w, x, y), opts)``.
+
+Before the rule sees a gradient, the pipeline (shared by both styles, :func:`prepare_gradients`)
+clips it by value, then by the global norm over all arrays updated together, then adds annealed
+Gaussian noise. Weight decay comes last, inside the step, as in ``torch.optim``: coupled L2
+(``g + weight_decay * p``) for every rule except the decoupled form of Adam/AdamW.
+Gradients are never written in place; parameter arrays are (``p.value -= ...``), so references to
+them stay valid and their dtype is kept.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections import OrderedDict
+
+import numpy as np
+
+from ..autograd import Tensor, enable_grad
+from ..backend import array_namespace, is_array, to_numpy
+from .clipping import clip_factor, squared_norm
+from .noise import add_gradient_noise
+from .validate import check_lr, check_number, check_optional_positive
+
+#: State key of an optimizer that drives a single raw array (one per array in the functional style).
+ARRAY_KEY = "array"
+
+#: Options every optimizer takes, besides its rule's own hyper-parameters.
+COMMON_OPTIONS = ("lr", "weight_decay", "clip_norm", "clip_value", "grad_noise", "grad_noise_decay")
+
+
+def _leaf_value(x):
+    return x.value if isinstance(x, Tensor) else x
+
+
+def named_parameters(params, owner: str) -> OrderedDict:
+    """``name -> Param`` from a list, dict (names kept), generator, nested mix, or a layer (``.params``).
+
+    Lists are named by position ("0", "1", ...), nested containers by dotted paths ("enc.0.w").
+    A parameter reached twice (tied weights) is kept once, under its first name.
+    """
+    out = OrderedDict()
+    seen = set()
+
+    def walk(obj, name):
+        if isinstance(obj, Tensor):
+            if not obj.requires_grad:
+                raise TypeError(
+                    f"{owner}: parameter {name!r} does not require a gradient (create it with kp.Param)"
+                )
+            if not obj.is_leaf:
+                raise TypeError(
+                    f"{owner}: parameter {name!r} is computed by an op; only leaves can be trained"
+                )
+            if id(obj) not in seen:
+                seen.add(id(obj))
+                out[name] = obj
+        elif isinstance(obj, dict):
+            for k, v in obj.items():
+                walk(v, f"{name}.{k}" if name else str(k))
+        elif isinstance(obj, (list, tuple)):
+            for i, v in enumerate(obj):
+                walk(v, f"{name}.{i}" if name else str(i))
+        elif isinstance(getattr(obj, "params", None), dict):  # a layer or model
+            walk(obj.params, name)
+        elif is_array(obj):
+            raise TypeError(
+                f"{owner}: parameter {name or '0'!r} is a raw {type(obj).__name__}; wrap it in kp.Param, or "
+                "use the functional style (kp.optim.optimizers / kp.optim.update) for raw arrays"
+            )
+        elif hasattr(obj, "__iter__") and not isinstance(obj, (str, bytes)):
+            walk(list(obj), name)  # generators and other iterables
+        else:
+            hint = f"; to set the learning rate write lr={obj!r}" if isinstance(obj, numbers.Number) else ""
+            raise TypeError(
+                f"{owner}: params must be kp.Param objects (in a list, dict or generator), "
+                f"got {type(obj).__name__} at {name or 'the top level'!r}{hint}"
+            )
+
+    walk(params, "")
+    if not out:
+        raise ValueError(f"{owner}: got an empty parameter list")
+    return out
+
+
+def prepare_gradients(names, values, grads, opts):
+    """The shared gradient pipeline: checks, clipping by value, by global norm, then noise.
+
+    ``opts[i]`` is the optimizer updating ``values[i]`` (the same object for every array in the
+    object style; one per array in the functional style). The global norm is taken over every
+    array whose optimizer sets ``clip_norm``, each scaled with its own threshold. Returns new
+    gradient arrays (cast to their parameter's dtype) and never modifies the given ones.
+    """
+    out = []
+    for name, v, g, opt in zip(names, values, grads, opts):
+        if g.shape != v.shape:
+            raise ValueError(
+                f"{type(opt).__name__}: gradient for {name!r} has shape {g.shape}, the parameter has shape {v.shape}"
+            )
+        if g.dtype != v.dtype:
+            g = g.astype(v.dtype)
+        if opt.clip_value is not None:
+            g = array_namespace(g).clip(g, -opt.clip_value, opt.clip_value)
+        out.append(g)
+    clipped = [i for i, opt in enumerate(opts) if opt.clip_norm is not None]
+    if clipped:
+        norm = sum(squared_norm(out[i]) for i in clipped) ** 0.5
+        for i in clipped:
+            factor = clip_factor(norm, opts[i].clip_norm)
+            if factor < 1.0:
+                out[i] = out[i] * factor
+    for i, opt in enumerate(opts):
+        if opt.grad_noise:
+            out[i] = add_gradient_noise(out[i], opt.grad_noise, opt.grad_noise_decay, opt.iterations)
+    return out
+
+
+class Optimizer:
+    """Base class of every optimizer.
+
+    Args:
+        params: what to train: a list, dict (e.g. ``model.params``) or generator of :class:`kp.Param`,
+            or None to bind later with :meth:`bind`.
+        lr: learning rate, finite and > 0 (settable later, ``opt.lr = 0.01``, where 0 is allowed too).
+        weight_decay: L2 penalty coefficient (added to the gradient as ``weight_decay * p``).
+        clip_norm: if set, rescale the gradients so their global L2 norm is at most this.
+        clip_value: if set, clamp every gradient element into ``[-clip_value, clip_value]``.
+        grad_noise: ``eta`` of annealed Gaussian gradient noise, variance ``eta / (1 + t)^gamma``
+            at step ``t`` (0 = off).
+        grad_noise_decay: ``gamma`` of that schedule (0.55 as in the paper).
+
+    Subclasses define ``hyper_names`` (their own hyper-parameters, saved by :meth:`state_dict`),
+    ``init_state(value) -> dict`` and ``update_rule(value, grad, state)``; the latter updates
+    ``value`` and the state arrays in place and must not write into ``grad``. ``state["step"]``
+    counts the updates of that array (1 on its first).
+    """
+
+    hyper_names: tuple = ()
+    decoupled_weight_decay = False
+
+    def __init__(
+        self,
+        params=None,
+        lr=1e-3,
+        *,
+        weight_decay=0.0,
+        clip_norm=None,
+        clip_value=None,
+        grad_noise=0.0,
+        grad_noise_decay=0.55,
+    ):
+        name = type(self).__name__
+        self._lr = check_lr(name, lr)
+        self.weight_decay = check_number(name, "weight_decay", weight_decay, low=0.0)
+        self.clip_norm = check_optional_positive(name, "clip_norm", clip_norm)
+        self.clip_value = check_optional_positive(name, "clip_value", clip_value)
+        self.grad_noise = check_number(name, "grad_noise", grad_noise, low=0.0)
+        self.grad_noise_decay = check_number(name, "grad_noise_decay", grad_noise_decay, low=0.0)
+        #: Number of steps taken (drives the noise schedule).
+        self.iterations = 0
+        #: Per-array state: parameter name -> {"step": int, state arrays...}. Inspect freely.
+        self.state = {}
+        self._params = None
+        if params is not None:
+            self.bind(params)
+
+    # -- learning rate -----------------------------------------------------------------------------
+    @property
+    def lr(self) -> float:
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        # Unlike at construction, 0 is accepted here: schedules legitimately reach it (cosine annealing).
+        self._lr = check_lr(type(self).__name__, value, allow_zero=True)
+
+    # -- parameters --------------------------------------------------------------------------------
+    def bind(self, params):
+        """Attach the parameters to train (list, dict, generator or layer of kp.Param); returns self."""
+        named = named_parameters(params, type(self).__name__)
+        self._check_state_against(named, self.state)
+        self._params = named
+        return self
+
+    @property
+    def params(self) -> OrderedDict:
+        """``name -> Param`` being trained (empty before :meth:`bind`)."""
+        return OrderedDict(self._params) if self._params is not None else OrderedDict()
+
+    def _require_bound(self, what):
+        if self._params is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.{what}: no parameters to update; pass them when creating the "
+                f"optimizer ({type(self).__name__}(model.params, ...)) or call opt.bind(params) first"
+            )
+
+    def zero_grad(self):
+        """Drop the gradients of the bound parameters (``p.grad = None``)."""
+        if self._params is not None:
+            for p in self._params.values():
+                p.grad = None
+
+    # -- stepping ----------------------------------------------------------------------------------
+    def step(self, closure=None):
+        """Update every bound parameter that has a gradient; parameters whose ``.grad`` is None are skipped.
+
+        ``closure``, if given, is called first (with gradient recording on) to recompute the loss and
+        the gradients; its result is returned.
+        """
+        self._require_bound("step()")
+        loss = None
+        if closure is not None:
+            with enable_grad():
+                loss = closure()
+        names, values, grads = [], [], []
+        for name, p in self._params.items():
+            if p.grad is not None:
+                names.append(name)
+                values.append(p.value)
+                grads.append(_leaf_value(p.grad))
+        grads = prepare_gradients(names, values, grads, [self] * len(grads))
+        for name, v, g in zip(names, values, grads):
+            self._update_array(name, v, g)
+        self.iterations += 1
+        return loss
+
+    def _update_array(self, key, value, grad):
+        """One update of one array: state creation, weight decay, then the rule."""
+        state = self.state.get(key)
+        if state is None:
+            state = {"step": 0}
+            state.update(self.init_state(value))
+            self.state[key] = state
+        state["step"] += 1
+        if self.weight_decay:
+            if self.decoupled_weight_decay:
+                value *= 1.0 - self._lr * self.weight_decay
+            else:
+                grad = grad + self.weight_decay * value
+        self.update_rule(value, grad, state)
+
+    def init_state(self, value) -> dict:
+        """Fresh state arrays for a parameter ``value`` (its first update)."""
+        return {}
+
+    def update_rule(self, value, grad, state):
+        raise NotImplementedError(f"{type(self).__name__} must define update_rule()")
+
+    # -- hyper-parameters --------------------------------------------------------------------------
+    def hyperparameters(self) -> dict:
+        """Every option and hyper-parameter, JSON-serialisable (tuples become lists)."""
+        out = {}
+        for name in COMMON_OPTIONS + self.hyper_names:
+            v = getattr(self, name)
+            out[name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    def _set_hyper(self, name, value):
+        if name == "lr":
+            self.lr = value
+        elif name not in COMMON_OPTIONS + self.hyper_names:
+            raise ValueError(f"{type(self).__name__}.load_state_dict: unknown hyper-parameter {name!r}")
+        elif isinstance(getattr(self, name), tuple):
+            setattr(self, name, tuple(value))
+        else:
+            setattr(self, name, value)
+
+    def __repr__(self):
+        body = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
+        return f"{type(self).__name__}({body})"
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """``{"meta": ..., "arrays": ...}``: plain JSON-serialisable metadata and a flat dict of ndarrays.
+
+        ``arrays`` keys are ``"<param name>/<state name>"`` (save them with ``np.savez``, no pickle);
+        ``meta`` holds the optimizer's name, hyper-parameters, step counters. Arrays are copies.
+        """
+        meta_state = {}
+        arrays = {}
+        for key, st in self.state.items():
+            scalars = {}
+            for name, v in st.items():
+                if is_array(v):
+                    arrays[f"{key}/{name}"] = np.array(to_numpy(v), copy=True)
+                else:
+                    scalars[name] = v
+            meta_state[key] = scalars
+        meta = {
+            "optimizer": type(self).__name__,
+            "hyper": self.hyperparameters(),
+            "iterations": self.iterations,
+            "state": meta_state,
+        }
+        return {"meta": meta, "arrays": arrays}
+
+    def load_state_dict(self, state_dict: dict):
+        """Restore hyper-parameters, counters and state saved by :meth:`state_dict` (arrays are copied)."""
+        meta, arrays = self._split_state_dict(state_dict)
+        state = {key: dict(scalars) for key, scalars in meta["state"].items()}
+        for full, arr in arrays.items():
+            key, _, name = full.rpartition("/")
+            if key not in state:
+                raise ValueError(
+                    f"{type(self).__name__}.load_state_dict: array {full!r} belongs to no saved parameter"
+                )
+            state[key][name] = self._to_device(key, arr)
+        self._check_state_against(self._params, state)
+        for name, value in meta["hyper"].items():
+            self._set_hyper(name, value)
+        self.state = state
+        self.iterations = int(meta["iterations"])
+
+    def _split_state_dict(self, state_dict):
+        cls = type(self).__name__
+        if not isinstance(state_dict, dict) or set(state_dict) != {"meta", "arrays"}:
+            raise ValueError(
+                f"{cls}.load_state_dict: expected a dict with keys 'meta' and 'arrays' from state_dict()"
+            )
+        meta = state_dict["meta"]
+        if meta.get("optimizer") != cls:
+            raise ValueError(
+                f"{cls}.load_state_dict: this state belongs to a {meta.get('optimizer')!r} optimizer"
+            )
+        return meta, state_dict["arrays"]
+
+    def _to_device(self, key, arr):
+        """A copy of a saved array on the device of parameter ``key`` (NumPy when unbound)."""
+        p = self._params.get(key) if self._params is not None else None
+        xp = array_namespace(p.value) if p is not None else np
+        return xp.array(arr, copy=True)
+
+    def _check_state_against(self, named, state):
+        """Saved state must name bound parameters and match their shapes."""
+        if named is None:
+            return
+        cls = type(self).__name__
+        for key, st in state.items():
+            if key not in named:
+                raise ValueError(
+                    f"{cls}: state for parameter {key!r}, which is not among the bound parameters "
+                    f"({', '.join(list(named)[:8])}{', ...' if len(named) > 8 else ''})"
+                )
+            shape = named[key].shape
+            for name, v in st.items():
+                if is_array(v) and v.shape != shape:
+                    raise ValueError(
+                        f"{cls}: state {key}/{name} has shape {v.shape}, parameter {key!r} has shape {shape}"
+                    )

@@ -1,0 +1,110 @@
+"""Knet's functional style: one optimizer state per array, and ``update`` over whole pytrees.
+
+>>> w = {"W": W, "b": b}                            # raw arrays
+>>> opts = kp.optim.optimizers(w, kp.optim.Adam, lr=1e-3)
+>>> for x, y in data:
+...     g = kp.grad(loss)(w, x, y)                   # same structure as w
+...     kp.optim.update(w, g, opts)                  # arrays updated in place
+
+The arithmetic is the optimizers' own (the object style runs the same code), so for the same
+gradients both styles give the same parameters. Gradient clipping by norm takes the global norm
+over all arrays updated in one call, as ``opt.step()`` does over its parameters.
+"""
+
+from __future__ import annotations
+
+from ..autograd import Tensor
+from ..backend import is_array
+from ..tree import flatten, unflatten
+from .base import ARRAY_KEY, Optimizer, prepare_gradients
+from .lbfgs import LBFGS
+from .registry import resolve_class
+
+
+def _leaf_paths(treedef, n):
+    """Readable positions of the leaves ("['W']", "[1][0]") for error messages."""
+    paths = []
+
+    def walk(td, prefix):
+        if td is None:
+            paths.append(prefix or "<root>")
+            return
+        kind, keys, children, _ = td
+        labels = keys if kind is dict else range(len(children))
+        for label, child in zip(labels, children):
+            walk(child, f"{prefix}[{label!r}]")
+
+    walk(treedef, "")
+    return paths if len(paths) == n else [f"leaf {i}" for i in range(n)]
+
+
+def optimizers(params, optimizer, **hyper):
+    """A pytree like ``params`` holding a fresh ``optimizer(**hyper)`` for every array.
+
+    ``optimizer`` is a class (``kp.optim.Adam``) or a name (``"adam"``). Each instance keeps the state
+    of its one array (in ``opt.state["array"]``), created at the first :func:`update`.
+    """
+    cls = resolve_class(optimizer)
+    if issubclass(cls, LBFGS):
+        raise TypeError(
+            "optimizers: LBFGS needs a closure over all parameters; use kp.optim.LBFGS(params).step(closure)"
+        )
+    leaves, treedef = flatten(params)
+    paths = _leaf_paths(treedef, len(leaves))
+    for path, leaf in zip(paths, leaves):
+        value = leaf.value if isinstance(leaf, Tensor) else leaf
+        if not is_array(value) or value.dtype.kind != "f":
+            what = value.dtype if is_array(value) else type(value).__name__
+            raise TypeError(f"optimizers: parameter {path} must be a floating array, got {what}")
+    return unflatten(treedef, [cls(**hyper) for _ in leaves])
+
+
+def update(params, grads, opts):
+    """Update every array of ``params`` in place from ``grads`` with its optimizer in ``opts``.
+
+    The three pytrees share one structure (``opts`` from :func:`optimizers`). Leaves may be raw
+    arrays or tensors (their ``.value`` is updated); a None gradient leaves its array unchanged.
+    Returns ``params``.
+    """
+    p_leaves, treedef = flatten(params)
+    g_leaves, _ = flatten(grads)
+    o_leaves, _ = flatten(opts)
+    if not (len(p_leaves) == len(g_leaves) == len(o_leaves)):
+        raise ValueError(
+            f"update: params, grads and opts must have the same structure; they have {len(p_leaves)}, "
+            f"{len(g_leaves)} and {len(o_leaves)} arrays (build opts with kp.optim.optimizers(params, ...))"
+        )
+    paths = _leaf_paths(treedef, len(p_leaves))
+    names, values, gradients, owners = [], [], [], []
+    seen = set()
+    for path, p, g, opt in zip(paths, p_leaves, g_leaves, o_leaves):
+        if not isinstance(opt, Optimizer):
+            raise TypeError(f"update: opts{path} is a {type(opt).__name__}, not an optimizer")
+        if isinstance(opt, LBFGS):
+            raise TypeError("update: LBFGS needs a closure; use kp.optim.LBFGS(params).step(closure)")
+        if id(opt) in seen:
+            raise ValueError(
+                f"update: the optimizer at opts{path} also serves another array; every array needs its "
+                "own state (build opts with kp.optim.optimizers(params, ...))"
+            )
+        seen.add(id(opt))
+        if g is None:
+            continue
+        value = p.value if isinstance(p, Tensor) else p
+        if not is_array(value) or value.dtype.kind != "f":
+            what = value.dtype if is_array(value) else type(value).__name__
+            raise TypeError(f"update: params{path} must be a floating array (updated in place), got {what}")
+        if not getattr(value.flags, "writeable", True):
+            raise ValueError(f"update: params{path} is a read-only array and cannot be updated in place")
+        names.append(path)
+        values.append(value)
+        gradients.append(g.value if isinstance(g, Tensor) else g)
+        owners.append(opt)
+    for i, g in enumerate(gradients):
+        if not is_array(g):
+            raise TypeError(f"update: grads{names[i]} must be an array, got {type(g).__name__}")
+    gradients = prepare_gradients(names, values, gradients, owners)
+    for value, g, opt in zip(values, gradients, owners):
+        opt._update_array(ARRAY_KEY, value, g)
+        opt.iterations += 1
+    return params
