@@ -4,7 +4,20 @@ Write a model as plain Python and differentiate it with ``grad`` (the Knet way),
 ``backward()`` (the PyTorch way). Arrays are batch-first: (N, features) and (N, C, H, W).
 """
 
-from . import backend, datasets, ops
+from . import (
+    activations,
+    backend,
+    callbacks,
+    data,
+    datasets,
+    init,
+    layers,
+    losses,
+    metrics,
+    ops,
+    optim,
+    regularizers,
+)
 from .autograd import (
     AnomalyError,
     GraphFreedError,
@@ -21,6 +34,7 @@ from .backend import get_dtype, get_rng_state, set_dtype, set_rng_state, set_see
 from .functional import grad, value_and_grad
 from .gradcheck import GradcheckError, gradcheck
 from .io import CheckpointError, load, load_weights, save
+from .model import Model, Sequential
 from .ops import *  # noqa: F403  (the NumPy-style functions: kp.sum, kp.exp, kp.matmul, ...)
 from .tree import flatten as tree_flatten
 from .tree import tree_map

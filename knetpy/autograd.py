@@ -85,7 +85,8 @@ class Tensor:
         v = self.value
         if type(v).__module__.startswith("cupy"):
             v = v.get()
-        return np.asarray(v, dtype=dtype)
+        # NumPy 2 passes copy=True for np.array(t) and trusts us to copy: honour it.
+        return np.array(v, dtype=dtype, copy=copy)
 
     def numpy(self):
         """The data as a NumPy array (shares memory on the CPU)."""
@@ -388,6 +389,7 @@ def backprop(root, seed, inputs=None, create_graph=False, retain_graph=False):
     order = _toposort(root, stop)
     root._g = _const(seed) if create_graph else seed
     results = []
+    handed = {id(seed)}  # arrays handed out as leaf gradients (the caller's seed counts as one)
     prev_mode = _grad_enabled
     _grad_enabled = create_graph
     try:
@@ -398,11 +400,14 @@ def backprop(root, seed, inputs=None, create_graph=False, retain_graph=False):
             node._g = None
             prim = node._prim
             if prim is None or node in stop:
+                if not create_graph and (getattr(g, "base", None) is not None or id(g) in handed):
+                    # A view (maybe a read-only broadcast) or an array another leaf already holds
+                    # (a + b passes one array to both): give each leaf its own, modifiable in place.
+                    g = g.copy()
+                handed.add(id(g))
                 if inputs is not None:
                     results.append((node, g))
                 elif node.grad is None:
-                    if not create_graph and not getattr(g, "flags", _WRITEABLE).writeable:
-                        g = g.copy()  # a broadcast view: give the user an array they can modify
                     node.grad = g
                 else:
                     node.grad = node.grad + g
@@ -444,13 +449,6 @@ def backprop(root, seed, inputs=None, create_graph=False, retain_graph=False):
         found = {id(t): g for t, g in results}
         return [found.get(id(t)) for t in inputs]
     return None
-
-
-class _Writeable:
-    writeable = True
-
-
-_WRITEABLE = _Writeable()
 
 
 class AnomalyError(FloatingPointError):

@@ -6,6 +6,8 @@ the arrays live on a GPU), so the same op code runs on either without change.
 
 from __future__ import annotations
 
+import difflib
+
 import numpy as np
 
 _default_dtype = np.dtype(np.float32)
@@ -40,7 +42,12 @@ def to_numpy(x) -> np.ndarray:
 def set_dtype(dtype) -> None:
     """Set the floating dtype knetpy uses for what it creates itself (initializers, Python lists)."""
     global _default_dtype
-    dt = np.dtype(dtype)
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        close = difflib.get_close_matches(str(dtype), ["float16", "float32", "float64"], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else "; use 'float32' or 'float64'"
+        raise TypeError(f"set_dtype: unknown dtype {dtype!r}{hint}") from None
     if dt.kind != "f":
         raise TypeError(f"set_dtype: default dtype must be a floating type, got {dt}")
     _default_dtype = dt

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-from .autograd import Tensor, _GradMode, backprop, is_grad_enabled
+from .autograd import Param, Tensor, _GradMode, backprop, is_grad_enabled
 from .backend import array_namespace, as_array
 from .ops.shape import identity
 from .tree import flatten, unflatten
@@ -39,7 +39,9 @@ def value_and_grad(fun, argnums=0, has_aux=False):
             new = []
             for leaf in leaves:
                 if isinstance(leaf, Tensor):
-                    if leaf.requires_grad and recording:
+                    # A Param is the user's parameter, differentiated here afresh; any other tensor
+                    # requiring grad belongs to an outer differentiation in progress.
+                    if leaf.requires_grad and recording and not isinstance(leaf, Param):
                         nested = True
                         new.append(identity(leaf))
                         continue
@@ -66,6 +68,8 @@ def value_and_grad(fun, argnums=0, has_aux=False):
             seed = array_namespace(out.value).ones_like(out.value)
             found = backprop(out, seed, inputs, create_graph=nested, retain_graph=nested)
         else:
+            if not (hasattr(out, "shape") or isinstance(out, (int, float))):
+                raise TypeError(f"grad: the function must return a scalar, got {type(out).__name__}")
             shape = out.shape if hasattr(out, "shape") else ()
             if shape not in ((), (1,)):
                 raise TypeError(f"grad: the function must return a scalar, got an array of shape {shape}")

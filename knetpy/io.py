@@ -37,7 +37,7 @@ class _Encoder:
 
     def array(self, a, kind="array"):
         key = f"a{len(self.arrays)}"
-        arr = np.ascontiguousarray(to_numpy(a))
+        arr = np.asarray(to_numpy(a), order="C")  # (ascontiguousarray would turn 0-d arrays into shape (1,))
         if arr.dtype == object:
             raise TypeError("save: object arrays cannot be saved (they would need pickle)")
         self.arrays[key] = arr

@@ -25,7 +25,10 @@ def test_readme_commands_match_ci():
 def test_quickstart_reports_accuracy():
     out = subprocess.run(
         [sys.executable, "-m", "knetpy", "quickstart", "--epochs", "300"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     acc = float(re.search(r"test accuracy ([0-9.]+)", out.stdout).group(1))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..autograd import Tensor, primitive
@@ -63,6 +65,9 @@ def _pow_vjp_x(g, ans, x, y):
 
 def _pow_vjp_y(g, ans, x, y):
     # d(x^y)/dy = x^y log x; taken as 0 where x == 0 (the limit for y > 0), as PyTorch does.
+    if isinstance(x, (int, float)):  # a Python base (2 ** t): a Python log keeps t's dtype
+        log_x = math.log(x) if x > 0 else (0.0 if x == 0 else math.nan)
+        return unbroadcast(g * (ans * log_x), y)
     safe = where(x == 0, 1, x)
     return unbroadcast(g * where(x == 0, 0, ans * log(safe)), y)
 
@@ -192,10 +197,15 @@ def _clip_vjp(g, ans, x, lo=None, hi=None):
         keep = x >= lo
     if hi is not None:
         keep = (x <= hi) if keep is True else (keep & (x <= hi))
-    return g if keep is True else where(keep, g, 0)
+    return g if keep is True else unbroadcast(where(keep, g, 0), x)
 
 
-clip.defvjp(_clip_vjp, None, None)
+# Array bounds receive the gradient where they are the active limit (as torch.clamp does).
+clip.defvjp(
+    _clip_vjp,
+    lambda g, ans, x, lo=None, hi=None: unbroadcast(where(x < lo, g, 0), lo),
+    lambda g, ans, x, lo=None, hi=None: unbroadcast(where(x > hi, g, 0), hi),
+)
 
 
 def _r(op):

@@ -139,13 +139,26 @@ def tensordot(a, b, axes=2):
     """Sum products over the last ``axes`` axes of ``a`` and the first of ``b`` (or explicit lists)."""
     na, nb = _ndim(a), _ndim(b)
     if isinstance(axes, int):
+        if not 0 <= axes <= min(na, nb):
+            raise ValueError(
+                f"tensordot: cannot contract {axes} axes of operands of shapes {_shape(a)} and {_shape(b)}"
+            )
         axa, axb = list(range(na - axes, na)), list(range(axes))
     else:
         axa, axb = axes
         axa = [axa] if isinstance(axa, int) else list(axa)
         axb = [axb] if isinstance(axb, int) else list(axb)
+    sa_, sb_ = _shape(a), _shape(b)
+    if len(axa) != len(axb) or not all(-na <= x < na for x in axa) or not all(-nb <= y < nb for y in axb):
+        raise ValueError(f"tensordot: axes {axes} do not fit operands of shapes {sa_} and {sb_}")
     axa = [x % na for x in axa]
     axb = [x % nb for x in axb]
+    for x, y in zip(axa, axb):
+        if sa_[x] != sb_[y]:
+            raise ValueError(
+                f"tensordot: axis {x} of shape {sa_} (size {sa_[x]}) cannot contract with "
+                f"axis {y} of shape {sb_} (size {sb_[y]})"
+            )
     letters = iter(string.ascii_letters)
     sa = [next(letters) for _ in range(na)]
     sb = [next(letters) for _ in range(nb)]

@@ -10,8 +10,7 @@ import numpy as np
 
 from ..autograd import Tensor, primitive
 from ..backend import array_namespace
-from .elementwise import abs as _abs
-from .elementwise import exp, log1p, where
+from .elementwise import exp, where
 from .reduce import mean
 from .reduce import sum as _sum
 from .shape import reshape
@@ -110,7 +109,12 @@ def _check_labels(scores, labels, axis, name):
             f"{name}: labels must be integers (class indices), got dtype {lab.dtype}; "
             "for one-hot or probability targets use kp.losses.cross_entropy"
         )
-    ax = axis % s.ndim
+    if s.ndim == 1:  # unbatched scores: their only axis holds the classes
+        ax = 0
+    elif not -s.ndim <= axis < s.ndim:
+        raise ValueError(f"{name}: class axis {axis} is out of range for scores of shape {s.shape}")
+    else:
+        ax = axis % s.ndim
     want = s.shape[:ax] + s.shape[ax + 1 :]
     if lab.shape != want:
         raise ValueError(
@@ -165,19 +169,35 @@ def accuracy(scores, labels, axis=1, average=True):
     return float(hits) / lab.size if average else int(hits)
 
 
+@primitive
 def softplus(x):
     """log(1 + exp(x)) without overflow."""
-    return relu(x) + log1p(exp(-_abs(x)))
+    xp = array_namespace(x)
+    return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
+
+
+# The slope is sigm(x) everywhere; differentiating the two-branch formula instead would give 0 at
+# x = 0 (the kinks of max(x, 0) and |x|), where it should be 1/2.
+softplus.defvjp(lambda g, ans, x: g * sigm(x))
+
+
+def _check_targets(scores, targets, name):
+    """One target per score (or one for all): a mismatch would otherwise broadcast silently."""
+    ss, ts = np.shape(_value(scores)), np.shape(_value(targets))
+    if ts not in (ss, ()):
+        raise ValueError(f"{name}: scores of shape {ss} need targets of the same shape, got {ts}")
 
 
 def bce(scores, targets, average=True):
     """Binary cross-entropy from logits: -(t log p + (1-t) log(1-p)), p = sigm(scores), t in [0, 1]."""
+    _check_targets(scores, targets, "bce")
     loss = softplus(scores) - scores * targets
     return mean(loss) if average else _sum(loss)
 
 
 def logistic(scores, targets, average=True):
     """Logistic loss log(1 + exp(-t * scores)) for labels t in {-1, +1}."""
+    _check_targets(scores, targets, "logistic")
     loss = softplus(-(scores * targets))
     return mean(loss) if average else _sum(loss)
 

@@ -18,7 +18,7 @@ def _axes(axis, ndim):
         axis = (axis,)
     out = []
     for a in axis:
-        if not -ndim <= a < max(ndim, 1):
+        if not -ndim <= a < (ndim or 1):  # (the builtin max is shadowed in this module)
             raise ValueError(f"axis {a} is out of bounds for an array with {ndim} dimensions")
         out.append(a % ndim if ndim else 0)
     return tuple(out)

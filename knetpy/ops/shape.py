@@ -57,16 +57,26 @@ def transpose(x, axes=None):
 permute = transpose
 
 
+def _check_axis(name, axis, ndim):
+    """``axis`` as a non-negative index, or an error naming the op, the axis and the rank."""
+    if not -ndim <= axis < ndim:
+        raise np.exceptions.AxisError(axis, ndim, name)
+    return axis % ndim
+
+
 def swapaxes(x, a, b):
-    p = list(range(_ndim(x)))
+    n = _ndim(x)
+    a, b = _check_axis("swapaxes", a, n), _check_axis("swapaxes", b, n)
+    p = list(range(n))
     p[a], p[b] = p[b], p[a]
     return _transpose(x, tuple(p))
 
 
 def moveaxis(x, source, destination):
     n = _ndim(x)
-    p = [i for i in range(n) if i != source % n]
-    p.insert(destination % n, source % n)
+    source, destination = _check_axis("moveaxis", source, n), _check_axis("moveaxis", destination, n)
+    p = [i for i in range(n) if i != source]
+    p.insert(destination, source)
     return _transpose(x, tuple(p))
 
 
@@ -83,7 +93,10 @@ def sum_to(x, shape):
         i + lead for i, s in enumerate(shape) if s == 1 and xshape[i + lead] != 1
     )
     out = x.sum(axis=axes, keepdims=True) if axes else x
-    return out.reshape(shape)
+    try:
+        return out.reshape(shape)
+    except ValueError:
+        raise ValueError(f"sum_to: shape {xshape} does not broadcast from {shape}") from None
 
 
 @primitive
@@ -111,7 +124,10 @@ def expand_dims(x, axis):
     shape = list(_shape(x))
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
     n = len(shape) + len(axes)
-    for a in sorted(a % n for a in axes):
+    new = sorted(_check_axis("expand_dims", a, n) for a in axes)
+    if len(set(new)) != len(new):
+        raise ValueError(f"expand_dims: repeated axis in {axis}")
+    for a in new:
         shape.insert(a, 1)
     return reshape(x, tuple(shape))
 
@@ -125,7 +141,7 @@ def squeeze(x, axis=None):
     if axis is None:
         new = tuple(s for s in shape if s != 1)
     else:
-        axes = {a % len(shape) for a in ((axis,) if isinstance(axis, int) else axis)}
+        axes = {_check_axis("squeeze", a, len(shape)) for a in ((axis,) if isinstance(axis, int) else axis)}
         for a in axes:
             if shape[a] != 1:
                 raise ValueError(f"squeeze: axis {a} of shape {shape} has size {shape[a]}, not 1")
@@ -148,6 +164,8 @@ def _concatenate(*xs, axis=0):
     xp = array_namespace(*xs)
     try:
         return xp.concatenate(xs, axis=axis)
+    except np.exceptions.AxisError:
+        raise np.exceptions.AxisError(axis, _ndim(xs[0]), "concatenate") from None
     except ValueError:
         shapes = ", ".join(str(_shape(x)) for x in xs)
         raise ValueError(f"concatenate: shapes {shapes} do not match off axis {axis}") from None
@@ -164,21 +182,26 @@ def _concatenate_vjp(i, g, ans, *xs, axis=0):
 
 def concatenate(xs, axis=0):
     """Join a sequence of arrays along an existing axis."""
+    if not len(xs):
+        raise ValueError("concatenate: needs at least one array")
     return _concatenate(*xs, axis=axis)
 
 
 def stack(xs, axis=0):
     """Join a sequence of same-shape arrays along a new axis."""
     xs = list(xs)
+    if not xs:
+        raise ValueError("stack: needs at least one array")
     shapes = {_shape(x) for x in xs}
     if len(shapes) > 1:
         raise ValueError(f"stack: all inputs must have the same shape, got {sorted(shapes)}")
+    axis = _check_axis("stack", axis, _ndim(xs[0]) + 1)
     return _concatenate(*[expand_dims(x, axis) for x in xs], axis=axis)
 
 
 def split(x, indices_or_sections, axis=0):
     """Split into a list of sub-arrays along ``axis`` (like ``numpy.split``)."""
-    n = _shape(x)[axis]
+    n = _shape(x)[_check_axis("split", axis, _ndim(x))]
     if isinstance(indices_or_sections, int):
         if n % indices_or_sections:
             raise ValueError(f"split: axis of length {n} does not divide into {indices_or_sections} parts")
@@ -204,7 +227,15 @@ flip.defvjp(lambda g, ans, x, axis=None: flip(g, axis=axis))
 
 
 def _pad_width(pad_width, ndim):
-    pw = np.broadcast_to(np.asarray(pad_width, dtype=int), (ndim, 2))
+    try:
+        pw = np.broadcast_to(np.asarray(pad_width, dtype=int), (ndim, 2))
+    except ValueError:
+        raise ValueError(
+            f"pad: pad_width {pad_width!r} does not fit an array with {ndim} dimensions; give an int, "
+            f"a (before, after) pair, or {ndim} such pairs"
+        ) from None
+    if (pw < 0).any():
+        raise ValueError(f"pad: pad_width {pad_width!r} has negative widths")
     return tuple((int(a), int(b)) for a, b in pw)
 
 

@@ -1,0 +1,419 @@
+"""Loss functions ``loss(pred, target, ..., reduction="mean")``, with PyTorch's semantics.
+
+``reduction`` is ``"mean"`` (the default: the mean over the batch of the per-sample losses),
+``"sum"``, or ``"none"`` (the unreduced loss: per element for elementwise losses such as ``mse``,
+per sample for ``cross_entropy``, ``nll``, ``hinge``, ``hellinger`` and ``contrastive``). For the
+elementwise losses the mean over the batch of per-sample means is the mean over all elements, as
+in PyTorch; for ``kl_div`` it is PyTorch's ``"batchmean"`` (the sum divided by the batch size),
+which is the actual KL divergence.
+
+Predictions and targets must have the same shape: a (N, 1) prediction against a (N,) target is an
+error, not a silent (N, N) broadcast. Raw array targets are converted to the prediction's dtype.
+Class scores are batch-first with the classes on axis 1, (N, C) or (N, C, d1, ...).
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import numpy as np
+
+from ._names import Registry
+from .autograd import Tensor, primitive
+from .backend import array_namespace, as_array
+from .ops import abs as _abs
+from .ops import astype, exp, log, log1p, logp, maximum, relu, softplus, sqrt, where
+from .ops import mean as _mean
+from .ops import sum as _sum
+from .ops.nn import _check_labels, _nll
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+# -- argument checks ---------------------------------------------------------------------------------------
+def _raw(x):
+    return x.value if isinstance(x, Tensor) else x
+
+
+def _shape(x):
+    return tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
+
+
+def _check_reduction(reduction, name, extra=()):
+    if reduction in _REDUCTIONS or reduction in extra:
+        return
+    options = _REDUCTIONS + tuple(extra)
+    close = difflib.get_close_matches(str(reduction), options, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise ValueError(f"{name}: reduction must be one of {', '.join(options)}, got {reduction!r}{hint}")
+
+
+def _as_input(x, name, what="prediction"):
+    """``x`` as a floating tensor or array (lists and Python numbers take the default dtype)."""
+    if not isinstance(x, Tensor):
+        x = as_array(x)
+    if x.dtype.kind != "f":
+        raise TypeError(f"{name}: the {what} must be floating point, got dtype {x.dtype}")
+    return x
+
+
+def _as_target(target, pred, name, what="target", pred_what="prediction"):
+    """``target`` in ``pred``'s dtype, with exactly ``pred``'s shape (Python numbers are allowed)."""
+    if isinstance(target, (int, float)) and not isinstance(target, bool):
+        return target
+    dtype = pred.dtype
+    if isinstance(target, Tensor):
+        t = target if target.dtype == dtype else astype(target, dtype)
+    else:
+        t = as_array(target)
+        if t.dtype != dtype:
+            t = t.astype(dtype)
+    if t.shape != pred.shape:
+        hint = ""
+        if len(t.shape) == len(pred.shape) - 1 or len(pred.shape) == len(t.shape) - 1:
+            hint = " (reshape one of them: broadcasting them would pair every prediction with every target)"
+        raise ValueError(
+            f"{name}: {pred_what} of shape {tuple(pred.shape)} and {what} of shape {tuple(t.shape)} "
+            f"differ{hint}"
+        )
+    return t
+
+
+def _reduce(loss, reduction, count=None):
+    """Mean (over ``count`` items when given), sum, or the loss itself."""
+    if reduction == "none":
+        return loss
+    total = _sum(loss)
+    if reduction == "sum":
+        return total
+    if count is None:
+        return _mean(loss)
+    return total / count
+
+
+def _check_class_scores(scores, name, axis):
+    if scores.ndim < 2:
+        raise ValueError(
+            f"{name}: expects class scores of shape (N, C) or (N, C, d1, ...), got shape {tuple(scores.shape)}"
+        )
+    return axis % scores.ndim
+
+
+def _labels(scores, labels, axis, name):
+    """Integer class labels checked against ``scores`` (shape, dtype, range), as a raw array."""
+    lab = _raw(labels)
+    if not hasattr(lab, "dtype"):
+        lab = np.asarray(lab)
+    if lab.dtype.kind not in "iu":
+        raise TypeError(f"{name}: class labels must be integers, got dtype {lab.dtype}")
+    lab, _ = _check_labels(scores, lab, axis, name)
+    return lab
+
+
+def _one_hot(labels, scores, axis):
+    """A (raw) one-hot array shaped like ``scores`` with ones at ``labels`` along ``axis``."""
+    s = _raw(scores)
+    xp = array_namespace(s)
+    out = xp.zeros(s.shape, dtype=s.dtype)
+    xp.put_along_axis(out, xp.expand_dims(labels, axis), 1, axis=axis)
+    return out
+
+
+# -- regression ---------------------------------------------------------------------------------------------
+def mse(pred, target, reduction="mean"):
+    """Mean squared error (pred - target)**2."""
+    _check_reduction(reduction, "mse")
+    pred = _as_input(pred, "mse")
+    diff = pred - _as_target(target, pred, "mse")
+    return _reduce(diff * diff, reduction)
+
+
+def mae(pred, target, reduction="mean"):
+    """Mean absolute error |pred - target|."""
+    _check_reduction(reduction, "mae")
+    pred = _as_input(pred, "mae")
+    return _reduce(_abs(pred - _as_target(target, pred, "mae")), reduction)
+
+
+def huber(pred, target, delta=1.0, reduction="mean"):
+    """Huber loss: 0.5 d**2 where |d| < delta, delta * (|d| - 0.5 delta) elsewhere (d = pred - target)."""
+    _check_reduction(reduction, "huber")
+    if not delta > 0:
+        raise ValueError(f"huber: delta must be positive, got {delta}")
+    pred = _as_input(pred, "huber")
+    diff = pred - _as_target(target, pred, "huber")
+    size = _abs(diff)
+    loss = where(_raw(size) < delta, diff * diff * 0.5, (size - 0.5 * delta) * delta)
+    return _reduce(loss, reduction)
+
+
+# -- binary classification -----------------------------------------------------------------------------------
+_LOG_FLOOR = -100.0  # PyTorch clamps log(p) here so that p = 0 or 1 gives a finite loss
+
+
+@primitive
+def _bce_terms(p, t):
+    xp = array_namespace(p)
+    with np.errstate(divide="ignore"):
+        log_p = xp.maximum(xp.log(p), _LOG_FLOOR)
+        log_q = xp.maximum(xp.log1p(-p), _LOG_FLOOR)
+    return -(t * log_p + (1 - t) * log_q)
+
+
+def _bce_vjp_p(g, ans, p, t):
+    # PyTorch's form: (p - t) / (p (1 - p)), the denominator kept away from 0.
+    return g * (p - t) / maximum(p * (1 - p), 1e-12)
+
+
+def _bce_vjp_t(g, ans, p, t):
+    with np.errstate(divide="ignore"):
+        return g * (maximum(log1p(-p), _LOG_FLOOR) - maximum(log(p), _LOG_FLOOR))
+
+
+_bce_terms.defvjp(_bce_vjp_p, _bce_vjp_t)
+
+
+def bce(pred, target, reduction="mean"):
+    """Binary cross-entropy of probabilities: -(t log p + (1 - t) log(1 - p)), logs clamped at -100.
+
+    ``pred`` must hold probabilities in [0, 1]; for raw scores use :func:`bce_with_logits`, which is
+    also more accurate.
+    """
+    _check_reduction(reduction, "bce")
+    pred = _as_input(pred, "bce")
+    target = _as_target(target, pred, "bce")
+    p = _raw(pred)
+    if p.size and (float(p.min()) < 0 or float(p.max()) > 1):
+        raise ValueError(
+            f"bce: predictions must be probabilities in [0, 1], got values from {float(p.min()):.4g} "
+            f"to {float(p.max()):.4g}; for logits use kp.losses.bce_with_logits"
+        )
+    return _reduce(_bce_terms(pred, target), reduction)
+
+
+def bce_with_logits(logits, target, pos_weight=None, reduction="mean"):
+    """Binary cross-entropy of sigmoid(logits), computed stably from the logits.
+
+    ``pos_weight`` (a number, or one weight per class broadcast along the last axis) scales the loss
+    of positive targets, as in PyTorch.
+    """
+    _check_reduction(reduction, "bce_with_logits")
+    logits = _as_input(logits, "bce_with_logits", "logits")
+    target = _as_target(target, logits, "bce_with_logits")
+    # t * softplus(-x) + (1 - t) * softplus(x) equals softplus(x) - t x, but neither term cancels
+    # against the other, so a confident correct logit keeps its tiny loss (1e-13, not 0) in float32.
+    positive = target * softplus(-logits)
+    if pos_weight is not None:
+        if not isinstance(pos_weight, Tensor):
+            pos_weight = as_array(pos_weight).astype(logits.dtype, copy=False)
+        if pos_weight.ndim > 1 or (pos_weight.ndim == 1 and pos_weight.shape[0] not in (1, logits.shape[-1])):
+            raise ValueError(
+                f"bce_with_logits: pos_weight of shape {tuple(pos_weight.shape)} must be a number or have "
+                f"one entry per class ({logits.shape[-1]}, the last axis of logits {tuple(logits.shape)})"
+            )
+        positive = positive * pos_weight
+    loss = positive + (1 - target) * softplus(logits)
+    return _reduce(loss, reduction)
+
+
+# -- multiclass classification -------------------------------------------------------------------------------
+def cross_entropy(logits, target, axis=1, label_smoothing=0.0, reduction="mean"):
+    """Softmax cross-entropy of ``logits`` (classes on ``axis``, 1 by default, as in PyTorch).
+
+    ``target`` is either integer class labels, shaped like ``logits`` without the class axis, or
+    class probabilities (one-hot or soft) shaped like ``logits``. ``label_smoothing`` mixes the
+    target with the uniform distribution: (1 - eps) * target + eps / C.
+    """
+    name = "cross_entropy"
+    _check_reduction(reduction, name)
+    logits = _as_input(logits, name, "logits")
+    ax = _check_class_scores(logits, name, axis)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"{name}: label_smoothing must be in [0, 1], got {label_smoothing}")
+    n_class = logits.shape[ax]
+    t = _raw(target)
+    t_dtype = t.dtype if hasattr(t, "dtype") else np.asarray(t).dtype
+    if t_dtype.kind == "f" and _shape(t) == tuple(logits.shape):
+        probs = _as_target(target, logits, name)
+        if label_smoothing:
+            probs = probs * (1 - label_smoothing) + label_smoothing / n_class
+        per_sample = -_sum(probs * logp(logits, ax), axis=ax)
+        return _reduce(per_sample, reduction)
+    if t_dtype.kind == "f":
+        raise TypeError(
+            f"{name}: float targets must be class probabilities with the logits' shape "
+            f"{tuple(logits.shape)}, got shape {_shape(t)}; class labels must be integers, got dtype {t_dtype}"
+        )
+    labels = _labels(logits, target, ax, name)
+    eps = label_smoothing
+    if reduction != "none":
+        loss = _nll(logits, labels, axis=ax, average=reduction == "mean")
+        if eps:
+            lp = logp(logits, ax)
+            uniform_term = -_mean(lp) if reduction == "mean" else -_sum(lp) / n_class
+            loss = loss * (1 - eps) + uniform_term * eps
+        return loss
+    lp = logp(logits, ax)
+    per_sample = -_sum(lp * _one_hot(labels, logits, ax), axis=ax)
+    if eps:
+        per_sample = per_sample * (1 - eps) - _mean(lp, axis=ax) * eps
+    return per_sample
+
+
+def nll(log_probs, target, axis=1, reduction="mean"):
+    """Negative log-likelihood -log_probs[label] of integer labels (PyTorch's ``nll_loss``).
+
+    ``log_probs`` are taken as they are (no softmax is applied): pass ``kp.logp(scores)``. For raw
+    scores :func:`cross_entropy` (or the fused ``kp.nll``) does both steps at once.
+    """
+    _check_reduction(reduction, "nll")
+    log_probs = _as_input(log_probs, "nll", "log-probabilities")
+    ax = _check_class_scores(log_probs, "nll", axis)
+    labels = _labels(log_probs, target, ax, "nll")
+    return _reduce(-_sum(log_probs * _one_hot(labels, log_probs, ax), axis=ax), reduction)
+
+
+def hinge(scores, target, margin=1.0, squared=False, axis=1, reduction="mean"):
+    """Multiclass SVM loss sum_{j != y} max(0, s_j - s_y + margin) (squared terms if ``squared``).
+
+    This is the Weston-Watkins / CS231n form; it equals PyTorch's ``multi_margin_loss`` times C.
+    """
+    _check_reduction(reduction, "hinge")
+    scores = _as_input(scores, "hinge", "scores")
+    ax = _check_class_scores(scores, "hinge", axis)
+    labels = _labels(scores, target, ax, "hinge")
+    onehot = _one_hot(labels, scores, ax)
+    correct = _sum(scores * onehot, axis=ax, keepdims=True)
+    margins = relu(scores - correct + margin) * (1 - onehot)
+    if squared:
+        margins = margins * margins
+    return _reduce(_sum(margins, axis=ax), reduction)
+
+
+# -- distributions ----------------------------------------------------------------------------------------
+def _safe_sqrt(x):
+    """sqrt(x) with gradient 0 (not inf) where x == 0."""
+    positive = _raw(x) > 0
+    return where(positive, sqrt(where(positive, x, 1)), 0)
+
+
+def hellinger(pred, target, axis=1, reduction="mean"):
+    """Hellinger distance sqrt(0.5 * sum_c (sqrt(p_c) - sqrt(t_c))**2) between distributions on ``axis``.
+
+    Values lie in [0, 1]. The gradient with respect to a probability that is exactly 0 is infinite,
+    so predictions should be strictly positive (softmax outputs are).
+    """
+    _check_reduction(reduction, "hellinger")
+    pred = _as_input(pred, "hellinger")
+    ax = _check_class_scores(pred, "hellinger", axis)
+    target = _as_target(target, pred, "hellinger")
+    for what, v in (("predictions", _raw(pred)), ("targets", _raw(target))):
+        if v.size and float(v.min()) < 0:
+            raise ValueError(
+                f"hellinger: {what} must be probabilities (>= 0), got a minimum of {float(v.min()):.4g}"
+            )
+    diff = sqrt(pred) - sqrt(target)
+    return _reduce(_safe_sqrt(_sum(diff * diff, axis=ax) * 0.5), reduction)
+
+
+def _xlogy(x, y):
+    """x * log(y), taken as 0 where x == 0 (so 0 * log 0 = 0)."""
+    nonzero = _raw(x) != 0
+    return where(nonzero, x * log(where(nonzero, y, 1)), 0)
+
+
+def kl_div(log_pred, target, log_target=False, reduction="mean"):
+    """KL(target || pred) in PyTorch's convention: ``log_pred`` holds log-probabilities, ``target``
+    probabilities (log-probabilities when ``log_target``). Elementwise t * (log t - log_pred).
+
+    ``"mean"`` (or ``"batchmean"``) divides the sum by the batch size, giving the mean KL divergence
+    per sample; ``"none"`` is elementwise.
+    """
+    _check_reduction(reduction, "kl_div", extra=("batchmean",))
+    log_pred = _as_input(log_pred, "kl_div", "log-probabilities")
+    target = _as_target(target, log_pred, "kl_div")
+    if log_target:
+        loss = exp(target) * (target - log_pred)
+    else:
+        loss = _xlogy(target, target) - target * log_pred
+    if reduction in ("mean", "batchmean"):
+        return _reduce(loss, "mean", count=log_pred.shape[0] if log_pred.ndim else 1)
+    return _reduce(loss, reduction)
+
+
+# -- metric learning ----------------------------------------------------------------------------------------
+def contrastive(x1, x2, same, margin=1.0, reduction="mean"):
+    """Contrastive loss for siamese pairs (Hadsell, Chopra & LeCun, 2006).
+
+    With d the Euclidean distance between the embeddings ``x1[i]`` and ``x2[i]`` (all non-batch
+    axes), the loss of a pair is 0.5 * d**2 when ``same[i]`` is 1 (pull together) and
+    0.5 * max(0, margin - d)**2 when it is 0 (push apart to at least ``margin``).
+    """
+    name = "contrastive"
+    _check_reduction(reduction, name)
+    if not margin > 0:
+        raise ValueError(f"{name}: margin must be positive, got {margin}")
+    x1 = _as_input(x1, name, "first embedding")
+    x2 = _as_target(x2, x1, name, "second embedding", "first embedding")
+    if x1.ndim < 1:
+        raise ValueError(f"{name}: embeddings need a batch axis, got shape {tuple(x1.shape)}")
+    s = as_array(_raw(same))
+    if s.shape != x1.shape[:1]:
+        raise ValueError(
+            f"{name}: 'same' must have shape ({x1.shape[0]},) (one flag per pair), got {s.shape}"
+        )
+    if s.size and not bool(((s == 0) | (s == 1)).all()):
+        raise ValueError(f"{name}: 'same' must hold 1 (similar pair) or 0 (dissimilar pair)")
+    s = s.astype(x1.dtype)
+    diff = x1 - x2
+    axes = tuple(range(1, x1.ndim))
+    dist2 = _sum(diff * diff, axis=axes) if axes else diff * diff
+    gap = relu(margin - _safe_sqrt(dist2))
+    loss = (dist2 * s + gap * gap * (1 - s)) * 0.5
+    return _reduce(loss, reduction)
+
+
+# -- lookup by name -------------------------------------------------------------------------------------------
+_REGISTRY = Registry(
+    "loss",
+    "kp.losses",
+    {
+        "mse": mse,
+        "mean_squared_error": mse,
+        "mae": mae,
+        "mean_absolute_error": mae,
+        "l1": mae,
+        "huber": huber,
+        "bce": bce,
+        "binary_cross_entropy": bce,
+        "bce_with_logits": bce_with_logits,
+        "cross_entropy": cross_entropy,
+        "categorical_cross_entropy": cross_entropy,
+        "nll": nll,
+        "hinge": hinge,
+        "multiclass_hinge": hinge,
+        "hellinger": hellinger,
+        "kl_div": kl_div,
+        "kl_divergence": kl_div,
+        "contrastive": contrastive,
+    },
+)
+
+
+def names():
+    """All names :func:`get` accepts."""
+    return _REGISTRY.names()
+
+
+def get(identifier, **params):
+    """A loss function from a name, a ``{"name": ..., **params}`` dict or a callable.
+
+    ``get("huber", delta=2.0)`` binds parameters; an unknown name raises ValueError suggesting the
+    closest known one.
+    """
+    return _REGISTRY.get(identifier, params)
+
+
+def serialize(fn):
+    """A JSON-serialisable spec (a name or a dict) that :func:`get` turns back into ``fn``."""
+    return _REGISTRY.serialize(fn)

@@ -1,0 +1,129 @@
+"""Metrics: ``metric(pred, target) -> float``, computed on values (no gradient), looked up by name.
+
+Each metric is a mean over samples, so a mean over batches weighted by batch size gives the value
+over a whole dataset. ``pred`` is what the model outputs (scores or logits for classification).
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+
+from .autograd import Tensor
+from .backend import array_namespace, is_array
+
+
+def _values(pred, target, who):
+    """Raw arrays of ``pred`` and ``target`` with the same number of samples."""
+    pred = pred.value if isinstance(pred, Tensor) else pred
+    target = target.value if isinstance(target, Tensor) else target
+    xp = array_namespace(pred, target)
+    pred = pred if is_array(pred) else xp.asarray(pred)
+    target = target if is_array(target) else xp.asarray(target)
+    if pred.ndim == 0 or target.ndim == 0 or pred.shape[0] != target.shape[0]:
+        raise ValueError(f"{who}: pred of shape {pred.shape} and target of shape {target.shape} need the same number of samples")
+    return xp, pred, target
+
+
+def _class_labels(target, pred_shape, who):
+    """Integer labels from ``target``: given as labels, or as one-hot / probability rows like ``pred``."""
+    if target.shape == pred_shape:
+        return target.argmax(axis=1)
+    if target.dtype.kind not in "iu":
+        raise TypeError(
+            f"{who}: targets of shape {target.shape} must be integer class labels (dtype {target.dtype} given) "
+            f"or one-hot rows of the prediction's shape {pred_shape}"
+        )
+    want = pred_shape[:1] + pred_shape[2:]
+    if target.shape != want:
+        raise ValueError(f"{who}: scores of shape {pred_shape} need labels of shape {want}, got {target.shape}")
+    return target
+
+
+def accuracy(pred, target, threshold=0.5):
+    """Fraction of samples classified correctly.
+
+    * Several outputs per sample, (N, C) or (N, C, ...): the class is the arg-max over axis 1;
+      ``target`` holds integer labels (N,) / (N, ...) or one-hot rows shaped like ``pred``.
+    * One output per sample, (N,) or (N, 1): binary; the prediction is ``pred > threshold`` and the
+      target counts as positive when above 0.5 (so both {0, 1} and {-1, +1} labels work). Use
+      ``threshold=0`` for logits, 0.5 for probabilities.
+    """
+    who = "accuracy"
+    xp, pred, target = _values(pred, target, who)
+    if pred.ndim == 1 or (pred.ndim == 2 and pred.shape[1] == 1):
+        n = pred.shape[0]
+        if target.size != n:
+            raise ValueError(f"{who}: binary predictions of shape {pred.shape} need one target per sample, got {target.shape}")
+        hits = (pred.reshape(n) > threshold) == (target.reshape(n) > 0.5)
+        return float(xp.mean(hits))
+    labels = _class_labels(target, pred.shape, who)
+    return float(xp.mean(pred.argmax(axis=1) == labels))
+
+
+def _same_shape(pred, target, who):
+    if pred.shape != target.shape:
+        if pred.size == target.size and pred.ndim <= 2 and target.ndim <= 2:
+            return target.reshape(pred.shape)  # (N,) against (N, 1): the same values
+        raise ValueError(f"{who}: pred of shape {pred.shape} and target of shape {target.shape} differ")
+    return target
+
+
+def mse(pred, target):
+    """Mean squared error over all elements."""
+    xp, pred, target = _values(pred, target, "mse")
+    d = pred - _same_shape(pred, target, "mse")
+    return float(xp.mean(d * d))
+
+
+def mae(pred, target):
+    """Mean absolute error over all elements."""
+    xp, pred, target = _values(pred, target, "mae")
+    return float(xp.mean(xp.abs(pred - _same_shape(pred, target, "mae"))))
+
+
+def top_k_accuracy(pred, target, k=5):
+    """Fraction of samples whose label is among the ``k`` highest scores (classes on axis 1)."""
+    who = "top_k_accuracy"
+    xp, pred, target = _values(pred, target, who)
+    if pred.ndim < 2:
+        raise ValueError(f"{who}: needs class scores of shape (N, C), got {pred.shape}")
+    n_classes = pred.shape[1]
+    if not 1 <= k <= n_classes:
+        raise ValueError(f"{who}: k must be between 1 and the number of classes {n_classes}, got {k}")
+    labels = _class_labels(target, pred.shape, who)
+    # A label is in the top k when fewer than k classes score strictly higher (ties count in its favour).
+    label_score = xp.take_along_axis(pred, xp.expand_dims(labels, 1), axis=1)
+    higher = (pred > label_score).sum(axis=1)
+    return float(xp.mean(higher < k))
+
+
+_REGISTRY = {
+    "accuracy": accuracy,
+    "acc": accuracy,
+    "mse": mse,
+    "mean_squared_error": mse,
+    "mae": mae,
+    "mean_absolute_error": mae,
+    "top_k_accuracy": top_k_accuracy,
+    "top5_accuracy": functools.partial(top_k_accuracy, k=5),
+}
+
+
+def get(metric):
+    """The metric function for a name (e.g. ``'accuracy'``, ``'mse'``), or ``metric`` itself if callable."""
+    if callable(metric):
+        return metric
+    if not isinstance(metric, str):
+        raise TypeError(f"metrics.get: expected a metric name or a function, got {type(metric).__name__}")
+    try:
+        return _REGISTRY[metric.lower()]
+    except KeyError:
+        close = difflib.get_close_matches(metric.lower(), _REGISTRY, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ValueError(f"unknown metric '{metric}'{hint} (known: {', '.join(sorted(_REGISTRY))})") from None
+
+
+def names():
+    """The metric names :func:`get` knows."""
+    return sorted(_REGISTRY)

@@ -1,0 +1,571 @@
+"""Keras-style models: ``compile``, ``fit``, ``evaluate``, ``predict`` and ``summary``.
+
+A :class:`Model` is a :class:`~knetpy.layers.base.Layer` with a training loop attached; subclass it
+and define ``forward``, or stack layers in a :class:`Sequential`::
+
+    model = kp.Sequential(kp.layers.Dense(64, activation="relu"), kp.layers.Dense(10))
+    model.compile(loss="cross_entropy", optimizer=kp.optim.SGD(lr=0.5), metrics=["accuracy"])
+    history = model.fit(x, y, epochs=10, batch_size=100, validation_data=(xv, yv))
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections import OrderedDict
+
+from . import callbacks as _callbacks
+from . import metrics as _metrics
+from .autograd import Tensor, no_grad
+from .backend import array_namespace, get_dtype
+from .data._checks import as_data_array, check_batch_size, check_same_length
+from .data.loader import DataLoader
+from .data.minibatch import Minibatch
+from .layers.base import Layer
+from .progress import ProgressBar
+from .summary import summarize
+
+
+def _resolve_loss(loss):
+    if isinstance(loss, str):
+        from . import losses
+
+        return losses.get(loss)
+    if callable(loss):
+        return loss
+    raise TypeError(f"compile: loss must be a name (e.g. 'cross_entropy') or a function, got {type(loss).__name__}")
+
+
+def _resolve_optimizer(optimizer):
+    from . import optim
+
+    return optim.get(optimizer)
+
+
+def _takes_binary_logits(loss_fn):
+    """True for the losses of one logit per sample: 'accuracy' then thresholds outputs at 0, not 0.5."""
+    from . import losses, ops
+
+    fn = getattr(loss_fn, "func", loss_fn)  # a loss with bound parameters
+    return any(fn is f for f in (losses.bce_with_logits, ops.bce, ops.logistic))
+
+
+def _metric_name(metric, index):
+    if isinstance(metric, str):
+        return metric.lower()
+    fn = getattr(metric, "func", metric)  # functools.partial
+    name = getattr(metric, "name", None) or getattr(fn, "__name__", None)
+    return name if name and name != "<lambda>" else f"metric_{index}"
+
+
+def _value(out):
+    return out.value if isinstance(out, Tensor) else out
+
+
+class Model(Layer):
+    """A layer that can be trained with :meth:`fit`; subclasses define ``forward(x)``.
+
+    Attributes set by :meth:`compile`: ``optimizer``. Set ``model.stop_training = True`` (from a
+    callback) to end :meth:`fit` after the current batch.
+    """
+
+    def __init__(self, name=None):
+        super().__init__(name)
+        self.optimizer = None
+        self.stop_training = False
+        self.history = None
+        self._loss = None
+        self._metrics = []
+        self._input_dtype = None  # dtype of the data seen by fit/evaluate/predict, for summary()
+        self._bound = None  # the parameters the optimizer was bound to, to rebind only when they change
+
+    # -- configuration -----------------------------------------------------------------------------
+    def compile(self, loss, optimizer="adam", metrics=None):
+        """Choose the loss, the optimizer and the metrics reported during training.
+
+        ``loss``: a name from :mod:`knetpy.losses` or a function ``loss(pred, target) -> scalar``;
+        ``optimizer``: a name or an optimizer from :mod:`knetpy.optim` (bound to the parameters in
+        :meth:`fit`); ``metrics``: names from :mod:`knetpy.metrics` or functions
+        ``metric(pred, target) -> float``. Returns the model.
+        """
+        self._loss = _resolve_loss(loss)
+        logits = _takes_binary_logits(self._loss)
+        self.optimizer = _resolve_optimizer(optimizer)
+        self._bound = None
+        if metrics is None:
+            metrics = []
+        elif isinstance(metrics, str) or callable(metrics):
+            metrics = [metrics]
+        resolved = []
+        for i, m in enumerate(metrics):
+            name = _metric_name(m, i)
+            fn = _metrics.get(m)
+            if fn is _metrics.accuracy and logits:
+                fn = _binary_logit_accuracy
+            if name == "loss" or name in [n for n, _ in resolved]:
+                raise ValueError(f"compile: metric name '{name}' is used twice (or clashes with 'loss')")
+            resolved.append((name, fn))
+        self._metrics = resolved
+        return self
+
+    @property
+    def compiled(self):
+        return self._loss is not None
+
+    @property
+    def metrics_names(self):
+        """``['loss', <metric names>...]``: the keys of :meth:`evaluate`'s result."""
+        return ["loss"] + [name for name, _ in self._metrics]
+
+    def _require_compiled(self, who):
+        if self._loss is None:
+            raise RuntimeError(
+                f"{who}: the model is not compiled; call model.compile(loss=..., optimizer=..., metrics=...) first"
+            )
+
+    # -- data preparation --------------------------------------------------------------------------
+    def _float_dtype(self):
+        params = self.params
+        return next(iter(params.values())).dtype if params else get_dtype()
+
+    def _prepare(self, x, y, who, need_y=True):
+        """Check and convert ``x``/``y``: numeric, same length, non-empty; floats in the model's dtype."""
+        if x is None:
+            raise ValueError(f"{who}: x (the inputs) is missing")
+        x = as_data_array(x, "x", who)
+        dtype = self._float_dtype()
+        if x.dtype.kind == "f" and x.dtype != dtype:
+            x = x.astype(dtype)  # one conversion up front, not one per batch
+        self._input_dtype = x.dtype
+        if y is None:
+            if need_y:
+                raise ValueError(f"{who}: y (the targets) is missing")
+            arrays = {"x": x}
+        else:
+            y = as_data_array(y, "y", who)
+            if y.dtype.kind == "f" and y.dtype != dtype:
+                y = y.astype(dtype)
+            arrays = {"x": x, "y": y}
+        n = check_same_length(arrays, who)
+        if n == 0:
+            raise ValueError(f"{who}: the dataset is empty (x has 0 samples)")
+        return x, y
+
+    def _batches(self, x, y, batch_size, shuffle, who, need_y=True):
+        """A re-iterable of batches: a loader given as ``x``, or minibatches of the arrays."""
+        if _is_batch_source(x):
+            if y is not None:
+                raise ValueError(f"{who}: x is a {type(x).__name__} of batches, so y must not be given separately")
+            return x
+        x, y = self._prepare(x, y, who, need_y)
+        batch_size = check_batch_size(batch_size, who)
+        return Minibatch(x, y, batch_size=batch_size, shuffle=shuffle)
+
+    def _ready(self, batches, who):
+        """Build the layers (one sample through them) and bind the optimizer to the parameters."""
+        if not self.built or self._has_unbuilt_layers():
+            if isinstance(batches, Minibatch):
+                xb = batches.x
+            else:
+                first = next(iter(batches))
+                xb = first[0] if isinstance(first, (tuple, list)) else first
+            with no_grad():
+                was_training = self.training
+                self.eval()  # a dry run must not update running statistics
+                try:
+                    self(xb[:1])
+                finally:
+                    self.train(was_training)
+        params = self.params
+        if not params:
+            raise RuntimeError(f"{who}: the model has no parameters to train")
+        ids = tuple(id(p) for p in params.values())
+        if self._bound != ids:
+            self.optimizer.bind(params)
+            self._bound = ids
+
+    def _has_unbuilt_layers(self):
+        return any(isinstance(layer, Layer) and not layer.built for layer in self.layers())
+
+    # -- training ----------------------------------------------------------------------------------
+    def fit(
+        self,
+        x=None,
+        y=None,
+        epochs=1,
+        batch_size=32,
+        validation_data=None,
+        validation_split=0.0,
+        shuffle=True,
+        callbacks=None,
+        verbose=1,
+        initial_epoch=0,
+    ):
+        """Train for ``epochs`` passes over ``(x, y)``; returns a :class:`~knetpy.callbacks.History`.
+
+        ``x`` and ``y`` are arrays with samples on the first axis (or ``x`` is a
+        :class:`~knetpy.data.DataLoader` / :func:`~knetpy.data.minibatch` yielding ``(xb, yb)``,
+        which then decides batch size and shuffling itself).
+        ``validation_data=(xv, yv)`` (or ``validation_split``, the fraction taken from the end of the
+        arrays before shuffling) is evaluated after every epoch, logged with a ``val_`` prefix.
+        ``verbose``: 0 silent, 1 a progress bar on a terminal (one line per epoch otherwise), 2 one
+        line per epoch. Epochs run from ``initial_epoch`` to ``epochs - 1``.
+        A NaN or infinite loss stops training with a FloatingPointError before the weights are updated
+        (with L-BFGS, which evaluates the loss inside its step, right after that step).
+        """
+        who = "fit"
+        self._require_compiled(who)
+        epochs = _check_int(epochs, "epochs", who, low=0)
+        initial_epoch = _check_int(initial_epoch, "initial_epoch", who, low=0)
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"{who}: verbose must be 0, 1 or 2, got {verbose!r}")
+        x, y, validation_data = self._split_validation(x, y, validation_data, validation_split, who)
+        train = self._batches(x, y, batch_size, shuffle, who)
+        val = None
+        if validation_data is not None:
+            val = self._validation_batches(validation_data, batch_size, who)
+        self._ready(train, who)
+
+        history = _callbacks.History()
+        steps = len(train) if hasattr(train, "__len__") else None
+        run = {"epochs": epochs, "steps": steps, "verbose": verbose}
+        cbs = _callbacks.CallbackList(list(callbacks or []) + [history], self, run)
+        self.history = history
+        self.stop_training = False
+        was_training = self.training
+        self.train(True)
+        try:
+            cbs.on_train_begin()
+            step = 0
+            for epoch in range(initial_epoch, epochs):
+                cbs.on_epoch_begin(epoch)
+                bar = None
+                if verbose:
+                    bar = ProgressBar(steps or 0, prefix=f"Epoch {epoch + 1}/{epochs}", mode="auto" if verbose == 1 else "line")
+                logs, step = self._train_epoch(train, cbs, bar, epoch, epochs, step)
+                if val is not None:
+                    for key, value in self._evaluate_batches(val).items():
+                        logs["val_" + key] = value
+                if bar is not None:
+                    bar.close(logs)
+                cbs.on_epoch_end(epoch, logs)
+                if self.stop_training:
+                    break
+            cbs.on_train_end()
+        finally:
+            self.train(was_training)
+        return history
+
+    def _train_epoch(self, batches, cbs, bar, epoch, epochs, step):
+        """One pass over the training batches: forward, loss, backward, step, zero_grad."""
+        loss_fn, metrics, opt = self._loss, self._metrics, self.optimizer
+        batch_begin, batch_end = cbs.batch_begin, cbs.batch_end
+        live = bar is not None and bar.bar
+        uses_closure = _needs_closure(opt)
+        loss_sum = 0.0
+        metric_sums = [0.0] * len(metrics)
+        seen = 0
+        for i, batch in enumerate(batches):
+            xb, yb = _split_batch(batch, "fit")
+            n = len(xb)
+            for cb in batch_begin:
+                cb.on_batch_begin(i, {"size": n})
+            step += 1
+            if uses_closure:
+                value, out = self._closure_step(xb, yb)
+            else:
+                out = self(xb)
+                loss = loss_fn(out, yb)
+                if step == 1:
+                    _check_loss(loss)
+                value = float(loss.value)
+            if not math.isfinite(value):
+                raise FloatingPointError(
+                    f"fit: the loss is {value} at epoch {epoch + 1}/{epochs}, step {step} (batch index {i} of the "
+                    f"epoch, {n} samples); {'its L-BFGS step has run' if uses_closure else 'the weights were not updated with it'}. "
+                    "Lower the learning rate, check the "
+                    "data for NaN/Inf, or clip the gradients (e.g. the optimizer's clip_norm)"
+                )
+            if not uses_closure:
+                loss.backward()
+                opt.step()
+                opt.zero_grad()
+            loss_sum += value * n
+            seen += n
+            if metrics:
+                pred = out.value
+                for j, (_, fn) in enumerate(metrics):
+                    metric_sums[j] += float(fn(pred, yb)) * n
+            if batch_end:
+                for cb in batch_end:
+                    cb.on_batch_end(i, {"loss": value, "size": n})
+            if live:
+                bar.update(i + 1, self._averages(loss_sum, metric_sums, seen))
+            elif bar is not None:
+                bar.done = i + 1
+            if self.stop_training:
+                break
+        if seen == 0:
+            raise ValueError("fit: the training data yielded no batches (all dropped, or an empty loader)")
+        return self._averages(loss_sum, metric_sums, seen), step
+
+    def _closure_step(self, xb, yb):
+        """One step of an optimizer that re-evaluates the loss itself (L-BFGS): the loss and output it saw first."""
+        opt, loss_fn = self.optimizer, self._loss
+        first = []
+
+        def closure():
+            opt.zero_grad()
+            out = self(xb)
+            loss = loss_fn(out, yb)
+            if not first:
+                _check_loss(loss)
+                first.append((float(loss.value), out))
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        opt.zero_grad()
+        return first[0]
+
+    def _averages(self, loss_sum, metric_sums, seen):
+        logs = {"loss": loss_sum / seen}
+        for (name, _), total in zip(self._metrics, metric_sums):
+            logs[name] = total / seen
+        return logs
+
+    def _split_validation(self, x, y, validation_data, validation_split, who):
+        if not validation_split:
+            return x, y, validation_data
+        if validation_data is not None:
+            raise ValueError(f"{who}: give validation_data or validation_split, not both")
+        if not isinstance(validation_split, numbers.Real) or not 0 < validation_split < 1:
+            raise ValueError(f"{who}: validation_split must be a fraction in (0, 1), got {validation_split!r}")
+        if _is_batch_source(x):
+            raise ValueError(f"{who}: validation_split needs arrays; with a loader pass validation_data")
+        x, y = self._prepare(x, y, who)
+        split = int(len(x) * (1 - validation_split))
+        if split in (0, len(x)):
+            raise ValueError(
+                f"{who}: validation_split={validation_split} of {len(x)} samples leaves {split} for training "
+                f"and {len(x) - split} for validation; both need at least one"
+            )
+        return x[:split], y[:split], (x[split:], y[split:])
+
+    def _validation_batches(self, validation_data, batch_size, who):
+        if _is_batch_source(validation_data):
+            return validation_data
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise ValueError(f"{who}: validation_data must be a pair (x_val, y_val) or a loader of such batches")
+        xv, yv = self._prepare(validation_data[0], validation_data[1], f"{who} (validation_data)")
+        return Minibatch(xv, yv, batch_size=max(check_batch_size(batch_size, who), 256))
+
+    # -- inference ---------------------------------------------------------------------------------
+    def _evaluate_batches(self, batches):
+        loss_fn, metrics = self._loss, self._metrics
+        loss_sum = 0.0
+        metric_sums = [0.0] * len(metrics)
+        seen = 0
+        with _inference_mode(self):
+            for batch in batches:
+                xb, yb = _split_batch(batch, "evaluate")
+                n = len(xb)
+                out = self(xb)
+                loss_sum += float(_value(loss_fn(out, yb))) * n
+                pred = _value(out)
+                for j, (_, fn) in enumerate(metrics):
+                    metric_sums[j] += float(fn(pred, yb)) * n
+                seen += n
+        if seen == 0:
+            raise ValueError("evaluate: the data yielded no batches")
+        return self._averages(loss_sum, metric_sums, seen)
+
+    def evaluate(self, x=None, y=None, batch_size=256, verbose=0):
+        """Loss and metrics over ``(x, y)`` in inference mode: ``{'loss': ..., 'accuracy': ...}``.
+
+        Layers run in eval mode (dropout off, batch norm on running statistics) and nothing is
+        recorded for gradients; the previous mode is restored afterwards.
+        """
+        who = "evaluate"
+        self._require_compiled(who)
+        batches = self._batches(x, y, batch_size, False, who)
+        logs = self._evaluate_batches(batches)
+        if verbose:
+            ProgressBar(len(batches) if hasattr(batches, "__len__") else 0, prefix="Evaluate", mode="line").close(logs)
+        return logs
+
+    def predict(self, x, batch_size=256):
+        """The model's outputs for ``x`` (an array, in inference mode), batch by batch, as one array."""
+        who = "predict"
+        batches = self._batches(x, None, batch_size, False, who, need_y=False)
+        outs = []
+        with _inference_mode(self):
+            for batch in batches:
+                xb = batch[0] if isinstance(batch, (tuple, list)) else batch
+                outs.append(_value(self(xb)))
+        if not outs:
+            raise ValueError(f"{who}: the data yielded no batches")
+        return array_namespace(outs[0]).concatenate(outs, axis=0) if len(outs) > 1 else outs[0]
+
+    # -- weights -----------------------------------------------------------------------------------
+    def get_weights(self):
+        """Copies of every parameter and state array, by name (``'0.w'``, ``'1.running_mean'``, ...)."""
+        out = OrderedDict()
+        for name, p in self.params.items():
+            out[name] = p.value.copy()
+        for name, t in self.state().items():
+            out[name] = t.value.copy()
+        return out
+
+    def set_weights(self, weights):
+        """Copy arrays from :meth:`get_weights` back into the parameters and state, checking names and shapes."""
+        targets = OrderedDict(self.params)
+        targets.update(self.state())
+        missing = [k for k in targets if k not in weights]
+        extra = [k for k in weights if k not in targets]
+        if missing or extra:
+            raise ValueError(f"set_weights: names differ: missing {missing}, not in the model {extra}")
+        for name, arr in weights.items():
+            if tuple(arr.shape) != tuple(targets[name].shape):
+                raise ValueError(
+                    f"set_weights: {name!r} has shape {tuple(arr.shape)}, the model's has {tuple(targets[name].shape)}"
+                )
+        for name, arr in weights.items():
+            t = targets[name]
+            # In place, so anything holding the array (an optimizer) sees the restored values.
+            array_namespace(t.value).copyto(t.value, arr, casting="same_kind")
+
+    def save(self, path):
+        """Save architecture, weights and state to ``path`` (atomic, pickle-free; see :func:`knetpy.save`)."""
+        from .io import save
+
+        save(path, self)
+
+    def load_weights(self, path):
+        """Load weights saved from a model of the same architecture (by :meth:`save`) into this one."""
+        from .io import load_weights
+
+        load_weights(self, path)
+        return self
+
+    # -- description -------------------------------------------------------------------------------
+    def summary(self, input_shape=None, dtype=None, print_fn=print):
+        """Print (with ``print_fn``; None for silence) and return a table of the layers.
+
+        Columns: layer name and type, output shape (batch axis shown as None) and parameter count,
+        then the total. On a model that has not seen data yet give ``input_shape`` without the batch
+        axis, e.g. ``summary(input_shape=(28, 28))``, unless the first layer knows its input size.
+        """
+        text = summarize(self, input_shape=input_shape, dtype=dtype)
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+
+class Sequential(Model):
+    """Layers applied one after the other: ``Sequential([l1, l2])``, ``Sequential(l1, l2)`` or ``.add(l)``.
+
+    Parameters are named by position: ``'0.w'``, ``'0.b'``, ``'1.w'``, ... Plain functions (e.g.
+    ``kp.relu``) may be stacked too; they have no parameters.
+    """
+
+    def __init__(self, layers=None, *more, name=None):
+        super().__init__(name=name)
+        self._layers = []
+        if layers is None:
+            layers = []
+        elif isinstance(layers, Layer) or not isinstance(layers, (list, tuple)):
+            layers = [layers]
+        for layer in list(layers) + list(more):
+            self.add(layer)
+
+    def add(self, layer):
+        """Append a layer (or a function of one array); returns the model."""
+        if not callable(layer):
+            raise TypeError(f"Sequential.add: expected a layer or a function, got {type(layer).__name__}")
+        if isinstance(layer, type):
+            raise TypeError(f"Sequential.add: got the class {layer.__name__}; add an instance, e.g. {layer.__name__}(...)")
+        self._layers.append(layer)
+        self.built = False  # the new layer builds on the next call
+        return self
+
+    def forward(self, x):
+        for layer in self._layers:
+            x = layer(x)
+        return x
+
+    def __len__(self):
+        return len(self._layers)
+
+    def __getitem__(self, i):
+        return self._layers[i]
+
+    def __iter__(self):
+        return iter(self._layers)
+
+    def get_config(self):
+        return {"layers": list(self._layers), "name": self.name}
+
+    def __repr__(self):
+        inner = ",\n".join(f"  ({i}): {layer!r}" for i, layer in enumerate(self._layers))
+        return f"Sequential(\n{inner}\n)" if inner else "Sequential()"
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+class _inference_mode:
+    """Eval mode and no gradient recording inside; the model's previous mode restored on exit."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        self.was_training = self.model.training
+        self.grad_mode = no_grad()
+        self.grad_mode.__enter__()
+        self.model.eval()
+
+    def __exit__(self, *exc):
+        self.model.train(self.was_training)
+        self.grad_mode.__exit__(*exc)
+
+
+def _binary_logit_accuracy(pred, target):
+    """Binary accuracy for logits (threshold 0)."""
+    return _metrics.accuracy(pred, target, threshold=0.0)
+
+
+_binary_logit_accuracy.__name__ = "accuracy"
+
+
+def _needs_closure(opt):
+    """Optimizers whose step() re-evaluates the loss through a closure (L-BFGS)."""
+    from .optim import LBFGS
+
+    return isinstance(opt, LBFGS)
+
+
+def _is_batch_source(x):
+    return isinstance(x, (Minibatch, DataLoader))
+
+
+def _split_batch(batch, who):
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        return batch
+    raise ValueError(f"{who}: each batch must be a pair (x_batch, y_batch), got {type(batch).__name__}")
+
+
+def _check_int(value, name, who, low):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{who}: {name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _check_loss(loss):
+    """On the first step: the loss must be a scalar that depends on the parameters."""
+    if not isinstance(loss, Tensor) or not loss.requires_grad:
+        raise RuntimeError(
+            "fit: the loss does not depend on any parameter (it is not a Tensor requiring a gradient); "
+            "does the model's forward use its kp.Param weights, and is the loss built from kp ops?"
+        )
+    if loss.size != 1:
+        raise ValueError(f"fit: the loss function must return a scalar, got shape {tuple(loss.shape)}")
