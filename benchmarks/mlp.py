@@ -1,0 +1,178 @@
+"""Softmax (784 -> 10) and MLP (784 -> 64 relu -> 10) on Fashion-MNIST: 10 epochs, batch 100, SGD lr 0.5.
+
+Two of Knet's benchmarks, run with knetpy's Keras-like ``fit`` and with a ``kp.grad`` loop, timed
+against the same models in PyTorch (and a hand-written NumPy MLP) in one run.
+
+    python benchmarks/mlp.py [--epochs 10] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import blas_report  # noqa: E402
+
+
+def load(quick):
+    import knetpy as kp
+
+    xtrn, ytrn = kp.datasets.fashion_mnist("train", flatten=True, download=False)
+    xtst, ytst = kp.datasets.fashion_mnist("test", flatten=True, download=False)
+    if quick:
+        xtrn, ytrn = xtrn[:6000], ytrn[:6000]
+    return xtrn, ytrn, xtst, ytst
+
+
+def init_weights(hidden, seed=1):
+    """The same starting point for every framework: Glorot-normal weights, zero biases."""
+    g = np.random.default_rng(seed)
+    sizes = [784, *hidden, 10]
+    ws = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        ws.append((g.standard_normal((a, b)) * np.sqrt(2.0 / (a + b))).astype(np.float32))
+        ws.append(np.zeros(b, np.float32))
+    return ws
+
+
+def batches(n, bs, g):
+    order = g.permutation(n)
+    for i in range(0, n - bs + 1, bs):
+        yield order[i : i + bs]
+
+
+def run_knetpy_fit(data, hidden, epochs, lr):
+    import knetpy as kp
+
+    xtrn, ytrn, xtst, ytst = data
+    kp.set_seed(1)
+    model = kp.Sequential()
+    for h in hidden:
+        model.add(kp.layers.Dense(h, activation="relu"))
+    model.add(kp.layers.Dense(10))
+    model(xtrn[:1])
+    for p, w in zip(model.params.values(), init_weights(hidden)):
+        p.value[...] = w
+    model.compile(loss="cross_entropy", optimizer=kp.optim.SGD(lr=lr), metrics=["accuracy"])
+    t = time.perf_counter()
+    model.fit(xtrn, ytrn, epochs=epochs, batch_size=100, shuffle=True, verbose=0)
+    sec = time.perf_counter() - t
+    return sec, model.evaluate(xtst, ytst)["accuracy"]
+
+
+def run_knetpy_grad(data, hidden, epochs, lr):
+    import knetpy as kp
+
+    xtrn, ytrn, xtst, ytst = data
+    w = init_weights(hidden)
+
+    def predict(w, x):
+        for i in range(0, len(w) - 2, 2):
+            x = kp.relu(x @ w[i] + w[i + 1])
+        return x @ w[-2] + w[-1]
+
+    dloss = kp.grad(lambda w, x, y: kp.nll(predict(w, x), y))
+    g = np.random.default_rng(0)
+    t = time.perf_counter()
+    for _ in range(epochs):
+        for idx in batches(len(xtrn), 100, g):
+            for wi, gi in zip(w, dloss(w, xtrn[idx], ytrn[idx])):
+                wi -= lr * gi
+    sec = time.perf_counter() - t
+    return sec, kp.accuracy(predict(w, xtst), ytst)
+
+
+def run_numpy(data, hidden, epochs, lr):
+    xtrn, ytrn, xtst, ytst = data
+    w = init_weights(hidden)
+    g = np.random.default_rng(0)
+    t = time.perf_counter()
+    for _ in range(epochs):
+        for idx in batches(len(xtrn), 100, g):
+            x, y = xtrn[idx], ytrn[idx]
+            hs = [x]
+            for i in range(0, len(w) - 2, 2):
+                hs.append(np.maximum(hs[-1] @ w[i] + w[i + 1], 0))
+            s = hs[-1] @ w[-2] + w[-1]
+            s = s - s.max(1, keepdims=True)
+            p = np.exp(s)
+            p /= p.sum(1, keepdims=True)
+            p[np.arange(len(y)), y] -= 1
+            d = p / len(y)
+            for i in range(len(w) - 2, -1, -2):
+                gw, gb = hs[i // 2].T @ d, d.sum(0)
+                if i:
+                    d = (d @ w[i].T) * (hs[i // 2] > 0)
+                w[i] -= lr * gw
+                w[i + 1] -= lr * gb
+    sec = time.perf_counter() - t
+    x = xtst
+    for i in range(0, len(w) - 2, 2):
+        x = np.maximum(x @ w[i] + w[i + 1], 0)
+    return sec, float(((x @ w[-2] + w[-1]).argmax(1) == ytst).mean())
+
+
+def run_torch(data, hidden, epochs, lr):
+    import torch
+
+    torch.set_num_threads(os.cpu_count())
+    xtrn, ytrn, xtst, ytst = (torch.from_numpy(a) for a in data)
+    layers = []
+    sizes = [784, *hidden, 10]
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+    model = torch.nn.Sequential(*layers[:-1])
+    lin = [m for m in model if isinstance(m, torch.nn.Linear)]
+    ws = init_weights(hidden)
+    with torch.no_grad():
+        for m, w, b in zip(lin, ws[::2], ws[1::2]):
+            m.weight.copy_(torch.from_numpy(w.T.copy()))
+            m.bias.copy_(torch.from_numpy(b))
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    g = np.random.default_rng(0)
+    t = time.perf_counter()
+    for _ in range(epochs):
+        for idx in batches(len(xtrn), 100, g):
+            idx = torch.from_numpy(idx)
+            loss = torch.nn.functional.cross_entropy(model(xtrn[idx]), ytrn[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    sec = time.perf_counter() - t
+    with torch.no_grad():
+        acc = float((model(xtst).argmax(1) == ytst).float().mean())
+    return sec, acc
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=0.5)
+    p.add_argument("--quick", action="store_true", help="6,000 training images, 2 epochs")
+    a = p.parse_args(argv)
+    epochs = 2 if a.quick else a.epochs
+    data = load(a.quick)
+    print(f"Fashion-MNIST, {len(data[0])} training images, {epochs} epochs, batch 100, SGD lr {a.lr}. {blas_report()}\n")
+    print("| model | framework | seconds | ratio to PyTorch | test accuracy |\n|---|---|---|---|---|")
+    for name, hidden in [("Softmax", []), ("MLP 64", [64])]:
+        rows = []
+        for fw, fn in [("knetpy fit", run_knetpy_fit), ("knetpy grad", run_knetpy_grad),
+                       ("NumPy by hand", run_numpy), ("PyTorch", run_torch)]:
+            try:
+                sec, acc = fn(data, hidden, epochs, a.lr)
+            except ImportError:
+                continue
+            rows.append((fw, sec, acc))
+        ref = next((s for f, s, _ in rows if f == "PyTorch"), None)
+        for fw, sec, acc in rows:
+            ratio = f"{sec / ref:.2f}" if ref else "n/a"
+            print(f"| {name} | {fw} | {sec:.2f} | {ratio} | {acc:.4f} |")
+
+
+if __name__ == "__main__":
+    main()
