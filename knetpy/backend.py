@@ -61,7 +61,10 @@ def get_dtype() -> np.dtype:
 def set_seed(seed: int) -> None:
     """Seed every random draw knetpy makes (initializers, dropout, shuffling)."""
     global _rng
-    _rng = np.random.default_rng(seed)
+    try:
+        _rng = np.random.default_rng(seed)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"set_seed: seed must be a non-negative integer, got {seed!r}") from None
 
 
 def rng() -> np.random.Generator:

@@ -51,6 +51,18 @@ class Callback:
     def on_batch_end(self, batch, logs=None):
         pass
 
+    def state_dict(self):
+        """What this callback must carry over when an interrupted ``fit`` resumes (None: nothing).
+
+        Callbacks that track something across epochs (a best value, a patience count, a schedule)
+        return it as plain data (numbers, strings, lists, dicts, arrays); ``fit(..., checkpoint=...)``
+        saves it and, on ``resume=True``, hands it to :meth:`load_state_dict` after ``on_train_begin``.
+        """
+        return None
+
+    def load_state_dict(self, state):
+        """Restore what :meth:`state_dict` returned."""
+
 
 def _overrides(cb, hook):
     """True when ``cb`` does something in ``hook`` (a subclass method, or a function set on the instance)."""
@@ -207,6 +219,22 @@ class EarlyStopping(Callback):
             self.stopped_epoch = epoch
             self.model.stop_training = True
 
+    def state_dict(self):
+        return {
+            "best": self.tracker.best,
+            "wait": self.wait,
+            "best_epoch": self.best_epoch,
+            "stopped_epoch": self.stopped_epoch,
+            "best_weights": None if self.best_weights is None else dict(self.best_weights),
+        }
+
+    def load_state_dict(self, state):
+        self.tracker.best = float(state["best"])
+        self.wait = int(state["wait"])
+        self.best_epoch = state["best_epoch"]
+        self.stopped_epoch = state["stopped_epoch"]
+        self.best_weights = state["best_weights"]
+
     def on_train_end(self, logs=None):
         if self.restore_best and self.best_weights is not None:
             self.model.set_weights(self.best_weights)
@@ -224,7 +252,9 @@ class ModelCheckpoint(Callback):
     ``path`` may hold format fields: ``{epoch}`` (counting from 1, as the progress display does) and
     any log value, e.g. ``'ckpt-{epoch:02d}-{val_loss:.3f}.ckpt'``. Saving calls ``model.save(path)``
     (an atomic, pickle-free :func:`knetpy.save` checkpoint); reload it with :func:`knetpy.load` or
-    into an existing model with ``model.load_weights(path)``.
+    into an existing model with ``model.load_weights(path)``. To make a run resumable after a crash,
+    use ``fit(..., checkpoint=path, resume=True)``, which also saves the optimizer, schedules,
+    random generator and progress.
     """
 
     def __init__(self, path, monitor="val_loss", save_best_only=False, mode="auto", verbose=0):
@@ -261,6 +291,13 @@ class ModelCheckpoint(Callback):
         if self.verbose:
             print(f"ModelCheckpoint: epoch {epoch + 1}: saved {path}")
 
+    def state_dict(self):
+        return {"best": self.tracker.best, "saved": list(self.saved)}
+
+    def load_state_dict(self, state):
+        self.tracker.best = float(state["best"])
+        self.saved = list(state["saved"])
+
 
 class LearningRateScheduler(Callback):
     """Set the optimizer's learning rate at the start of every epoch.
@@ -281,6 +318,10 @@ class LearningRateScheduler(Callback):
             )
         self.schedule = schedule
         self.verbose = verbose
+        self.applied_epoch = None  # the epoch whose rate is set: a resumed epoch does not apply it twice
+
+    def on_train_begin(self, logs=None):
+        self.applied_epoch = None
 
     def _optimizer(self):
         opt = getattr(self.model, "optimizer", None)
@@ -290,6 +331,9 @@ class LearningRateScheduler(Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         opt = self._optimizer()
+        if epoch == self.applied_epoch:
+            return  # resumed inside this epoch: its rate came back with the optimizer's state
+        self.applied_epoch = epoch
         if _is_schedule_object(self.schedule):
             self._advance_schedule(opt, epoch)
         else:
@@ -329,6 +373,16 @@ class LearningRateScheduler(Callback):
         if logs is not None:
             logs["lr"] = float(self._optimizer().lr)
 
+    def state_dict(self):
+        # A function schedule keeps nothing itself: it reads the epoch and the optimizer's (saved) rate.
+        schedule = self.schedule.state_dict() if _is_schedule_object(self.schedule) else None
+        return {"applied_epoch": self.applied_epoch, "schedule": schedule}
+
+    def load_state_dict(self, state):
+        self.applied_epoch = state["applied_epoch"]
+        if state["schedule"] is not None and _is_schedule_object(self.schedule):
+            self.schedule.load_state_dict(state["schedule"])
+
 
 def _is_schedule_object(schedule):
     """True for the epoch/step schedules of knetpy.optim (which are stepped, not called)."""
@@ -344,7 +398,8 @@ class CSVLogger(Callback):
 
     Each row is appended and the file closed right away, so it can be watched while training runs
     and is complete even if training stops with an error. With ``append`` rows are added to an
-    existing file (the header is written only if the file is empty); otherwise it starts afresh.
+    existing file (the header is written only if the file is empty); otherwise it starts afresh, so
+    a run resumed with ``fit(..., resume=True)`` should log with ``append=True``.
     """
 
     def __init__(self, path, separator=",", append=False):

@@ -19,7 +19,7 @@ import zipfile
 import numpy as np
 
 from .autograd import Param, Tensor
-from .backend import to_numpy
+from .backend import get_rng_state, set_rng_state, to_numpy
 
 FORMAT = "knetpy-checkpoint"
 VERSION = 1
@@ -34,9 +34,15 @@ class CheckpointError(ValueError):
 class _Encoder:
     def __init__(self):
         self.arrays: dict[str, np.ndarray] = {}
+        self._keys: dict[int, str] = {}  # id(array) -> key: an array reached twice is stored once
+        self._alive = []  # keep encoded arrays alive so their ids stay unique
 
     def array(self, a, kind="array"):
-        key = f"a{len(self.arrays)}"
+        key = self._keys.get(id(a))
+        if key is not None:
+            return {f"__{kind}__": key}
+        self._keys[id(a)] = key = f"a{len(self.arrays)}"
+        self._alive.append(a)
         arr = np.asarray(to_numpy(a), order="C")  # (ascontiguousarray would turn 0-d arrays into shape (1,))
         if arr.dtype == object:
             raise TypeError("save: object arrays cannot be saved (they would need pickle)")
@@ -188,6 +194,14 @@ def _read(path):
 class _Decoder:
     def __init__(self, arrays):
         self.arrays = arrays
+        self._used = set()
+
+    def _fresh(self, key):
+        """The array for ``key``; a copy when it was handed out already, so loaded objects never alias."""
+        if key in self._used:
+            return self.arrays[key].copy()
+        self._used.add(key)
+        return self.arrays[key]
 
     def decode(self, node):
         if isinstance(node, list):
@@ -197,11 +211,11 @@ class _Decoder:
         if len(node) == 1:
             (key, val), = node.items()
             if key == "__array__":
-                return self.arrays[val]
+                return self._fresh(val)
             if key == "__param__":
-                return Param(self.arrays[val])
+                return Param(self._fresh(val))
             if key == "__tensor__":
-                return Tensor(self.arrays[val])
+                return Tensor(self._fresh(val))
             if key == "__tuple__":
                 return tuple(self.decode(v) for v in val)
             if key == "__items__":
@@ -270,7 +284,12 @@ def assign(layer, params, state=None):
 def load(path):
     """Load what :func:`save` wrote. Refuses pickles, foreign files and corrupted checkpoints."""
     meta, arrays = _read(path)
-    return _Decoder(arrays).decode(meta["tree"])
+    # Rebuilding layers runs their initializers; their draws must not move the global generator.
+    rng_state = get_rng_state()
+    try:
+        return _Decoder(arrays).decode(meta["tree"])
+    finally:
+        set_rng_state(rng_state)
 
 
 def load_weights(layer, path):

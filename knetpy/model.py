@@ -12,12 +12,22 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections import OrderedDict
+
+import numpy as np
 
 from . import callbacks as _callbacks
 from . import metrics as _metrics
 from .autograd import Tensor, no_grad
-from .backend import array_namespace, get_dtype
+from .backend import array_namespace, get_dtype, get_rng_state, set_rng_state
+from .checkpoint import (
+    Checkpointer,
+    Progress,
+    read_training_state,
+    restore_callbacks_and_rng,
+    restore_model_and_optimizer,
+)
 from .data._checks import as_data_array, check_batch_size, check_same_length
 from .data.loader import DataLoader
 from .data.minibatch import Minibatch
@@ -128,8 +138,11 @@ class Model(Layer):
         params = self.params
         return next(iter(params.values())).dtype if params else get_dtype()
 
-    def _prepare(self, x, y, who, need_y=True):
-        """Check and convert ``x``/``y``: numeric, same length, non-empty; floats in the model's dtype."""
+    def _prepare(self, x, y, who, need_y=True, check_finite=False):
+        """Check and convert ``x``/``y``: numeric, same length, non-empty; floats in the model's dtype.
+
+        With ``check_finite`` a NaN or Inf anywhere is an error naming the array and the sample.
+        """
         if x is None:
             raise ValueError(f"{who}: x (the inputs) is missing")
         x = as_data_array(x, "x", who)
@@ -149,15 +162,18 @@ class Model(Layer):
         n = check_same_length(arrays, who)
         if n == 0:
             raise ValueError(f"{who}: the dataset is empty (x has 0 samples)")
+        if check_finite:
+            for name, a in arrays.items():
+                _require_finite(a, name, who)
         return x, y
 
-    def _batches(self, x, y, batch_size, shuffle, who, need_y=True):
+    def _batches(self, x, y, batch_size, shuffle, who, need_y=True, check_finite=False):
         """A re-iterable of batches: a loader given as ``x``, or minibatches of the arrays."""
         if _is_batch_source(x):
             if y is not None:
                 raise ValueError(f"{who}: x is a {type(x).__name__} of batches, so y must not be given separately")
             return x
-        x, y = self._prepare(x, y, who, need_y)
+        x, y = self._prepare(x, y, who, need_y, check_finite)
         batch_size = check_batch_size(batch_size, who)
         return Minibatch(x, y, batch_size=batch_size, shuffle=shuffle)
 
@@ -200,6 +216,10 @@ class Model(Layer):
         callbacks=None,
         verbose=1,
         initial_epoch=0,
+        checkpoint=None,
+        resume=False,
+        checkpoint_every=None,
+        check_finite=False,
     ):
         """Train for ``epochs`` passes over ``(x, y)``; returns a :class:`~knetpy.callbacks.History`.
 
@@ -210,8 +230,21 @@ class Model(Layer):
         arrays before shuffling) is evaluated after every epoch, logged with a ``val_`` prefix.
         ``verbose``: 0 silent, 1 a progress bar on a terminal (one line per epoch otherwise), 2 one
         line per epoch. Epochs run from ``initial_epoch`` to ``epochs - 1``.
-        A NaN or infinite loss stops training with a FloatingPointError before the weights are updated
-        (with L-BFGS, which evaluates the loss inside its step, right after that step).
+
+        ``checkpoint=path`` writes the whole training state (architecture, weights, layer state,
+        optimizer and schedule state, the random generator, epoch, step and history) atomically to
+        ``path`` after every epoch, and also every ``checkpoint_every`` optimizer steps if given.
+        With ``resume=True`` a run continues from that file when it exists (and starts afresh when
+        it does not): ``epochs`` stays the total, so a checkpoint written after epoch k runs epochs
+        k+1 to ``epochs``, and the result is bit-identical to a run that was never interrupted,
+        whatever the seed set before the call. Resuming needs the same model, optimizer, data and
+        batch size as the interrupted run.
+
+        A NaN or infinite loss stops training with a FloatingPointError naming the epoch, step and
+        batch, before the weights are updated (with L-BFGS, which evaluates the loss inside its
+        step, right after that step); the checkpoint on disk stays the last good one.
+        ``check_finite=True`` also refuses NaN or Inf in the data (inputs and targets, validation
+        data included), naming the array and the sample, before anything trains on it.
         """
         who = "fit"
         self._require_compiled(who)
@@ -219,12 +252,19 @@ class Model(Layer):
         initial_epoch = _check_int(initial_epoch, "initial_epoch", who, low=0)
         if verbose not in (0, 1, 2):
             raise ValueError(f"{who}: verbose must be 0, 1 or 2, got {verbose!r}")
-        x, y, validation_data = self._split_validation(x, y, validation_data, validation_split, who)
-        train = self._batches(x, y, batch_size, shuffle, who)
+        saver = self._checkpointer(checkpoint, resume, checkpoint_every, initial_epoch, who)
+        check_batches = bool(check_finite) and _is_batch_source(x)  # arrays are checked once, up front
+        x, y, validation_data = self._split_validation(x, y, validation_data, validation_split, who, check_finite)
+        train = self._batches(x, y, batch_size, shuffle, who, check_finite=check_finite)
         val = None
         if validation_data is not None:
-            val = self._validation_batches(validation_data, batch_size, who)
+            val = self._validation_batches(validation_data, batch_size, who, check_finite)
         self._ready(train, who)
+        resumed = None
+        if resume and os.path.exists(saver.path):
+            resumed = read_training_state(saver.path)
+            restore_model_and_optimizer(resumed, self)  # checks every shape before training starts
+            saver.last = resumed.progress
 
         history = _callbacks.History()
         steps = len(train) if hasattr(train, "__len__") else None
@@ -236,37 +276,92 @@ class Model(Layer):
         self.train(True)
         try:
             cbs.on_train_begin()
-            step = 0
-            for epoch in range(initial_epoch, epochs):
+            position = Progress(epoch=initial_epoch)
+            if resumed is not None:
+                restore_callbacks_and_rng(resumed, cbs.callbacks)
+                position = resumed.progress
+                history.history = {k: list(v) for k, v in position.history.items()}
+                history.epoch = list(position.history_epochs)
+                self.stop_training = position.stopped
+            step = position.step
+            epoch = position.epoch
+            while epoch < epochs and not self.stop_training:
                 cbs.on_epoch_begin(epoch)
                 bar = None
                 if verbose:
                     bar = ProgressBar(steps or 0, prefix=f"Epoch {epoch + 1}/{epochs}", mode="auto" if verbose == 1 else "line")
-                logs, step = self._train_epoch(train, cbs, bar, epoch, epochs, step)
+                inside = resumed if resumed is not None and position.batch and epoch == position.epoch else None
+                logs, step = self._train_epoch(train, cbs, bar, epoch, epochs, step, saver, inside, check_batches)
                 if val is not None:
-                    for key, value in self._evaluate_batches(val).items():
+                    for key, value in self._evaluate_batches(val, check_batches).items():
                         logs["val_" + key] = value
                 if bar is not None:
                     bar.close(logs)
                 cbs.on_epoch_end(epoch, logs)
-                if self.stop_training:
-                    break
+                epoch += 1
+                if saver is not None:
+                    done = Progress(
+                        epoch=epoch, step=step, stopped=self.stop_training,
+                        history=history.history, history_epochs=history.epoch,
+                    )
+                    saver.save(done, cbs.callbacks)
             cbs.on_train_end()
         finally:
             self.train(was_training)
         return history
 
-    def _train_epoch(self, batches, cbs, bar, epoch, epochs, step):
-        """One pass over the training batches: forward, loss, backward, step, zero_grad."""
+    def _checkpointer(self, checkpoint, resume, every, initial_epoch, who):
+        """The writer of fit's training checkpoints (None without ``checkpoint``), after checking the options."""
+        if not isinstance(resume, bool):
+            raise TypeError(f"{who}: resume must be True or False, got {resume!r}")
+        if checkpoint is None:
+            if resume:
+                raise ValueError(f"{who}: resume=True needs checkpoint=path, the file to resume from (and to keep writing)")
+            if every is not None:
+                raise ValueError(f"{who}: checkpoint_every needs checkpoint=path, the file to write")
+            return None
+        if not isinstance(checkpoint, (str, os.PathLike)):
+            raise TypeError(f"{who}: checkpoint must be a file path, got {type(checkpoint).__name__}")
+        if every is not None:
+            every = _check_int(every, "checkpoint_every", who, low=1)
+        if resume and initial_epoch:
+            raise ValueError(
+                f"{who}: give initial_epoch={initial_epoch} or resume=True, not both "
+                "(a resumed run continues from the epoch its checkpoint records)"
+            )
+        return Checkpointer(checkpoint, self, every)
+
+    def _train_epoch(self, batches, cbs, bar, epoch, epochs, step, saver=None, resume_at=None, check_batches=False):
+        """One pass over the training batches: forward, loss, backward, step, zero_grad.
+
+        ``resume_at`` (a training state read from a checkpoint written inside this epoch) makes the
+        pass continue after the batches that checkpoint had done, with the same shuffled order.
+        """
         loss_fn, metrics, opt = self._loss, self._metrics, self.optimizer
         batch_begin, batch_end = cbs.batch_begin, cbs.batch_end
         live = bar is not None and bar.bar
         uses_closure = _needs_closure(opt)
+        every = saver.every if saver is not None else None
+        n_batches = len(batches) if hasattr(batches, "__len__") else None
         loss_sum = 0.0
         metric_sums = [0.0] * len(metrics)
         seen = 0
-        for i, batch in enumerate(batches):
+        first = 0
+        if resume_at is not None:
+            done = resume_at.progress
+            epoch_rng = done.epoch_rng
+            batch_iter = _skip_done_batches(batches, resume_at, "fit")
+            first = done.batch
+            loss_sum, seen = done.totals["loss"], done.totals["seen"]
+            metric_sums = list(done.totals["metrics"])
+        else:
+            # The generator's state before the shuffled order is drawn, for checkpoints inside the epoch.
+            epoch_rng = get_rng_state() if every else None
+            batch_iter = iter(batches)
+        for i, batch in enumerate(batch_iter, start=first):
             xb, yb = _split_batch(batch, "fit")
+            if check_batches:
+                _require_finite_batch(xb, yb, "fit", f" of the batch at index {i} of epoch {epoch + 1}")
             n = len(xb)
             for cb in batch_begin:
                 cb.on_batch_begin(i, {"size": n})
@@ -276,15 +371,16 @@ class Model(Layer):
             else:
                 out = self(xb)
                 loss = loss_fn(out, yb)
-                if step == 1:
+                if i == first:  # once per epoch (a resumed run starts past step 1)
                     _check_loss(loss)
                 value = float(loss.value)
             if not math.isfinite(value):
+                kept = f" {saver.describe()}" if saver is not None else ""
                 raise FloatingPointError(
                     f"fit: the loss is {value} at epoch {epoch + 1}/{epochs}, step {step} (batch index {i} of the "
                     f"epoch, {n} samples); {'its L-BFGS step has run' if uses_closure else 'the weights were not updated with it'}. "
                     "Lower the learning rate, check the "
-                    "data for NaN/Inf, or clip the gradients (e.g. the optimizer's clip_norm)"
+                    f"data for NaN/Inf (fit(..., check_finite=True)), or clip the gradients (e.g. the optimizer's clip_norm).{kept}"
                 )
             if not uses_closure:
                 loss.backward()
@@ -299,6 +395,13 @@ class Model(Layer):
             if batch_end:
                 for cb in batch_end:
                     cb.on_batch_end(i, {"loss": value, "size": n})
+            if every and step % every == 0 and i + 1 != n_batches:  # the last batch gets the epoch's checkpoint
+                history = self.history
+                position = Progress(
+                    epoch=epoch, batch=i + 1, step=step, history=history.history, history_epochs=history.epoch,
+                    epoch_rng=epoch_rng, totals={"loss": loss_sum, "metrics": metric_sums, "seen": seen},
+                )
+                saver.save(position, cbs.callbacks)
             if live:
                 bar.update(i + 1, self._averages(loss_sum, metric_sums, seen))
             elif bar is not None:
@@ -334,7 +437,7 @@ class Model(Layer):
             logs[name] = total / seen
         return logs
 
-    def _split_validation(self, x, y, validation_data, validation_split, who):
+    def _split_validation(self, x, y, validation_data, validation_split, who, check_finite=False):
         if not validation_split:
             return x, y, validation_data
         if validation_data is not None:
@@ -343,7 +446,7 @@ class Model(Layer):
             raise ValueError(f"{who}: validation_split must be a fraction in (0, 1), got {validation_split!r}")
         if _is_batch_source(x):
             raise ValueError(f"{who}: validation_split needs arrays; with a loader pass validation_data")
-        x, y = self._prepare(x, y, who)
+        x, y = self._prepare(x, y, who, check_finite=check_finite)
         split = int(len(x) * (1 - validation_split))
         if split in (0, len(x)):
             raise ValueError(
@@ -352,23 +455,25 @@ class Model(Layer):
             )
         return x[:split], y[:split], (x[split:], y[split:])
 
-    def _validation_batches(self, validation_data, batch_size, who):
+    def _validation_batches(self, validation_data, batch_size, who, check_finite=False):
         if _is_batch_source(validation_data):
             return validation_data
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ValueError(f"{who}: validation_data must be a pair (x_val, y_val) or a loader of such batches")
-        xv, yv = self._prepare(validation_data[0], validation_data[1], f"{who} (validation_data)")
+        xv, yv = self._prepare(validation_data[0], validation_data[1], f"{who} (validation_data)", check_finite=check_finite)
         return Minibatch(xv, yv, batch_size=max(check_batch_size(batch_size, who), 256))
 
     # -- inference ---------------------------------------------------------------------------------
-    def _evaluate_batches(self, batches):
+    def _evaluate_batches(self, batches, check_batches=False):
         loss_fn, metrics = self._loss, self._metrics
         loss_sum = 0.0
         metric_sums = [0.0] * len(metrics)
         seen = 0
         with _inference_mode(self):
-            for batch in batches:
+            for i, batch in enumerate(batches):
                 xb, yb = _split_batch(batch, "evaluate")
+                if check_batches:
+                    _require_finite_batch(xb, yb, "evaluate", f" of the batch at index {i}")
                 n = len(xb)
                 out = self(xb)
                 loss_sum += float(_value(loss_fn(out, yb))) * n
@@ -380,28 +485,36 @@ class Model(Layer):
             raise ValueError("evaluate: the data yielded no batches")
         return self._averages(loss_sum, metric_sums, seen)
 
-    def evaluate(self, x=None, y=None, batch_size=256, verbose=0):
+    def evaluate(self, x=None, y=None, batch_size=256, verbose=0, check_finite=False):
         """Loss and metrics over ``(x, y)`` in inference mode: ``{'loss': ..., 'accuracy': ...}``.
 
         Layers run in eval mode (dropout off, batch norm on running statistics) and nothing is
-        recorded for gradients; the previous mode is restored afterwards.
+        recorded for gradients; the previous mode is restored afterwards. ``check_finite=True``
+        refuses NaN or Inf in the data, naming the array and the sample.
         """
         who = "evaluate"
         self._require_compiled(who)
-        batches = self._batches(x, y, batch_size, False, who)
-        logs = self._evaluate_batches(batches)
+        check_batches = bool(check_finite) and _is_batch_source(x)
+        batches = self._batches(x, y, batch_size, False, who, check_finite=check_finite)
+        logs = self._evaluate_batches(batches, check_batches)
         if verbose:
             ProgressBar(len(batches) if hasattr(batches, "__len__") else 0, prefix="Evaluate", mode="line").close(logs)
         return logs
 
-    def predict(self, x, batch_size=256):
-        """The model's outputs for ``x`` (an array, in inference mode), batch by batch, as one array."""
+    def predict(self, x, batch_size=256, check_finite=False):
+        """The model's outputs for ``x`` (an array, in inference mode), batch by batch, as one array.
+
+        ``check_finite=True`` refuses NaN or Inf in ``x``, naming the sample.
+        """
         who = "predict"
-        batches = self._batches(x, None, batch_size, False, who, need_y=False)
+        check_batches = bool(check_finite) and _is_batch_source(x)
+        batches = self._batches(x, None, batch_size, False, who, need_y=False, check_finite=check_finite)
         outs = []
         with _inference_mode(self):
-            for batch in batches:
+            for i, batch in enumerate(batches):
                 xb = batch[0] if isinstance(batch, (tuple, list)) else batch
+                if check_batches:
+                    _require_finite_batch(xb, None, who, f" of the batch at index {i}")
                 outs.append(_value(self(xb)))
         if not outs:
             raise ValueError(f"{who}: the data yielded no batches")
@@ -414,7 +527,8 @@ class Model(Layer):
         for name, p in self.params.items():
             out[name] = p.value.copy()
         for name, t in self.state().items():
-            out[name] = t.value.copy()
+            # array(), not .copy(): a 0-d state may be held as a NumPy scalar, and must come back an array
+            out[name] = array_namespace(t.value).array(t.value, copy=True)
         return out
 
     def set_weights(self, weights):
@@ -426,14 +540,18 @@ class Model(Layer):
         if missing or extra:
             raise ValueError(f"set_weights: names differ: missing {missing}, not in the model {extra}")
         for name, arr in weights.items():
-            if tuple(arr.shape) != tuple(targets[name].shape):
+            if tuple(np.shape(arr)) != tuple(targets[name].shape):
                 raise ValueError(
-                    f"set_weights: {name!r} has shape {tuple(arr.shape)}, the model's has {tuple(targets[name].shape)}"
+                    f"set_weights: {name!r} has shape {tuple(np.shape(arr))}, the model's has {tuple(targets[name].shape)}"
                 )
         for name, arr in weights.items():
             t = targets[name]
-            # In place, so anything holding the array (an optimizer) sees the restored values.
-            array_namespace(t.value).copyto(t.value, arr, casting="same_kind")
+            xp = array_namespace(t.value)
+            if isinstance(t.value, xp.ndarray):
+                # In place, so anything holding the array (an optimizer) sees the restored values.
+                xp.copyto(t.value, arr, casting="same_kind")
+            else:  # a 0-d state kept as a NumPy scalar (a counter updated out of place)
+                t.value = xp.array(arr, dtype=t.value.dtype)
 
     def save(self, path):
         """Save architecture, weights and state to ``path`` (atomic, pickle-free; see :func:`knetpy.save`)."""
@@ -442,8 +560,12 @@ class Model(Layer):
         save(path, self)
 
     def load_weights(self, path):
-        """Load weights saved from a model of the same architecture (by :meth:`save`) into this one."""
-        from .io import load_weights
+        """Load weights (and layer state) saved from a model of the same architecture into this one.
+
+        ``path`` is a file written by :meth:`save` (or :func:`knetpy.save`), or a training checkpoint
+        written by ``fit(..., checkpoint=path)``.
+        """
+        from .checkpoint import load_weights
 
         load_weights(self, path)
         return self
@@ -552,6 +674,54 @@ def _split_batch(batch, who):
     if isinstance(batch, (tuple, list)) and len(batch) == 2:
         return batch
     raise ValueError(f"{who}: each batch must be a pair (x_batch, y_batch), got {type(batch).__name__}")
+
+
+def _skip_done_batches(batches, state, who):
+    """An iterator over ``batches`` past those done before ``state`` (a checkpoint inside an epoch) was written.
+
+    The epoch's shuffled order is drawn again from the generator state saved at the epoch's start;
+    the generator then goes back to the checkpoint's state, as if the skipped batches had been trained.
+    """
+    position = state.progress
+    set_rng_state(position.epoch_rng)
+    batch_iter = iter(batches)
+    for done in range(position.batch):
+        try:
+            next(batch_iter)
+        except StopIteration:
+            raise ValueError(
+                f"{who}: the checkpoint {state.path} was written after batch {position.batch} of epoch "
+                f"{position.epoch + 1}, but the training data now has only {done} batches per epoch; "
+                "resume with the same data and batch_size"
+            ) from None
+    set_rng_state(state.rng)
+    return batch_iter
+
+
+def _require_finite(a, name, who, where=""):
+    """A ValueError naming ``name``, the first sample holding NaN or Inf and how many do, if any does."""
+    a = _value(a)
+    if getattr(a, "dtype", None) is None or a.dtype.kind not in "fc":
+        return  # integer labels cannot hold NaN
+    xp = array_namespace(a)
+    finite = xp.isfinite(a)
+    if bool(finite.all()):
+        return
+    bad = ~finite.reshape(len(a), -1).all(axis=1) if a.ndim else ~finite.reshape(1)
+    first = int(xp.argmax(bad))
+    kind = "NaN" if bool(xp.isnan(a[first] if a.ndim else a).any()) else "Inf"
+    count = int(bad.sum())
+    holds = "holds" if count == 1 else "hold"
+    raise ValueError(
+        f"{who}: {name} has {kind} in sample {first}{where} ({count} of its {bad.size} samples {holds} NaN or Inf); "
+        "clean or drop those samples (check_finite=True found them)"
+    )
+
+
+def _require_finite_batch(xb, yb, who, where):
+    _require_finite(xb, "x", who, where)
+    if yb is not None:
+        _require_finite(yb, "y", who, where)
 
 
 def _check_int(value, name, who, low):

@@ -156,7 +156,7 @@ class BatchNorm(Layer):
         return y
 
     def _update_running(self, mean, unbiased_var):
-        self.batches_seen.value = self.batches_seen.value + 1
+        self.batches_seen.value += 1  # in place: the counter stays a 0-d array
         m = self.momentum if self.momentum is not None else 1.0 / float(self.batches_seen.value)
         self.running_mean.value = self.running_mean.value * (1 - m) + mean * m
         self.running_var.value = self.running_var.value * (1 - m) + unbiased_var * m

@@ -42,15 +42,29 @@ def scatter_add(g, index=None, shape=None):
     elif isinstance(index, np.ndarray) and index.dtype == bool:
         out[index] = g
     elif xp is np and isinstance(index, np.ndarray) and index.ndim >= 1 and len(shape) == 2:
-        # A row gather (embedding lookup): accumulate rows with one sparse-free matmul-free pass.
-        flat = index.reshape(-1) % shape[0]
-        rows = g.reshape(-1, shape[1])
-        order = np.argsort(flat, kind="stable")
-        uniq, starts = np.unique(flat[order], return_index=True)
-        out[uniq] = np.add.reduceat(rows[order], starts, axis=0)
+        _add_rows(out, index.reshape(-1) % shape[0], g.reshape(-1, shape[1]))
     else:
         xp.add.at(out, index, g)
     return out
+
+
+def _add_rows(out, rows_at, rows):
+    """``out[rows_at[i]] += rows[i]`` for every i, repeated targets accumulating (embedding backward).
+
+    Small vocabularies: one GEMM with a one-hot matrix. Large ones: sort so equal targets are
+    adjacent, then one ``add.reduceat`` (``add.at`` is far slower for either).
+    """
+    n_rows = out.shape[0]
+    if rows_at.size == 0:
+        return
+    if n_rows * rows_at.size <= 1 << 22:
+        onehot = (np.arange(n_rows)[:, None] == rows_at[None, :]).astype(rows.dtype)
+        np.matmul(onehot, rows, out=out)
+        return
+    order = np.argsort(rows_at, kind="stable")
+    at = rows_at[order]
+    starts = np.flatnonzero(np.r_[True, at[1:] != at[:-1]])
+    out[at[starts]] = np.add.reduceat(rows[order], starts, axis=0)
 
 
 getitem.defvjp(lambda g, ans, x, index=None: scatter_add(g, index=index, shape=x.shape))
