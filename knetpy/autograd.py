@@ -403,7 +403,7 @@ def backprop(root, seed, inputs=None, create_graph=False, retain_graph=False):
                 if not create_graph and (getattr(g, "base", None) is not None or id(g) in handed):
                     # A view (maybe a read-only broadcast) or an array another leaf already holds
                     # (a + b passes one array to both): give each leaf its own, modifiable in place.
-                    g = g.copy()
+                    g = g.copy(order="K")  # keep the memory layout (channels-last views)
                 handed.add(id(g))
                 if inputs is not None:
                     results.append((node, g))

@@ -1,80 +1,294 @@
-"""Command line: ``knetpy quickstart`` and ``knetpy info``."""
+"""The command line, ``knetpy`` or ``python -m knetpy``: quickstart, train, bench and info.
+
+    knetpy quickstart                 train a small CNN on handwritten digits, save it, show how to use it
+    knetpy train NAME [options]       run an example (knetpy train --help lists them)
+    knetpy bench [--quick] [NAME ...] run the benchmark scripts of a source checkout
+    knetpy info                       versions, BLAS, threads, GPU, optional extras and data found
+
+Each command has its own ``--help``. Problems the user can fix (missing data, a missing saved model,
+a mistyped name) are reported in one line with exit status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import difflib
+import os
 import platform
+import subprocess
 import sys
 import time
+from pathlib import Path
 
-import numpy as np
-
-
-def quickstart(args) -> int:
-    """Train a two-layer MLP on the 3-class spirals with ``kp.grad`` and report accuracy."""
-    import knetpy as kp
-
-    kp.set_seed(args.seed)
-    x, y = kp.datasets.spirals(n_per_class=300, n_classes=3, noise=0.2)
-    order = kp.backend.rng().permutation(len(x))
-    x, y = x[order], y[order]
-    split = int(0.8 * len(x))
-    xtrn, ytrn, xtst, ytst = x[:split], y[:split], x[split:], y[split:]
-
-    def init(*shape):
-        return (kp.backend.rng().standard_normal(shape) * np.sqrt(2.0 / shape[0])).astype(np.float32)
-
-    w = [init(2, 100), np.zeros(100, np.float32), init(100, 3), np.zeros(3, np.float32)]
-
-    def predict(w, x):
-        return kp.relu(x @ w[0] + w[1]) @ w[2] + w[3]
-
-    def loss(w, x, y):
-        return kp.nll(predict(w, x), y)
-
-    dloss = kp.value_and_grad(loss)
-    t0 = time.perf_counter()
-    for epoch in range(1, args.epochs + 1):
-        lossval, dw = dloss(w, xtrn, ytrn)
-        for wi, gi in zip(w, dw):
-            wi -= args.lr * gi
-        if epoch == 1 or epoch % max(1, args.epochs // 5) == 0:
-            print(f"epoch {epoch:4d}  loss {float(lossval):.4f}  "
-                  f"trn {kp.accuracy(predict(w, xtrn), ytrn):.3f}  tst {kp.accuracy(predict(w, xtst), ytst):.3f}")
-    acc = kp.accuracy(predict(w, xtst), ytst)
-    print(f"test accuracy {acc:.3f} on {len(ytst)} held-out spiral points ({time.perf_counter() - t0:.2f} s)")
-    return 0 if acc > 0.9 else 1
+COMMANDS = {
+    "quickstart": "train a small CNN on an offline digits set, save it and show how to use it",
+    "train": "run an example: housing, softmax, mlp, lenet, charlm, spirals",
+    "bench": "run the benchmark scripts (in a source checkout)",
+    "info": "version, backend, BLAS, threads, GPU, optional extras and datasets found",
+}
 
 
-def info(args) -> int:
-    import knetpy as kp
+def _top_parser():
+    parser = argparse.ArgumentParser(
+        prog="knetpy", description="knetpy: a small, fast deep-learning framework on NumPy.",
+        epilog="Run 'knetpy COMMAND --help' for the options of a command.")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, text in COMMANDS.items():
+        sub.add_parser(name, help=text, add_help=False)
+    return parser
 
-    print(f"knetpy {kp.__version__}")
-    print(f"python {platform.python_version()}  numpy {np.__version__}  machine {platform.machine()}")
-    print(f"default dtype {kp.get_dtype()}")
+
+def _user_errors():
+    from .examples._common import USER_ERRORS
+
+    return USER_ERRORS
+
+
+# -- quickstart ------------------------------------------------------------------------------------------
+def quickstart(argv) -> int:
+    """Train the quickstart model; status 0 when it reached its expected test accuracy, 1 otherwise."""
+    from .examples import quickstart as qs
+
+    result = qs.main(argv, prog="knetpy quickstart")
+    return 0 if result["accuracy"] >= result["target"] else 1
+
+
+# -- train -----------------------------------------------------------------------------------------------
+def _examples_listing():
+    from .examples import EXAMPLES
+
+    width = max(map(len, EXAMPLES))
+    lines = [f"  {name:<{width}}  {text}" for name, text in EXAMPLES.items()]
+    return "examples:\n" + "\n".join(lines)
+
+
+def train(argv) -> int:
+    """``knetpy train NAME [options]``: run one example with its own options."""
+    from .examples import get
+
+    usage = "usage: knetpy train NAME [options]   (knetpy train NAME --help for the options of one)"
+    if not argv or argv[0] in ("-h", "--help", "--list"):
+        print(usage + "\n\n" + _examples_listing())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
     try:
-        from threadpoolctl import threadpool_info
-
-        for lib in threadpool_info():
-            print(f"BLAS {lib.get('internal_api')} {lib.get('version')} threads={lib.get('num_threads')} "
-                  f"arch={lib.get('architecture')}")
-    except ImportError:
-        print("BLAS: install threadpoolctl to see which BLAS NumPy uses")
+        example = get(name)
+    except ValueError as e:
+        print(f"{usage}\nknetpy train: error: {e}", file=sys.stderr)
+        return 2
+    example.main(rest, prog=f"knetpy train {name}")
     return 0
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="knetpy", description="knetpy command line")
-    sub = parser.add_subparsers(dest="command", required=True)
-    q = sub.add_parser("quickstart", help="train a small MLP on an offline dataset and report accuracy")
-    q.add_argument("--epochs", type=int, default=500)
-    q.add_argument("--lr", type=float, default=1.0)
-    q.add_argument("--seed", type=int, default=0)
-    q.set_defaults(func=quickstart)
-    i = sub.add_parser("info", help="version, backend and BLAS")
-    i.set_defaults(func=info)
+# -- bench -----------------------------------------------------------------------------------------------
+#: Benchmarks in the order they run, with the options of their short version (``--quick``).
+BENCHMARKS = {
+    "linreg": ["--steps", "500", "--repeat", "1"],
+    "overhead": ["--steps", "2000"],
+    "mlp": ["--quick"],
+    "lenet": ["--batches", "10"],
+    "charlm": ["--windows", "3"],
+}
+
+
+def benchmarks_dir():
+    """The benchmarks/ folder of a source checkout holding this package, or None for an installed package."""
+    root = Path(__file__).resolve().parent.parent
+    # A checkout has pyproject.toml beside the package; site-packages (where an installed knetpy
+    # lives) might hold some other project's benchmarks/ folder.
+    if (root / "pyproject.toml").is_file() and (root / "benchmarks").is_dir():
+        return root / "benchmarks"
+    return None
+
+
+def _benchmark_scripts(folder):
+    """name -> script path: the known ones in their order, then any others by name."""
+    found = {p.stem: p for p in sorted(folder.glob("*.py")) if not p.stem.startswith("_") and p.stem != "common"}
+    ordered = {name: found.pop(name) for name in BENCHMARKS if name in found}
+    ordered.update(found)
+    return ordered
+
+
+def _quick_args(name, script):
+    if name in BENCHMARKS:
+        return BENCHMARKS[name]
+    return ["--quick"] if '"--quick"' in script.read_text(encoding="utf-8", errors="replace") else None
+
+
+def bench(argv) -> int:
+    """``knetpy bench [--quick] [--list] [NAME ...]``: run the benchmark scripts one after the other."""
+    parser = argparse.ArgumentParser(
+        prog="knetpy bench",
+        description="Run the benchmark scripts of a source checkout (benchmarks/*.py), each timing knetpy "
+                    "against PyTorch in the same run and printing a markdown table.")
+    parser.add_argument("names", nargs="*", metavar="NAME", help="which benchmarks (default: all)")
+    parser.add_argument("--quick", action="store_true", help="a short version of each (a few steps or batches)")
+    parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     args = parser.parse_args(argv)
-    return args.func(args)
+    folder = benchmarks_dir()
+    if folder is None:
+        print("The benchmark scripts are not installed with the package: they are in the benchmarks/ folder of "
+              "knetpy's source repository. In a clone of it run 'python -m knetpy bench', or one script "
+              "alone, e.g. 'python benchmarks/linreg.py'.")
+        return 1
+    scripts = _benchmark_scripts(folder)
+    if args.list:
+        for name, path in scripts.items():
+            print(f"{name:<10} {path}")
+        return 0
+    for name in args.names:
+        if name not in scripts:
+            close = difflib.get_close_matches(name, list(scripts), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            parser.error(f"unknown benchmark {name!r}{hint} (benchmarks: {', '.join(scripts)})")
+    chosen = {n: scripts[n] for n in (args.names or scripts)}
+    results = []
+    for i, (name, script) in enumerate(chosen.items(), 1):
+        extra = []
+        if args.quick:
+            extra = _quick_args(name, script)
+            if extra is None:
+                print(f"[{i}/{len(chosen)}] {name}: skipped (no short version known; run it without --quick)")
+                results.append((name, "skipped", 0.0))
+                continue
+        print(f"[{i}/{len(chosen)}] {name}: python {script.relative_to(folder.parent)} {' '.join(extra)}".rstrip(),
+              flush=True)
+        start = time.perf_counter()
+        status = subprocess.run([sys.executable, str(script), *extra], cwd=folder.parent).returncode
+        results.append((name, "ok" if status == 0 else f"failed (exit {status})", time.perf_counter() - start))
+        print(flush=True)
+    print("| benchmark | result | seconds |\n|---|---|---|")
+    for name, outcome, seconds in results:
+        print(f"| {name} | {outcome} | {seconds:.1f} |")
+    return 0 if all(outcome in ("ok", "skipped") for _, outcome, _ in results) else 1
+
+
+# -- info ------------------------------------------------------------------------------------------------
+def _processor():
+    """The CPU's model name (from /proc/cpuinfo on Linux), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _package_version(name):
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def _blas_lines():
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return ["BLAS: unknown (install threadpoolctl, the extra 'bench', to see which BLAS NumPy runs)"]
+    lines = []
+    for lib in threadpool_info():
+        lines.append(f"{lib.get('user_api', '?')}: {lib.get('internal_api')} {lib.get('version')} "
+                     f"({lib.get('architecture') or 'kernel unknown'}, {lib.get('num_threads')} threads)")
+    return lines or ["BLAS: threadpoolctl found no BLAS library loaded"]
+
+
+def _gpu_line():
+    if _package_version("cupy") is None and not any(
+            _package_version(n) for n in ("cupy-cuda12x", "cupy-cuda11x", "cupy-cuda13x")):
+        return "GPU: CuPy is not installed, so knetpy runs on the CPU (pip install 'knetpy[gpu]' for CUDA GPUs)"
+    try:
+        import cupy
+
+        count = cupy.cuda.runtime.getDeviceCount()
+        names = [cupy.cuda.runtime.getDeviceProperties(i)["name"].decode() for i in range(count)]
+    except Exception as e:  # noqa: BLE001 - any CUDA failure means: no usable GPU, and why
+        return f"GPU: CuPy is installed but no GPU is usable ({type(e).__name__}: {e})"
+    if not count:
+        return "GPU: CuPy is installed but sees no GPU"
+    return f"GPU: CuPy {cupy.__version__}, {count} device(s): {', '.join(names)}"
+
+
+def _dataset_lines():
+    from .datasets import download
+    from .datasets.housing import FILENAME, HOUSING_SOURCE
+    from .datasets.mnist import FASHION_MNIST_SOURCE, MNIST_SOURCE
+    from .datasets.text import TINYSHAKESPEARE_FILE, TINYSHAKESPEARE_SOURCE
+
+    images = ("train-images-idx3-ubyte", "train-images-idx3-ubyte.gz")
+    sources = [(FASHION_MNIST_SOURCE, images), (MNIST_SOURCE, images), (HOUSING_SOURCE, (FILENAME,)),
+               (TINYSHAKESPEARE_SOURCE, (TINYSHAKESPEARE_FILE,))]
+    lines = [f"data folders: ${download.ENV_DATA}={os.environ.get(download.ENV_DATA, '(unset)')}, "
+             f"cache {download.cache_dir()}"]
+    for source, names in sources:
+        found = download.find_file(source, names)
+        lines.append(f"  {source.title}: {found.parent if found else 'not found (downloaded on first use)'}")
+    digits = "available (scikit-learn)" if _package_version("scikit-learn") else "needs scikit-learn (extra 'data')"
+    lines.append(f"  digits: {digits}")
+    return lines
+
+
+def info(argv) -> int:
+    """``knetpy info``: what knetpy runs on."""
+    argparse.ArgumentParser(prog="knetpy info", description=COMMANDS["info"]).parse_args(argv)
+    import numpy as np
+
+    import knetpy as kp
+
+    print(f"knetpy {kp.__version__} ({Path(kp.__file__).parent})")
+    print(f"python {platform.python_version()}, numpy {np.__version__}, {platform.system()} {platform.machine()}")
+    print(f"CPU: {_processor()}, {os.cpu_count()} cores")
+    print(f"backend: NumPy on the CPU (CuPy arrays run on a GPU); default dtype {kp.get_dtype()}")
+    for line in _blas_lines():
+        print(line)
+    env = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                       "OPENBLAS_CORETYPE") if k in os.environ}
+    print("thread settings: " + (", ".join(f"{k}={v}" for k, v in env.items()) or "none set in the environment"))
+    print(_gpu_line())
+    extras = {"data": "scikit-learn", "plot": "matplotlib", "progress": "tqdm", "bench": "threadpoolctl",
+              "test": "torch"}
+    print("optional extras: " + ", ".join(
+        f"{extra} ({pkg} {_package_version(pkg) or 'missing'})" for extra, pkg in extras.items()))
+    for line in _dataset_lines():
+        print(line)
+    return 0
+
+
+HANDLERS = {"quickstart": quickstart, "train": train, "bench": bench, "info": info}
+
+
+def main(argv=None) -> int:
+    """Run one command; its exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = _top_parser()
+    if argv and argv[0] in HANDLERS:
+        try:
+            return HANDLERS[argv[0]](argv[1:])
+        except _user_errors() as e:
+            from .examples._common import explain
+
+            print(f"knetpy {argv[0]}: error: {explain(e)}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+    if argv and not argv[0].startswith("-"):
+        close = difflib.get_close_matches(argv[0], list(HANDLERS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        parser.error(f"unknown command {argv[0]!r}{hint} (commands: {', '.join(HANDLERS)})")
+    args = parser.parse_args(argv)
+    if args.version:
+        from . import __version__
+
+        print(f"knetpy {__version__}")
+        return 0
+    parser.print_help()
+    return 2
 
 
 if __name__ == "__main__":

@@ -22,9 +22,9 @@ def test_readme_commands_match_ci():
     assert test_cmd in (ROOT / ".ci" / "run").read_text()
 
 
-def test_quickstart_reports_accuracy():
+def test_quickstart_reports_accuracy(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "knetpy", "quickstart", "--epochs", "300"],
+        [sys.executable, "-m", "knetpy", "quickstart", "--out", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=120,

@@ -1,5 +1,6 @@
 """The differentiable primitives, each with its vector-Jacobian product beside its forward."""
 
+from .conv import conv4, conv4_bias, deconv4
 from .elementwise import (
     abs,
     abs2,
@@ -54,7 +55,11 @@ from .nn import (
     softmax,
     softplus,
 )
+from .pool import global_avg_pool, global_max_pool, max_unpool, pool
 from .reduce import amax, amin, argmax, argmin, max, mean, min, prod, std, sum, var
+from .resize import unpool, upsample
+from .response_norm import lrn
+from .rnn import gru_cell, lstm_cell, rnn_cell, rnn_init, rnnforw
 from .shape import (
     astype,
     broadcast_to,

@@ -26,7 +26,8 @@ def relu(x):
     return array_namespace(x).maximum(x, 0)
 
 
-relu.defvjp(lambda g, ans, x: where(ans > 0, g, 0))
+# Multiplying by the mask is several times faster than where() on large arrays.
+relu.defvjp(lambda g, ans, x: g * (ans > 0))
 
 
 @primitive

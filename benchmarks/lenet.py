@@ -1,0 +1,292 @@
+"""LeNet on Fashion-MNIST, one epoch: knetpy against PyTorch in the same run.
+
+Model: conv 5x5x20 -> relu -> maxpool 2 -> conv 5x5x50 -> relu -> maxpool 2 -> dense 500 relu ->
+dense 10; batch 100, plain SGD with learning rate 0.1, softmax cross-entropy. Both frameworks start
+from the same weights and see the batches in the same order. knetpy runs twice: written the Knet
+way (``kp.conv4``/``kp.pool`` on raw arrays, the loss differentiated with ``kp.grad``), and built
+from layers (``Conv2D(..., activation="relu")``, ``MaxPool2D``, ``Dense``) with ``backward()``.
+
+    python benchmarks/lenet.py                 # full epoch, both frameworks
+    python benchmarks/lenet.py --batches 10    # a quick subset
+    python benchmarks/lenet.py --profile ops   # where knetpy's time goes (cProfile; or: layers)
+
+OpenBLAS reads OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE when NumPy loads; ``--native-blas`` re-runs
+this script without them so OpenBLAS picks its kernel for the processor itself. The BLAS that ran
+is printed with the table.
+
+Data: the IDX files under /usr/share/datasets/fashion-mnist/ (Debian package dataset-fashion-mnist).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path("/usr/share/datasets/fashion-mnist")
+BATCH = 100
+LR = 0.1
+
+
+def read_idx(path):
+    """An IDX file (gzip) as an ndarray: magic, dims, then big-endian data."""
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def load(split):
+    if not DATA.exists():
+        sys.exit(f"{DATA} is missing: apt-get install -y dataset-fashion-mnist")
+    images = read_idx(DATA / f"{split}-images-idx3-ubyte.gz")
+    labels = read_idx(DATA / f"{split}-labels-idx1-ubyte.gz")
+    x = (images.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
+    return x, labels.astype(np.int64)
+
+
+# -- PyTorch --------------------------------------------------------------------------------------------
+def torch_model(torch, seed):
+    torch.manual_seed(seed)
+    nn = torch.nn
+    return nn.Sequential(
+        nn.Conv2d(1, 20, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(20, 50, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(800, 500),
+        nn.ReLU(),
+        nn.Linear(500, 10),
+    )
+
+
+def initial_weights(model):
+    """The torch model's starting weights in knetpy's layout (dense weights as (n_in, n_out))."""
+    c1, c2, d1, d2 = (model[i] for i in (0, 3, 7, 9))
+
+    def arr(t):
+        return t.detach().numpy().astype(np.float32).copy()
+
+    return [
+        arr(c1.weight),
+        arr(c1.bias).reshape(1, -1, 1, 1),
+        arr(c2.weight),
+        arr(c2.bias).reshape(1, -1, 1, 1),
+        arr(d1.weight).T.copy(),
+        arr(d1.bias),
+        arr(d2.weight).T.copy(),
+        arr(d2.bias),
+    ]
+
+
+def run_torch(torch, model, xtrn, ytrn, xtst, ytst, batches):
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    xt, yt = torch.from_numpy(xtrn), torch.from_numpy(ytrn)
+    losses, times = [], []
+    for i in range(batches):
+        tick = time.perf_counter()
+        xb, yb = xt[i * BATCH : (i + 1) * BATCH], yt[i * BATCH : (i + 1) * BATCH]
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(xb), yb)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        times.append(time.perf_counter() - tick)
+    with torch.no_grad():
+        hits = sum(
+            int((model(torch.from_numpy(xtst[i : i + 1000])).argmax(1).numpy() == ytst[i : i + 1000]).sum())
+            for i in range(0, len(xtst), 1000)
+        )
+    return times, losses, hits / len(xtst)
+
+
+# -- knetpy ---------------------------------------------------------------------------------------------
+def predict(kp, w, x):
+    x = kp.pool(kp.relu(kp.conv4(w[0], x, mode=1) + w[1]))
+    x = kp.pool(kp.relu(kp.conv4(w[2], x, mode=1) + w[3]))
+    x = kp.relu(kp.mat(x) @ w[4] + w[5])
+    return x @ w[6] + w[7]
+
+
+def loss_fn(kp):
+    def loss(w, x, y):
+        return kp.nll(predict(kp, w, x), y)
+
+    return loss
+
+
+def run_knetpy(kp, weights, xtrn, ytrn, xtst, ytst, batches):
+    w = [a.copy() for a in weights]
+    step = kp.value_and_grad(loss_fn(kp))
+    losses, times = [], []
+    for i in range(batches):
+        tick = time.perf_counter()
+        xb, yb = xtrn[i * BATCH : (i + 1) * BATCH], ytrn[i * BATCH : (i + 1) * BATCH]
+        loss, grads = step(w, xb, yb)
+        for p, g in zip(w, grads):
+            p -= LR * g
+        losses.append(float(loss))
+        times.append(time.perf_counter() - tick)
+    hits = sum(
+        int((predict(kp, w, xtst[i : i + 1000]).argmax(1) == ytst[i : i + 1000]).sum())
+        for i in range(0, len(xtst), 1000)
+    )
+    return times, losses, hits / max(len(xtst), 1)
+
+
+def layer_model(kp, weights):
+    """The same network from knetpy layers, starting from the given weights."""
+    L = kp.layers
+    net = [
+        L.Conv2D(20, 5, activation="relu"),
+        L.MaxPool2D(),
+        L.Conv2D(50, 5, activation="relu"),
+        L.MaxPool2D(),
+        L.Flatten(),
+        L.Dense(500, activation="relu"),
+        L.Dense(10),
+    ]
+    h = np.zeros((1, 1, 28, 28), np.float32)
+    for layer in net:
+        h = layer(h)
+    for layer, (w, b) in zip([net[i] for i in (0, 2, 5, 6)], zip(weights[::2], weights[1::2])):
+        layer.w.value[...] = w
+        layer.b.value[...] = b.reshape(layer.b.shape)
+    return net
+
+
+def run_layers(kp, weights, xtrn, ytrn, xtst, ytst, batches):
+    net = layer_model(kp, weights)
+    params = [p for layer in net for p in layer.parameters()]
+
+    def forward(x):
+        for layer in net:
+            x = layer(x)
+        return x
+
+    losses, times = [], []
+    for i in range(batches):
+        tick = time.perf_counter()
+        xb, yb = xtrn[i * BATCH : (i + 1) * BATCH], ytrn[i * BATCH : (i + 1) * BATCH]
+        for p in params:
+            p.zero_grad()
+        loss = kp.nll(forward(xb), yb)
+        loss.backward()
+        for p in params:
+            p -= LR * p.grad
+        losses.append(float(loss.value))
+        times.append(time.perf_counter() - tick)
+    with kp.no_grad():
+        hits = sum(
+            int((forward(xtst[i : i + 1000]).value.argmax(1) == ytst[i : i + 1000]).sum())
+            for i in range(0, len(xtst), 1000)
+        )
+    return times, losses, hits / max(len(xtst), 1)
+
+
+def blas_description():
+    from threadpoolctl import threadpool_info
+
+    rows = []
+    for info in threadpool_info():
+        if info.get("user_api") == "blas":
+            lib = Path(info["filepath"]).name
+            rows.append(
+                f"{info['internal_api']} {info.get('version')} ({lib}), kernel {info.get('architecture')}, "
+                f"{info['num_threads']} threads"
+            )
+    env = ", ".join(
+        f"{k}={os.environ[k]}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ
+    )
+    return "; ".join(rows) + f" — environment: {env or 'OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset'}"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--batches", type=int, default=None, help="train on this many batches (default: one epoch)"
+    )
+    parser.add_argument(
+        "--profile", choices=["ops", "layers"], help="profile one knetpy variant (cProfile) instead of timing"
+    )
+    parser.add_argument(
+        "--native-blas", action="store_true", help="unset OPENBLAS_CORETYPE/L2_SIZE and re-run"
+    )
+    parser.add_argument(
+        "--only", choices=["ops", "layers", "torch"], action="append", help="run only these (repeatable)"
+    )
+    args = parser.parse_args()
+
+    if args.native_blas and any(k in os.environ for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")):
+        env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+    import torch
+
+    import knetpy as kp
+
+    threads = os.cpu_count()
+    torch.set_num_threads(threads)
+    xtrn, ytrn = load("train")
+    xtst, ytst = load("t10k")
+    batches = args.batches or len(xtrn) // BATCH
+    model = torch_model(torch, seed=0)
+    weights = initial_weights(model)
+
+    if args.profile:
+        import cProfile
+        import pstats
+
+        run = run_layers if args.profile == "layers" else run_knetpy
+        run(kp, weights, xtrn, ytrn, xtst[:1000], ytst[:1000], 2)  # warm up
+        prof = cProfile.Profile()
+        prof.enable()
+        run(kp, weights, xtrn, ytrn, xtst[:0], ytst[:0], batches)
+        prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+        return
+
+    runs = {
+        "ops": ("knetpy, kp.grad over ops", lambda: run_knetpy(kp, weights, xtrn, ytrn, xtst, ytst, batches)),
+        "layers": (
+            "knetpy, layers + backward",
+            lambda: run_layers(kp, weights, xtrn, ytrn, xtst, ytst, batches),
+        ),
+        "torch": ("PyTorch", lambda: run_torch(torch, model, xtrn, ytrn, xtst, ytst, batches)),
+    }
+    results = {}
+    for key in args.only or list(runs):
+        name, run = runs[key]
+        results[name] = run()
+
+    base = sum(results["PyTorch"][0]) if "PyTorch" in results else float("nan")
+    base_median = np.median(results["PyTorch"][0]) if "PyTorch" in results else float("nan")
+    tail = min(100, batches)
+    print(f"\nLeNet, Fashion-MNIST, {batches} batches of {BATCH}, SGD lr {LR}, {threads} threads")
+    print(f"BLAS (NumPy): {blas_description()}")
+    print(f"PyTorch {torch.__version__}, NumPy {np.__version__}\n")
+    # The median batch time is robust to other work briefly sharing the machine; seconds are not.
+    print(
+        "| framework | seconds | ratio to PyTorch | median ms / batch (ratio) "
+        f"| train loss (mean of last {tail} batches) | test accuracy |"
+    )
+    print("|---|---|---|---|---|---|")
+    for name, (times, losses, acc) in results.items():
+        seconds, median = sum(times), np.median(times)
+        print(
+            f"| {name} | {seconds:.2f} | {seconds / base:.2f} | {1e3 * median:.1f} ({median / base_median:.2f}) "
+            f"| {np.mean(losses[-tail:]):.4f} | {acc:.4f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Multi-layer perceptron on MNIST-format images: 784 pixels -> 64 relu -> 10 class scores.
+
+Knet's MLP tutorial model, written the Keras way: ``kp.Sequential`` of ``Flatten`` and ``Dense``
+layers, ``compile`` with a loss, an optimizer and the accuracy metric, then ``fit`` (with a progress
+bar) and ``evaluate``. After every epoch it prints the accuracy on the training images (at most
+10,000) and on the test images: (:epoch, 1, :trn, 0.85, :tst, 0.84). About 0.86 on Fashion-MNIST and
+0.97 on MNIST after 10 epochs.
+
+    knetpy train mlp --hidden 256 128     # two hidden layers
+"""
+
+from __future__ import annotations
+
+import knetpy as kp
+from knetpy.layers import Dense, Dropout, Flatten
+
+from ._common import (
+    AccuracyReport,
+    add_image_options,
+    add_training_options,
+    describe_images,
+    load_images,
+    make_parser,
+    parse,
+    positive,
+    run_script,
+    save_checkpoint,
+    save_curve,
+)
+
+NAME = "mlp"
+
+
+def build_parser(prog=None):
+    parser = make_parser(NAME, __doc__, prog)
+    add_image_options(parser)
+    add_training_options(parser, epochs=(10, 2), batch_size=(100, 100), lr=0.1, optimizer="sgd")
+    parser.add_argument("--hidden", type=positive(int), nargs="+", default=[64],
+                        help="sizes of the hidden layers (default: 64)")
+    parser.add_argument("--dropout", type=float, default=0.0, help="dropout before each hidden layer (default: 0)")
+    return parser
+
+
+def build_model(hidden, n_classes=10, dropout=0.0):
+    """Flatten, then a relu Dense layer per entry of ``hidden``, then the class scores."""
+    model = kp.Sequential(Flatten())
+    for units in hidden:
+        if dropout:
+            model.add(Dropout(dropout))
+        model.add(Dense(units, activation="relu"))
+    model.add(Dense(n_classes))
+    return model
+
+
+def main(argv=None, prog=None):
+    """Train and report; returns per-epoch accuracies (index 0: before training) and the saved files."""
+    parser = build_parser(prog)
+    args = parse(parser, argv)
+    if not 0 <= args.dropout < 1:
+        parser.error(f"--dropout must be in [0, 1), got {args.dropout}")
+    kp.set_seed(args.seed)
+    xtrn, ytrn, xtst, ytst = load_images(args.dataset, args.path, quick=args.quick, seed=args.seed)
+    print(describe_images(args.dataset, xtrn, xtst))
+    model = build_model(args.hidden, dropout=args.dropout)
+    model.compile(loss="cross_entropy", optimizer=kp.optim.get(args.optimizer, lr=args.lr), metrics=["accuracy"])
+    model(xtrn[:1])  # build the layers, so that summary() knows the shapes
+    model.summary()
+    report = AccuracyReport((xtrn, ytrn), (xtst, ytst))
+    history = model.fit(xtrn, ytrn, epochs=args.epochs, batch_size=args.batch_size, callbacks=[report])
+    checkpoint = save_checkpoint(model, args.out)
+    curve = save_curve(history, args.out, title=f"MLP on {args.dataset}", enabled=not args.no_plot)
+    trn = [report.initial[0], *history["trn_acc"]]
+    tst = [report.initial[1], *history["tst_acc"]]
+    return {"trn_acc": trn, "tst_acc": tst, "loss": history["loss"], "checkpoint": checkpoint, "plot": curve}
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_script(main))

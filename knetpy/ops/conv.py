@@ -1,0 +1,410 @@
+"""Convolution (Knet's ``conv4``) and its transpose (``deconv4``) for 1-D, 2-D and 3-D inputs.
+
+Layout is batch-first, channels-second: x is (N, C_in, *spatial), the filter w is
+(C_out, C_in / groups, *kernel), as in PyTorch. ``mode=0`` (Knet's default) is true convolution,
+the kernel flipped along every spatial axis; ``mode=1`` is cross-correlation (what PyTorch and
+Keras call convolution). Bias is not part of the op: add it, ``conv4(w, x) + b`` with b shaped
+(1, C_out, 1, 1).
+
+Three primitives carry the computation, and each one's VJPs are the other two, so gradients of
+any order stay fast:
+
+- ``_conv(w, x)``: the convolution y = C_w(x);
+- ``_conv_transpose(w, y)``: its adjoint in x, C_w^T(y) (also ``deconv4``);
+- ``_conv_filter_grad(x, gy)``: its adjoint in w, the filter gradient.
+
+They compute with large GEMMs over windows gathered channels-last (see :mod:`knetpy.ops.im2col`);
+results come back as (N, C, *spatial) views of channels-last memory. ``conv4_bias`` fuses the bias
+(and optionally relu) into the convolution, for the layers. :mod:`knetpy.ops.conv_reference` holds
+the direct, slow definitions all of these are tested against.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from ..autograd import Tensor, primitive
+from ..backend import array_namespace
+from . import recycle
+from .buffer_pool import give
+from .im2col import (
+    col2im,
+    from_channels_last,
+    im2col,
+    pad_channels_last,
+    to_channels_last,
+    weight_by_offset,
+    weight_from_matrix,
+    weight_matrix,
+)
+from .reduce import sum as _sum
+
+
+class ConvGeometry(NamedTuple):
+    """Everything about a convolution except the arrays: per-axis tuples, ``groups`` and ``flip``."""
+
+    padding: tuple
+    stride: tuple
+    dilation: tuple
+    groups: int
+    flip: bool  # True for mode 0 (true convolution)
+
+    def output_size(self, in_spatial, kernel):
+        """1 + floor((X + 2P - D(W-1) - 1) / S) per axis."""
+        return tuple(
+            1 + (x + 2 * p - d * (k - 1) - 1) // s
+            for x, k, p, s, d in zip(in_spatial, kernel, self.padding, self.stride, self.dilation)
+        )
+
+    def transpose_size(self, in_spatial, kernel, output_padding):
+        """(X - 1) S - 2P + D(W - 1) + output_padding + 1 per axis: the size deconv4 produces."""
+        return tuple(
+            (x - 1) * s - 2 * p + d * (k - 1) + op + 1
+            for x, k, p, s, d, op in zip(
+                in_spatial, kernel, self.padding, self.stride, self.dilation, output_padding
+            )
+        )
+
+
+# -- argument checking (done once, at the public functions) ---------------------------------------------
+def _value(x):
+    return x.value if isinstance(x, Tensor) else x
+
+
+def per_axis(value, nd, name, fn, minimum):
+    """An int or a length-``nd`` sequence of ints -> a tuple of ``nd`` ints, each >= ``minimum``."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != nd:
+            raise ValueError(f"{fn}: {name} has {len(value)} entries for {nd} spatial dimensions: {value}")
+        out = tuple(value)
+    else:
+        out = (value,) * nd
+    for v in out:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"{fn}: {name} must be an int or a tuple of ints, got {value!r}")
+        if int(v) < minimum:
+            raise ValueError(f"{fn}: {name} must be >= {minimum} in every dimension, got {value!r}")
+    return tuple(int(v) for v in out)
+
+
+def _check_mode(mode, fn):
+    if mode not in (0, 1) or isinstance(mode, bool):
+        raise ValueError(
+            f"{fn}: mode must be 0 (convolution, kernel flipped) or 1 (cross-correlation), got {mode!r}"
+        )
+
+
+def _check_floating(fn, w, x):
+    wd, xd = _value(w).dtype, _value(x).dtype
+    for name, dt in (("w", wd), ("x", xd)):
+        if dt.kind != "f":
+            raise TypeError(f"{fn}: {name} must be a floating array, got dtype {dt}")
+    if wd != xd:
+        raise TypeError(
+            f"{fn}: w has dtype {wd} but x has dtype {xd}; convert one (e.g. x.astype({str(wd)!r}))"
+        )
+
+
+def _geometry(fn, w, x, padding, stride, dilation, mode, groups):
+    """Check shapes and options of conv4/deconv4; returns (geometry, number of spatial dims)."""
+    ws, xs = _value(w).shape, _value(x).shape
+    if len(ws) not in (3, 4, 5):
+        raise ValueError(
+            f"{fn}: w must be (C_out, C_in/groups, *kernel) with 1 to 3 kernel dimensions, got shape {ws}"
+        )
+    nd = len(ws) - 2
+    if len(xs) != nd + 2:
+        raise ValueError(
+            f"{fn}: a {nd}-D kernel (w of shape {ws}) needs x of shape (N, C, {', '.join('XYZ'[:nd])}), "
+            f"got x of shape {xs}"
+        )
+    _check_floating(fn, w, x)
+    _check_mode(mode, fn)
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"{fn}: groups must be a positive int, got {groups!r}")
+    if ws[0] % groups:
+        raise ValueError(f"{fn}: w has {ws[0]} output channels (axis 0), not divisible by groups={groups}")
+    if any(k < 1 for k in ws[2:]):
+        raise ValueError(f"{fn}: w has an empty kernel, shape {ws}")
+    geom = ConvGeometry(
+        per_axis(padding, nd, "padding", fn, 0),
+        per_axis(stride, nd, "stride", fn, 1),
+        per_axis(dilation, nd, "dilation", fn, 1),
+        groups,
+        mode == 0,
+    )
+    return geom, nd
+
+
+def _conv_geometry_checked(fn, w, x, padding, stride, dilation, mode, groups):
+    """The geometry of a conv4 call, after checking channels and sizes."""
+    geom, _ = _geometry(fn, w, x, padding, stride, dilation, mode, groups)
+    ws, xs = _value(w).shape, _value(x).shape
+    if xs[1] != ws[1] * groups:
+        need = ws[1] * groups
+        extra = f" ({ws[1]} per group x groups={groups})" if groups > 1 else ""
+        raise ValueError(f"{fn}: x has {xs[1]} channels (axis 1) but w of shape {ws} expects {need}{extra}")
+    for axis, (size, k, p, d) in enumerate(zip(xs[2:], ws[2:], geom.padding, geom.dilation)):
+        reach = d * (k - 1) + 1
+        if size + 2 * p < reach:
+            raise ValueError(
+                f"{fn}: the kernel spans {reach} along spatial axis {axis} (size {k}, dilation {d}) but "
+                f"the padded input has only {size + 2 * p} (size {size} + 2 x padding {p})"
+            )
+    return geom
+
+
+# -- the three primitives ---------------------------------------------------------------------------------
+class _Saved:
+    """What a forward convolution keeps for its backward pass: the gathered windows (whose pooled
+    buffer goes back when the tape drops this object) and, for the fused op, the gradient before
+    the activation once computed."""
+
+    __slots__ = ("cols", "buffer", "grad_source", "pre_grad")
+
+    def __init__(self, cols, buffer):
+        self.cols = cols
+        self.buffer = buffer
+        self.grad_source = None
+        self.pre_grad = None
+
+    def __del__(self):
+        try:
+            recycle.release(self.buffer)
+        except Exception:  # interpreter shutdown: module globals may already be gone
+            pass
+
+
+def _conv_matrix(w, x, geom, out_spatial):
+    """The convolution as a contiguous (N*L, C_out) matrix, what to save, and the output size."""
+    kernel = w.shape[2:]
+    if out_spatial is None:
+        out_spatial = geom.output_size(x.shape[2:], kernel)
+    g = geom.groups
+    cols, buffer = im2col(
+        pad_channels_last(x, geom.padding), kernel, geom.stride, geom.dilation, out_spatial, g
+    )
+    wm = weight_matrix(w, g, geom.flip)
+    xp = array_namespace(cols, wm)
+    rows = cols.shape[0]
+    y = recycle.empty(xp, (rows, w.shape[0]), xp.result_type(cols, wm))
+    if g == 1:
+        xp.matmul(cols.reshape(rows, -1), wm[0], out=y)
+    else:
+        # (G, N*L, C_out/G) per group, then interleaved into the rows
+        y.reshape(rows, g, -1)[...] = xp.matmul(cols.transpose(1, 0, 2), wm).transpose(1, 0, 2)
+    return y, _Saved(cols, buffer), out_spatial
+
+
+@primitive(saves=True)
+def _conv(w, x, geom=None, out_spatial=None):
+    """Forward convolution on raw arrays; saves the gathered windows for the filter gradient."""
+    y, saved, out_spatial = _conv_matrix(w, x, geom, out_spatial)
+    return from_channels_last(y.reshape(x.shape[0], *out_spatial, w.shape[0])), saved
+
+
+@primitive
+def _conv_transpose(w, y, geom=None, in_spatial=None):
+    """C_w^T(y): scatter each output position's contribution back over its input window."""
+    n, cout, *out_spatial = y.shape
+    g = geom.groups
+    kernel = w.shape[2:]
+    rows = n * math.prod(out_spatial)
+    gy = to_channels_last(y).reshape(rows, g, cout // g)
+    # One GEMM per kernel position (batched): blocks[k] = gy @ w[:, :, k]  -> (K, G, N*L, Cg).
+    wk = weight_by_offset(w, g, geom.flip)
+    xp = array_namespace(gy, wk)
+    blocks = recycle.take_buffer(xp, (wk.shape[0], g, rows, wk.shape[-1]), xp.result_type(gy, wk))
+    xp.matmul(gy.transpose(1, 0, 2)[None], wk, out=blocks)
+    padded = tuple(s + 2 * p for s, p in zip(in_spatial, geom.padding))
+    full = col2im(blocks, padded, kernel, geom.stride, geom.dilation, out_spatial)
+    give(blocks)
+    crop = (slice(None),) + tuple(slice(p, p + s) for p, s in zip(geom.padding, in_spatial))
+    return from_channels_last(full[crop])
+
+
+@primitive
+def _conv_filter_grad(x, gy, geom=None, kernel=None):
+    """The gradient of <C_w(x), gy> with respect to w, shaped like w."""
+    return _filter_grad_raw(x, gy, geom, kernel)
+
+
+def _filter_grad_raw(x, gy, geom, kernel, cols=None):
+    xp = array_namespace(x, gy)
+    n, cout, *out_spatial = gy.shape
+    g = geom.groups
+    buffer = None
+    if cols is None:
+        pad = pad_channels_last(x, geom.padding)
+        cols, buffer = im2col(pad, kernel, geom.stride, geom.dilation, out_spatial, g)
+    rows = cols.shape[0]
+    grad_out = to_channels_last(gy).reshape(rows, g, cout // g)
+    if g == 1:
+        wm = (cols.reshape(rows, -1).T @ grad_out.reshape(rows, -1))[None]
+    else:
+        wm = xp.matmul(cols.transpose(1, 2, 0), grad_out.transpose(1, 0, 2))
+    if buffer is not None:
+        give(buffer)
+    return weight_from_matrix(wm, kernel, geom.flip)
+
+
+def _conv_vjp_w(g, ans, saved, w, x, geom=None, out_spatial=None):
+    if isinstance(g, Tensor) or isinstance(x, Tensor):  # recording: stay on the graph
+        return _conv_filter_grad(x, g, geom=geom, kernel=w.shape[2:])
+    return _filter_grad_raw(x, g, geom, w.shape[2:], saved.cols)
+
+
+_conv.defvjp(
+    _conv_vjp_w,
+    lambda g, ans, saved, w, x, geom=None, out_spatial=None: _conv_transpose(
+        w, g, geom=geom, in_spatial=x.shape[2:]
+    ),
+)
+_conv_transpose.defvjp(
+    lambda g, ans, w, y, geom=None, in_spatial=None: _conv_filter_grad(g, y, geom=geom, kernel=w.shape[2:]),
+    lambda g, ans, w, y, geom=None, in_spatial=None: _conv(w, g, geom=geom, out_spatial=y.shape[2:]),
+)
+_conv_filter_grad.defvjp(
+    lambda g, ans, x, gy, geom=None, kernel=None: _conv_transpose(g, gy, geom=geom, in_spatial=x.shape[2:]),
+    lambda g, ans, x, gy, geom=None, kernel=None: _conv(g, x, geom=geom, out_spatial=gy.shape[2:]),
+)
+
+
+# -- convolution + bias (+ relu) as one op, for the layers ---------------------------------------------------------
+def _wide_rows(rows, channels):
+    """How many (rows, channels) rows to view as one, so row-wise loops run over >= ~512 elements.
+
+    A bias add or a bias-gradient sum over a narrow matrix (20 channels) would otherwise run
+    NumPy's inner loop once per row: many times slower than over a few long rows.
+    """
+    k = max(1, 512 // channels)
+    while rows % k:
+        k -= 1
+    return k
+
+
+def _add_bias_rows(y, b):
+    """y (rows, C) += b (C,), in place."""
+    k = _wide_rows(*y.shape)
+    y.reshape(-1, k * y.shape[1])[...] += array_namespace(b).tile(b, k)
+
+
+def _sum_rows(g):
+    """g (rows, C) summed over the rows -> (C,)."""
+    rows, channels = g.shape
+    k = _wide_rows(rows, channels)
+    return g.reshape(-1, k * channels).sum(axis=0).reshape(k, channels).sum(axis=0)
+
+
+@primitive(saves=True)
+def _conv_bias_act(w, x, b, geom=None, relu=False):
+    y, saved, out_spatial = _conv_matrix(w, x, geom, None)
+    _add_bias_rows(y, b)
+    if relu:
+        array_namespace(y).maximum(y, 0, out=y)
+    return from_channels_last(y.reshape(x.shape[0], *out_spatial, w.shape[0])), saved
+
+
+def _pre_activation_grad(g, ans, saved, relu):
+    """g times the activation's slope: computed once per backward pass and shared by the three VJPs."""
+    if isinstance(g, Tensor):  # recording (higher order): build it on the graph
+        return g * (ans > 0) if relu else g
+    if saved.grad_source is not g:
+        pre = to_channels_last(g)
+        if relu:
+            xp = array_namespace(pre)
+            # a multiply: no branches, unlike where()
+            pre = xp.multiply(pre, to_channels_last(ans) > 0, out=recycle.empty(xp, pre.shape, pre.dtype))
+        saved.grad_source, saved.pre_grad = g, from_channels_last(pre)
+    return saved.pre_grad
+
+
+def _fused_vjp_w(g, ans, saved, w, x, b, geom=None, relu=False):
+    pre = _pre_activation_grad(g, ans, saved, relu)
+    if isinstance(pre, Tensor) or isinstance(x, Tensor):
+        return _conv_filter_grad(x, pre, geom=geom, kernel=w.shape[2:])
+    return _filter_grad_raw(x, pre, geom, w.shape[2:], saved.cols)
+
+
+def _fused_vjp_x(g, ans, saved, w, x, b, geom=None, relu=False):
+    pre = _pre_activation_grad(g, ans, saved, relu)
+    return _conv_transpose(w, pre, geom=geom, in_spatial=x.shape[2:])
+
+
+def _fused_vjp_b(g, ans, saved, w, x, b, geom=None, relu=False):
+    pre = _pre_activation_grad(g, ans, saved, relu)
+    if isinstance(pre, Tensor):
+        return _sum(pre, axis=(0, *range(2, pre.ndim)))
+    return _sum_rows(to_channels_last(pre).reshape(-1, pre.shape[1]))
+
+
+_conv_bias_act.defvjp(_fused_vjp_w, _fused_vjp_x, _fused_vjp_b)
+
+
+# -- public functions ----------------------------------------------------------------------------------------
+def conv4(w, x, padding=0, stride=1, dilation=1, mode=0, groups=1):
+    """Convolve ``x`` (N, C_in, *spatial) with filters ``w`` (C_out, C_in/groups, *kernel).
+
+    1-D, 2-D and 3-D. ``padding``, ``stride`` and ``dilation`` are ints or per-dimension tuples;
+    the output has C_out channels and spatial size 1 + floor((X + 2P - D(W-1) - 1) / S).
+    ``mode=0`` flips the kernel (true convolution, Knet's default), ``mode=1`` does not
+    (cross-correlation, as ``torch.nn.functional.conv2d``). ``groups`` splits the channels into
+    independent convolutions. The bias is separate: ``conv4(w, x) + b``.
+
+    The result is an (N, C_out, *out) array whose memory is channels-last (a transposed view).
+    """
+    return _conv(w, x, geom=_conv_geometry_checked("conv4", w, x, padding, stride, dilation, mode, groups))
+
+
+def conv4_bias(w, x, b, padding=0, stride=1, dilation=1, mode=0, groups=1, relu=False):
+    """``conv4(w, x, ...) + b`` (b of shape (C_out,)), then ``relu`` if asked, computed as one op.
+
+    The bias is added to the GEMM result in place and the gradients of bias and activation come
+    from one pass over the output gradient: what the convolution layers use.
+    """
+    geom = _conv_geometry_checked("conv4_bias", w, x, padding, stride, dilation, mode, groups)
+    cout, bs, bd = _value(w).shape[0], _value(b).shape, _value(b).dtype
+    if bs != (cout,):
+        raise ValueError(f"conv4_bias: b must have shape ({cout},) (one per output channel), got {bs}")
+    if bd != _value(w).dtype:
+        raise TypeError(f"conv4_bias: b has dtype {bd} but w has dtype {_value(w).dtype}")
+    return _conv_bias_act(w, x, b, geom=geom, relu=bool(relu))
+
+
+def deconv4(w, x, padding=0, stride=1, dilation=1, mode=0, groups=1, output_padding=0):
+    """Transposed convolution: the gradient of ``conv4`` with respect to its input.
+
+    ``w`` has the layout of the conv4 filter whose transpose this is: (C_x, C_out/groups, *kernel),
+    mapping C_out channels to C_x; here ``x`` (N, C_x, *spatial) goes the other way, to
+    (N, C_out, *out) with out = (X - 1) S - 2P + D(W - 1) + output_padding + 1. Several sizes
+    convolve back to the same X when S > 1; ``output_padding`` (< max(stride, dilation)) picks one.
+
+    With ``mode=1`` this is ``torch.nn.functional.conv_transpose{1,2,3}d(x, w, ...)`` exactly (same
+    weight layout); with ``mode=0`` (Knet's default, the transpose of true convolution) it equals
+    that with the kernel flipped.
+    """
+    fn = "deconv4"
+    geom, nd = _geometry(fn, w, x, padding, stride, dilation, mode, groups)
+    ws, xs = _value(w).shape, _value(x).shape
+    if xs[1] != ws[0]:
+        raise ValueError(
+            f"{fn}: x has {xs[1]} channels (axis 1) but w of shape {ws} expects {ws[0]} "
+            "(w is laid out (C_x, C_out/groups, *kernel), like the conv4 filter it transposes)"
+        )
+    op = per_axis(output_padding, nd, "output_padding", fn, 0)
+    for axis, (o, s, d) in enumerate(zip(op, geom.stride, geom.dilation)):
+        if o >= max(s, d):
+            raise ValueError(
+                f"{fn}: output_padding {o} along spatial axis {axis} must be smaller than the stride "
+                f"({s}) or the dilation ({d})"
+            )
+    out_spatial = geom.transpose_size(xs[2:], ws[2:], op)
+    if any(o < 1 for o in out_spatial):
+        raise ValueError(
+            f"{fn}: input of spatial size {tuple(xs[2:])} with kernel {tuple(ws[2:])} and padding "
+            f"{geom.padding} gives an empty output {out_spatial}"
+        )
+    return _conv_transpose(w, x, geom=geom, in_spatial=out_spatial)
