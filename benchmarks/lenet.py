@@ -234,7 +234,8 @@ def main():
 
     import knetpy as kp
 
-    threads = os.cpu_count()
+    # the cores this process may run on (``taskset -c 0`` gives one), so torch matches a pinned run
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     torch.set_num_threads(threads)
     xtrn, ytrn = load("train")
     xtst, ytst = load("t10k")

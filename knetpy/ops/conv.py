@@ -41,6 +41,7 @@ from .im2col import (
     weight_matrix,
 )
 from .reduce import sum as _sum
+from .shape import sum_rows, wide_rows
 
 
 class ConvGeometry(NamedTuple):
@@ -274,29 +275,10 @@ _conv_filter_grad.defvjp(
 
 
 # -- convolution + bias (+ relu) as one op, for the layers ---------------------------------------------------------
-def _wide_rows(rows, channels):
-    """How many (rows, channels) rows to view as one, so row-wise loops run over >= ~512 elements.
-
-    A bias add or a bias-gradient sum over a narrow matrix (20 channels) would otherwise run
-    NumPy's inner loop once per row: many times slower than over a few long rows.
-    """
-    k = max(1, 512 // channels)
-    while rows % k:
-        k -= 1
-    return k
-
-
 def _add_bias_rows(y, b):
     """y (rows, C) += b (C,), in place."""
-    k = _wide_rows(*y.shape)
+    k = wide_rows(*y.shape)
     y.reshape(-1, k * y.shape[1])[...] += array_namespace(b).tile(b, k)
-
-
-def _sum_rows(g):
-    """g (rows, C) summed over the rows -> (C,)."""
-    rows, channels = g.shape
-    k = _wide_rows(rows, channels)
-    return g.reshape(-1, k * channels).sum(axis=0).reshape(k, channels).sum(axis=0)
 
 
 @primitive(saves=True)
@@ -338,7 +320,7 @@ def _fused_vjp_b(g, ans, saved, w, x, b, geom=None, relu=False):
     pre = _pre_activation_grad(g, ans, saved, relu)
     if isinstance(pre, Tensor):
         return _sum(pre, axis=(0, *range(2, pre.ndim)))
-    return _sum_rows(to_channels_last(pre).reshape(-1, pre.shape[1]))
+    return sum_rows(to_channels_last(pre).reshape(-1, pre.shape[1]))
 
 
 _conv_bias_act.defvjp(_fused_vjp_w, _fused_vjp_x, _fused_vjp_b)

@@ -58,7 +58,8 @@ def _add_rows(out, rows_at, rows):
     if rows_at.size == 0:
         return
     if n_rows * rows_at.size <= 1 << 22:
-        onehot = (np.arange(n_rows)[:, None] == rows_at[None, :]).astype(rows.dtype)
+        onehot = np.zeros((n_rows, rows_at.size), dtype=rows.dtype)  # set ones only: no compare pass
+        onehot[rows_at, np.arange(rows_at.size)] = 1
         np.matmul(onehot, rows, out=out)
         return
     order = np.argsort(rows_at, kind="stable")

@@ -141,12 +141,17 @@ def _nll(scores, labels, axis=1, average=True):
 
 def _nll_vjp(g, ans, lp, scores, labels, axis=1, average=True):
     xp = array_namespace(lp)
-    onehot = xp.zeros(lp.shape, dtype=lp.dtype)
-    xp.put_along_axis(onehot, xp.expand_dims(labels, axis), 1, axis=axis)
+    at = xp.expand_dims(labels, axis)
     scale = g / labels.size if average else g
-    if isinstance(scores, Tensor):  # second order: the softmax must stay differentiable
+    if isinstance(scores, Tensor) or isinstance(g, Tensor):  # second order: stay differentiable
+        onehot = xp.zeros(lp.shape, dtype=lp.dtype)
+        xp.put_along_axis(onehot, at, 1, axis=axis)
         return (exp(logp(scores, axis)) - onehot) * scale
-    return (xp.exp(lp) - onehot) * scale
+    # softmax - onehot, written into the one array exp allocates (no one-hot matrix, no extra pass)
+    grad = xp.exp(lp)
+    xp.put_along_axis(grad, at, xp.take_along_axis(grad, at, axis=axis) - 1, axis=axis)
+    grad *= scale
+    return grad
 
 
 _nll.defvjp(_nll_vjp, None)
