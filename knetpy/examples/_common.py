@@ -253,3 +253,23 @@ def save_curve(history, out, *, title, enabled=True, xlabel="epoch"):
     if path is not None:
         print(f"saved {path}")
     return path
+
+
+def fit_and_report(model, args, data, *, title):
+    """Compile, summarise and ``fit`` an image classifier, printing Knet-style accuracy lines; save it.
+
+    Returns per-epoch accuracies (index 0: before training), the losses and the saved files.
+    """
+    from ..optim import get as get_optimizer
+
+    xtrn, ytrn, xtst, ytst = data
+    model.compile(loss="cross_entropy", optimizer=get_optimizer(args.optimizer, lr=args.lr), metrics=["accuracy"])
+    model(xtrn[:1])  # build the layers, so that summary() knows the shapes
+    model.summary()
+    report = AccuracyReport((xtrn, ytrn), (xtst, ytst))
+    history = model.fit(xtrn, ytrn, epochs=args.epochs, batch_size=args.batch_size, callbacks=[report])
+    checkpoint = save_checkpoint(model, args.out)
+    curve = save_curve(history, args.out, title=title, enabled=not args.no_plot)
+    trn = [report.initial[0], *history["trn_acc"]]
+    tst = [report.initial[1], *history["tst_acc"]]
+    return {"trn_acc": trn, "tst_acc": tst, "loss": history["loss"], "checkpoint": checkpoint, "plot": curve}

@@ -15,17 +15,15 @@ import knetpy as kp
 from knetpy.layers import Dense, Dropout, Flatten
 
 from ._common import (
-    AccuracyReport,
     add_image_options,
     add_training_options,
     describe_images,
+    fit_and_report,
     load_images,
     make_parser,
     parse,
     positive,
     run_script,
-    save_checkpoint,
-    save_curve,
 )
 
 NAME = "mlp"
@@ -62,16 +60,7 @@ def main(argv=None, prog=None):
     xtrn, ytrn, xtst, ytst = load_images(args.dataset, args.path, quick=args.quick, seed=args.seed)
     print(describe_images(args.dataset, xtrn, xtst))
     model = build_model(args.hidden, dropout=args.dropout)
-    model.compile(loss="cross_entropy", optimizer=kp.optim.get(args.optimizer, lr=args.lr), metrics=["accuracy"])
-    model(xtrn[:1])  # build the layers, so that summary() knows the shapes
-    model.summary()
-    report = AccuracyReport((xtrn, ytrn), (xtst, ytst))
-    history = model.fit(xtrn, ytrn, epochs=args.epochs, batch_size=args.batch_size, callbacks=[report])
-    checkpoint = save_checkpoint(model, args.out)
-    curve = save_curve(history, args.out, title=f"MLP on {args.dataset}", enabled=not args.no_plot)
-    trn = [report.initial[0], *history["trn_acc"]]
-    tst = [report.initial[1], *history["tst_acc"]]
-    return {"trn_acc": trn, "tst_acc": tst, "loss": history["loss"], "checkpoint": checkpoint, "plot": curve}
+    return fit_and_report(model, args, (xtrn, ytrn, xtst, ytst), title=f"MLP on {args.dataset}")
 
 
 if __name__ == "__main__":
