@@ -72,6 +72,7 @@ def train_knetpy(streams, weights, n_windows):
     """One pass over the windows; returns (seconds, last loss)."""
     from knetpy.layers import LSTM, Dense, Embedding
 
+    kp.set_num_threads(os.cpu_count())  # knetpy's own threads split its large ops (like torch's)
     embed = Embedding(*weights["embed"].shape)
     lstm = LSTM(HIDDEN, return_sequences=True, return_state=True)
     out = Dense(weights["w_out"].shape[1])

@@ -237,6 +237,7 @@ def main():
     # the cores this process may run on (``taskset -c 0`` gives one), so torch matches a pinned run
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     torch.set_num_threads(threads)
+    kp.set_num_threads(threads)  # knetpy's own threads split its large ops (like torch's intra-op threads)
     xtrn, ytrn = load("train")
     xtst, ytst = load("t10k")
     batches = args.batches or len(xtrn) // BATCH

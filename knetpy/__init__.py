@@ -36,6 +36,7 @@ from .gradcheck import GradcheckError, gradcheck
 from .io import CheckpointError, load, load_weights, save
 from .model import Model, Sequential
 from .ops import *  # noqa: F403  (the NumPy-style functions: kp.sum, kp.exp, kp.matmul, ...)
+from .parallel import get_num_threads, set_num_threads
 from .tree import flatten as tree_flatten
 from .tree import tree_map
 from .tree import unflatten as tree_unflatten

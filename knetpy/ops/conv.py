@@ -26,14 +26,16 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .. import parallel
 from ..autograd import Tensor, primitive
 from ..backend import array_namespace
 from . import recycle
 from .buffer_pool import give
 from .im2col import (
-    col2im,
+    col2im_into,
     from_channels_last,
     im2col,
+    im2col_plan,
     pad_channels_last,
     to_channels_last,
     weight_by_offset,
@@ -179,24 +181,37 @@ class _Saved:
             pass
 
 
-def _conv_matrix(w, x, geom, out_spatial):
-    """The convolution as a contiguous (N*L, C_out) matrix, what to save, and the output size."""
+def _conv_matrix(w, x, geom, out_spatial, epilogue=None):
+    """The convolution as a contiguous (N*L, C_out) matrix, what to save, and the output size.
+
+    Per part of the batch (one per knetpy thread): gather the windows, one GEMM, then
+    ``epilogue(rows)`` (bias, activation) on that part's rows while they are still in cache.
+    """
     kernel = w.shape[2:]
     if out_spatial is None:
         out_spatial = geom.output_size(x.shape[2:], kernel)
     g = geom.groups
-    cols, buffer = im2col(
+    cols, buffer, fill = im2col_plan(
         pad_channels_last(x, geom.padding), kernel, geom.stride, geom.dilation, out_spatial, g
     )
     wm = weight_matrix(w, g, geom.flip)
     xp = array_namespace(cols, wm)
     rows = cols.shape[0]
+    per_sample = math.prod(out_spatial)
     y = recycle.empty(xp, (rows, w.shape[0]), xp.result_type(cols, wm))
-    if g == 1:
-        xp.matmul(cols.reshape(rows, -1), wm[0], out=y)
-    else:
-        # (G, N*L, C_out/G) per group, then interleaved into the rows
-        y.reshape(rows, g, -1)[...] = xp.matmul(cols.transpose(1, 0, 2), wm).transpose(1, 0, 2)
+
+    def part(lo, hi):
+        fill(lo, hi)
+        r = slice(lo * per_sample, hi * per_sample)
+        if g == 1:
+            xp.matmul(cols[r].reshape(-1, cols.shape[-1] * g), wm[0], out=y[r])
+        else:
+            # (G, rows, C_out/G) per group, then interleaved into the rows
+            y[r].reshape(-1, g, w.shape[0] // g)[...] = xp.matmul(cols[r].transpose(1, 0, 2), wm).transpose(1, 0, 2)
+        if epilogue is not None:
+            epilogue(y[r])
+
+    parallel.for_rows(part, x.shape[0], cols.size)
     return y, _Saved(cols, buffer), out_spatial
 
 
@@ -213,16 +228,25 @@ def _conv_transpose(w, y, geom=None, in_spatial=None):
     n, cout, *out_spatial = y.shape
     g = geom.groups
     kernel = w.shape[2:]
-    rows = n * math.prod(out_spatial)
+    per_sample = math.prod(out_spatial)
+    rows = n * per_sample
     gy = to_channels_last(y).reshape(rows, g, cout // g)
     # One GEMM per kernel position (batched): blocks[k] = gy @ w[:, :, k]  -> (K, G, N*L, Cg).
     wk = weight_by_offset(w, g, geom.flip)
     xp = array_namespace(gy, wk)
-    blocks = recycle.take_buffer(xp, (wk.shape[0], g, rows, wk.shape[-1]), xp.result_type(gy, wk))
-    xp.matmul(gy.transpose(1, 0, 2)[None], wk, out=blocks)
+    dt = xp.result_type(gy, wk)
+    blocks = recycle.take_buffer(xp, (wk.shape[0], g, rows, wk.shape[-1]), dt)
     padded = tuple(s + 2 * p for s, p in zip(in_spatial, geom.padding))
-    full = col2im(blocks, padded, kernel, geom.stride, geom.dilation, out_spatial)
+    full = recycle.empty(xp, (n, *padded, g, wk.shape[-1]), dt)
+
+    def part(lo, hi):  # samples lo..hi-1: their GEMM rows, then their slice of the result
+        r = slice(lo * per_sample, hi * per_sample)
+        xp.matmul(gy[r].transpose(1, 0, 2)[None], wk, out=blocks[:, :, r])
+        col2im_into(full[lo:hi], blocks[:, :, r], kernel, geom.stride, geom.dilation, out_spatial)
+
+    parallel.for_rows(part, n, blocks.size)
     give(blocks)
+    full = full.reshape(n, *padded, g * wk.shape[-1])
     crop = (slice(None),) + tuple(slice(p, p + s) for p, s in zip(geom.padding, in_spatial))
     return from_channels_last(full[crop])
 
@@ -244,7 +268,7 @@ def _filter_grad_raw(x, gy, geom, kernel, cols=None):
     rows = cols.shape[0]
     grad_out = to_channels_last(gy).reshape(rows, g, cout // g)
     if g == 1:
-        wm = (cols.reshape(rows, -1).T @ grad_out.reshape(rows, -1))[None]
+        wm = parallel.matmul(cols.reshape(rows, -1).T, grad_out.reshape(rows, -1))[None]
     else:
         wm = xp.matmul(cols.transpose(1, 2, 0), grad_out.transpose(1, 0, 2))
     if buffer is not None:
@@ -283,10 +307,14 @@ def _add_bias_rows(y, b):
 
 @primitive(saves=True)
 def _conv_bias_act(w, x, b, geom=None, relu=False):
-    y, saved, out_spatial = _conv_matrix(w, x, geom, None)
-    _add_bias_rows(y, b)
-    if relu:
-        array_namespace(y).maximum(y, 0, out=y)
+    xp = array_namespace(w, x)
+
+    def bias_act(rows):
+        _add_bias_rows(rows, b)
+        if relu:
+            xp.maximum(rows, 0, out=rows)
+
+    y, saved, out_spatial = _conv_matrix(w, x, geom, None, bias_act)
     return from_channels_last(y.reshape(x.shape[0], *out_spatial, w.shape[0])), saved
 
 
@@ -299,7 +327,12 @@ def _pre_activation_grad(g, ans, saved, relu):
         if relu:
             xp = array_namespace(pre)
             # a multiply: no branches, unlike where()
-            pre = xp.multiply(pre, to_channels_last(ans) > 0, out=recycle.empty(xp, pre.shape, pre.dtype))
+            act = to_channels_last(ans)
+            out = recycle.empty(xp, pre.shape, pre.dtype)
+            parallel.for_rows(
+                lambda lo, hi: xp.multiply(pre[lo:hi], act[lo:hi] > 0, out=out[lo:hi]), pre.shape[0], pre.size
+            )
+            pre = out
         saved.grad_source, saved.pre_grad = g, from_channels_last(pre)
     return saved.pre_grad
 

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from .. import parallel
 from ..autograd import Tensor, primitive
 from ..autograd import nondiff as _nondiff
 from ..backend import array_namespace
@@ -33,9 +34,20 @@ def _binary(name, fn):
     return fwd
 
 
-add = primitive(_binary("add", lambda x, y: x + y))
-sub = primitive(_binary("sub", lambda x, y: x - y))
-mul = primitive(_binary("mul", lambda x, y: x * y))
+def _split(ufunc, python_op):
+    """The binary op: NumPy arrays through ``ufunc`` (split over knetpy's threads when large)."""
+
+    def fn(x, y):
+        if type(x) is np.ndarray and (type(y) is np.ndarray or isinstance(y, (int, float))):
+            return parallel.elementwise(ufunc, x, y)
+        return python_op(x, y)
+
+    return fn
+
+
+add = primitive(_binary("add", _split(np.add, lambda x, y: x + y)))
+sub = primitive(_binary("sub", _split(np.subtract, lambda x, y: x - y)))
+mul = primitive(_binary("mul", _split(np.multiply, lambda x, y: x * y)))
 div = primitive(_binary("div", lambda x, y: x / y))
 add.defvjp(lambda g, ans, x, y: unbroadcast(g, x), lambda g, ans, x, y: unbroadcast(g, y))
 sub.defvjp(lambda g, ans, x, y: unbroadcast(g, x), lambda g, ans, x, y: unbroadcast(-g, y))

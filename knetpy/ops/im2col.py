@@ -105,6 +105,15 @@ def im2col(xpad, kernel, stride, dilation, out_spatial, groups):
     contiguous (K, N*L) array. Returns ``(cols, buffer)``: ``buffer`` is the array that owns the
     memory, taken from the buffer pool; release it when ``cols`` is no longer used.
     """
+    cols, buffer, fill = im2col_plan(xpad, kernel, stride, dilation, out_spatial, groups)
+    fill(0, xpad.shape[0])
+    return cols, buffer
+
+
+def im2col_plan(xpad, kernel, stride, dilation, out_spatial, groups):
+    """:func:`im2col` in two steps: ``(cols, buffer, fill)``, where ``fill(lo, hi)`` gathers the
+    windows of samples lo..hi-1 (the rows of ``cols`` they own), so parts of a batch can be filled
+    by different threads."""
     xp = array_namespace(xpad)
     n, c = xpad.shape[0], xpad.shape[-1]
     nd = len(kernel)
@@ -126,14 +135,23 @@ def im2col(xpad, kernel, stride, dilation, out_spatial, groups):
         # hand the GEMM the transposed view (BLAS reads it without a copy).
         order = (nd + 1, *range(nd + 2, 2 * nd + 2), 0, *range(1, nd + 1))
         buffer = recycle.take_buffer(xp, (1, *kernel, n, *out_spatial), xpad.dtype)
-        buffer[...] = windows.transpose(order)
-        return buffer.reshape(math.prod(kernel), rows).T.reshape(rows, 1, math.prod(kernel)), buffer
+        source = windows.transpose(order)
+        lead = (slice(None),) * (nd + 1)  # the batch axis comes after (1, *kernel)
+
+        def fill(lo, hi):
+            buffer[lead + (slice(lo, hi),)] = source[lead + (slice(lo, hi),)]
+
+        return buffer.reshape(math.prod(kernel), rows).T.reshape(rows, 1, math.prod(kernel)), buffer, fill
     windows = windows.reshape(n, *out_spatial, groups, cg, *kernel)
     # (N, *O, G, Cg, *K) -> (N, *O, G, *K, Cg): each window's runs of (kernel width x Cg) stay contiguous.
     order = tuple(range(nd + 2)) + tuple(range(nd + 3, 2 * nd + 3)) + (nd + 2,)
     buffer = recycle.take_buffer(xp, (n, *out_spatial, groups, *kernel, cg), xpad.dtype)
-    buffer[...] = windows.transpose(order)
-    return buffer.reshape(rows, groups, math.prod(kernel) * cg), buffer
+    source = windows.transpose(order)
+
+    def fill(lo, hi):
+        buffer[lo:hi] = source[lo:hi]
+
+    return buffer.reshape(rows, groups, math.prod(kernel) * cg), buffer, fill
 
 
 def col2im(blocks, padded_spatial, kernel, stride, dilation, out_spatial):
@@ -145,13 +163,21 @@ def col2im(blocks, padded_spatial, kernel, stride, dilation, out_spatial):
     xp = array_namespace(blocks)
     _, groups, rows, cg = blocks.shape
     batch = rows // math.prod(out_spatial)
-    out = recycle.zeros(xp, (batch, *padded_spatial, groups, cg), blocks.dtype)
+    out = recycle.empty(xp, (batch, *padded_spatial, groups, cg), blocks.dtype)
+    col2im_into(out, blocks, kernel, stride, dilation, out_spatial)
+    return out.reshape(batch, *padded_spatial, groups * cg)
+
+
+def col2im_into(out, blocks, kernel, stride, dilation, out_spatial):
+    """:func:`col2im` into ``out`` (N', *Sp, G, Cg), overwritten, for the N' samples ``blocks`` holds."""
+    _, groups, rows, cg = blocks.shape
+    batch = rows // math.prod(out_spatial)
+    out.fill(0)
     for k, offset in enumerate(kernel_offsets(kernel)):
         # (G, N*L, Cg) seen as (N, *O, G, Cg), the order of the target slice
         block = blocks[k].reshape(groups, batch, *out_spatial, cg)
         block = block.transpose(*range(1, len(out_spatial) + 2), 0, len(out_spatial) + 2)
         out[(slice(None),) + window_slices(offset, stride, dilation, out_spatial)] += block
-    return out.reshape(batch, *padded_spatial, groups * cg)
 
 
 def weight_matrix(w, groups, flip):

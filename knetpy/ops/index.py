@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import parallel
 from ..autograd import Tensor, primitive
 from ..backend import array_namespace
 
@@ -60,7 +61,7 @@ def _add_rows(out, rows_at, rows):
     if n_rows * rows_at.size <= 1 << 22:
         onehot = np.zeros((n_rows, rows_at.size), dtype=rows.dtype)  # set ones only: no compare pass
         onehot[rows_at, np.arange(rows_at.size)] = 1
-        np.matmul(onehot, rows, out=out)
+        parallel.matmul(onehot, rows, out=out)
         return
     order = np.argsort(rows_at, kind="stable")
     at = rows_at[order]

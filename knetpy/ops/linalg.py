@@ -6,6 +6,7 @@ import string
 
 import numpy as np
 
+from .. import parallel
 from ..autograd import Tensor, primitive
 from ..backend import array_namespace
 from .elementwise import mul
@@ -24,6 +25,8 @@ def _ndim(x):
 def matmul(a, b):
     """Matrix product with NumPy's batching rules (``a @ b``)."""
     try:
+        if type(a) is np.ndarray and type(b) is np.ndarray and a.ndim == 2 and b.ndim == 2:
+            return parallel.matmul(a, b)  # split over knetpy's threads when they are on and it pays
         return a @ b
     except ValueError:
         sa, sb = _shape(a), _shape(b)
@@ -37,10 +40,17 @@ def _mT(x):
     return x.T if _ndim(x) == 2 else swapaxes(x, -1, -2)
 
 
+def _matmul2(a, b):
+    """A 2-D product inside a VJP: raw arrays go to the (possibly split) GEMM, tensors record."""
+    if type(a) is np.ndarray and type(b) is np.ndarray:
+        return parallel.matmul(a, b)
+    return a @ b
+
+
 def _matmul_vjp_a(g, ans, a, b):
     an, bn = _ndim(a), _ndim(b)
     if an == 2 and bn == 2:
-        return g @ _mT(b)
+        return _matmul2(g, _mT(b))
     if bn == 1:  # (..., k) @ (k,) -> (...)
         return sum_to(expand_dims(g, -1) * b, _shape(a))
     if an == 1:  # (k,) @ (..., k, n) -> (..., n)
@@ -51,7 +61,7 @@ def _matmul_vjp_a(g, ans, a, b):
 def _matmul_vjp_b(g, ans, a, b):
     an, bn = _ndim(a), _ndim(b)
     if an == 2 and bn == 2:
-        return _mT(a) @ g
+        return _matmul2(_mT(a), g)
     if an == 1:
         if bn == 1:
             return g * a

@@ -23,7 +23,16 @@ from __future__ import annotations
 from ..autograd import primitive
 from ..backend import array_namespace
 from .buffer_pool import Lease, give, take
-from .rnn_common import cached_vjps, gate_scale, step_masks, to_sigmoid, unpack
+from .rnn_common import (
+    cached_vjps,
+    gate_scale,
+    grad_views,
+    result_views,
+    split_over_batch,
+    step_masks,
+    time_major_input_grad,
+    to_sigmoid,
+)
 
 
 def _slots(T, reverse):
@@ -49,8 +58,9 @@ def _batch_major(a, out):
         out[:, t, :] = a[:, t, :].T
 
 
-@primitive(saves=True)
-def lstm_seq(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None, mask=None, reverse=False, need_dx=True):
+def _lstm_forward(
+    x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None, mask=None, reverse=False, need_dx=True, into=None
+):
     """A whole LSTM sequence; returns the flat buffer (y, h_T, c_T) (see :func:`unpack`).
 
     i, f, o = sigmoid, g = tanh of the (i, f, g, o) blocks of x @ w_ih + h @ w_hh + b_ih + b_hh;
@@ -104,8 +114,7 @@ def lstm_seq(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None, mask=None, r
             xp.copyto(h_out, xh[F:, s_in, :], where=m[1])
             xp.copyto(c_out, c_in, where=m[1])
 
-    out = xp.empty(N * T * H + 2 * N * H, dtype=dt)
-    y, h_last, c_last = unpack(out, N, T, H, 2)
+    out, (y, h_last, c_last) = result_views(xp, into, N, T, H, 2, dt)
     y_lo = 0 if reverse else 1
     _batch_major(xh[F:, y_lo : y_lo + T, :], y)
     if mask is not None and masks is not None:
@@ -124,14 +133,26 @@ def lstm_seq(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None, mask=None, r
 
 
 def _lstm_backward(
-    g, saved, x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None, mask=None, reverse=False, need_dx=True
+    g,
+    saved,
+    x,
+    w_ih,
+    w_hh,
+    b_ih=None,
+    b_hh=None,
+    h0=None,
+    c0=None,
+    mask=None,
+    reverse=False,
+    need_dx=True,
+    dx_into=None,
 ):
-    xp = array_namespace(g, w_hh)
+    xp = array_namespace(w_hh)
     N, T, F = x.shape
     H = w_hh.shape[0]
-    dt = g.dtype
+    dt = w_hh.dtype
     xh, c, gates, tanh_c, masks = saved["xh"], saved["c"], saved["gates"], saved["tanh_c"], saved["masks"]
-    dy, dh_last, dc_last = unpack(g, N, T, H, 2)
+    dy, dh_last, dc_last = grad_views(g, N, T, H, 2)
     dy_fm = take(xp, (H, T, N), dt)
     _feature_major(xp, dy, dy_fm)
     dgates = take(xp, (4 * H, T, N), dt)
@@ -188,8 +209,10 @@ def _lstm_backward(
     dw = inputs @ flat.T
     db = flat.sum(axis=1)
     dx = None
-    if need_dx:  # time-major GEMM result, viewed batch-first
-        dx = (flat.T @ w_ih.T).reshape(T, N, F).transpose(1, 0, 2)
+    if need_dx:
+        dx = time_major_input_grad(flat.T, w_ih, dx_into)
+        if dx_into is None:  # the time-major GEMM result, viewed batch-first
+            dx = dx.reshape(T, N, F).transpose(1, 0, 2)
     give(dgates, dy_fm)
     return (
         dx,
@@ -202,4 +225,6 @@ def _lstm_backward(
     )
 
 
-lstm_seq.defvjp(*cached_vjps("lstm_seq", _lstm_backward, 7))
+_split_forward, _split_backward = split_over_batch(_lstm_forward, _lstm_backward, 2)
+lstm_seq = primitive(_split_forward, saves=True, name="lstm_seq")
+lstm_seq.defvjp(*cached_vjps("lstm_seq", _split_backward, 7))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import parallel
 from ..autograd import Tensor, primitive
 from ..backend import array_namespace
 from .elementwise import exp, where
@@ -23,11 +24,23 @@ def _value(x):
 @primitive
 def relu(x):
     """max(x, 0)."""
+    if type(x) is np.ndarray:
+        return parallel.elementwise(np.maximum, x, 0)
     return array_namespace(x).maximum(x, 0)
 
 
-# Multiplying by the mask is several times faster than where() on large arrays.
-relu.defvjp(lambda g, ans, x: g * (ans > 0))
+def _relu_slope(g, ans, out=None):
+    """g where ans > 0, else 0: multiplying by the mask is several times faster than where()."""
+    return np.multiply(g, ans > 0, out=out)
+
+
+def _relu_vjp(g, ans, x):
+    if type(g) is np.ndarray and type(ans) is np.ndarray and g.shape == ans.shape:
+        return parallel.elementwise(_relu_slope, g, ans)
+    return g * (ans > 0)
+
+
+relu.defvjp(_relu_vjp)
 
 
 @primitive

@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .. import parallel
 from ..autograd import Tensor, is_grad_enabled, primitive
 from ..backend import array_namespace
 from .conv import per_axis
@@ -152,8 +153,14 @@ class _Switches:
         if geom.tiles:  # windows do not overlap: each input position is written at most once
             covers_all = all(o * w == s for o, w, s in zip(out, geom.window, self.in_shape[2:]))
             dx = (empty_like_layout if covers_all else _zeros_like_layout)(self.like, self.in_shape, g.dtype)
-            for k, (_, sl) in enumerate(_offset_slices(geom, out)):
-                xp.multiply(g, self.code == k, out=dx[sl])
+            slices = [sl for _, sl in _offset_slices(geom, out)]
+            code = self.code
+
+            def part(lo, hi):  # samples lo..hi-1
+                for k, sl in enumerate(slices):
+                    xp.multiply(g[lo:hi], code[lo:hi] == k, out=dx[lo:hi][sl])
+
+            parallel.for_rows(part, g.shape[0], dx.size)
             return dx
         padded = self.in_shape[:2] + tuple(s + 2 * p for s, p in zip(self.in_shape[2:], geom.padding))
         dx = _zeros_like_layout(self.like, padded, g.dtype)
@@ -181,13 +188,19 @@ def _max_windows(x, geom, out):
     slices = [sl for _, sl in _offset_slices(geom, out)]
     shape = x.shape[:2] + tuple(out)
     y = empty_like_layout(x, shape)
-    y[...] = xpad[slices[0]]
-    code = _zeros_like_layout(x, shape, np.uint8 if len(slices) < 256 else np.int32)
-    for k, sl in enumerate(slices[1:], start=1):
-        v = xpad[sl]
-        better = v > y  # strictly: an earlier offset keeps a tie
-        xp.maximum(y, v, out=y)
-        code += better * (k - code)  # branch-free "code = k where better"
+    code = empty_like_layout(x, shape, np.uint8 if len(slices) < 256 else np.int32)
+
+    def part(lo, hi):  # samples lo..hi-1
+        xs, ys, cs = xpad[lo:hi], y[lo:hi], code[lo:hi]
+        ys[...] = xs[slices[0]]
+        cs.fill(0)
+        for k, sl in enumerate(slices[1:], start=1):
+            v = xs[sl]
+            better = v > ys  # strictly: an earlier offset keeps a tie
+            xp.maximum(ys, v, out=ys)
+            cs += better * (k - cs)  # branch-free "code = k where better"
+
+    parallel.for_rows(part, x.shape[0], x.size)
     return y, _Switches(code, geom, x.shape, x)
 
 

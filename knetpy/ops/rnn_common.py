@@ -8,7 +8,13 @@ NotImplementedError); the cell-by-cell reference path in knetpy/ops/rnn.py suppo
 
 from __future__ import annotations
 
+import functools
+
+from .. import parallel
 from ..autograd import Tensor
+from ..backend import array_namespace
+from . import recycle
+from .buffer_pool import give, take
 
 
 def unpack(flat, N, T, H, n_states):
@@ -18,6 +24,35 @@ def unpack(flat, N, T, H, n_states):
     for k in range(n_states):
         parts.append(flat[nth + k * nh : nth + (k + 1) * nh].reshape(N, H))
     return parts
+
+
+def result_views(xp, into, N, T, H, n_states, dtype):
+    """A kernel's result: (flat, views) with a new flat buffer, or (None, ``into``) when the caller
+    hands the views to fill (one part of a batch writing straight into the whole's result)."""
+    if into is not None:
+        return None, into
+    flat = xp.empty(N * T * H + n_states * N * H, dtype=dtype)
+    return flat, unpack(flat, N, T, H, n_states)
+
+
+def grad_views(g, N, T, H, n_states):
+    """The result gradient as views (dy, dh[, dc]): ``g`` is a flat buffer or already those views."""
+    return g if isinstance(g, tuple) else unpack(g, N, T, H, n_states)
+
+
+def time_major_input_grad(dpre, w_ih, into=None):
+    """dx (N, T, F) from the pre-activation gradients of all steps, ``dpre`` (T*N, G*H) in time-major
+    row order (a view of any strides): one GEMM, its time-major result seen batch-first, or copied
+    into ``into`` (N, T, F) when given (one large GEMM and a copy beat T small strided ones)."""
+    xp = array_namespace(dpre, w_ih)
+    N, T, F = into.shape if into is not None else (None, None, w_ih.shape[0])
+    if into is None:
+        return dpre @ w_ih.T
+    tm = take(xp, (T * N, F), dpre.dtype)
+    xp.matmul(dpre, w_ih.T, out=tm)
+    into.transpose(1, 0, 2)[...] = tm.reshape(T, N, F)
+    give(tm)
+    return into
 
 
 def gate_scale(xp, H, n_gates, sigmoid_gates, dtype):
@@ -78,3 +113,88 @@ def cached_vjps(name, backward, n_args):
         return vjp
 
     return [make(k) for k in range(n_args)]
+
+
+def split_over_batch(forward, backward, n_states):
+    """A kernel's (forward, backward) that, with knetpy's threads on, cut the batch into one part
+    per thread and run the parts' sequences side by side (they are independent), each with the
+    kernel as it is; with threads off, or for a small batch, the kernel itself.
+
+    Signatures as the kernels': ``forward(x, w_ih, w_hh, b_ih, b_hh, *states, mask=None, **kw)``
+    returning (flat, saved); ``backward(g, saved, <the same arguments>)`` returning the gradients
+    of (x, w_ih, w_hh, b_ih, b_hh, *states). Per-sample arguments and results are cut and joined
+    along the batch axis; the weight gradients of the parts are added.
+    """
+
+    def cut(a, lo, hi):
+        return None if a is None else a[lo:hi]
+
+    @functools.wraps(forward)
+    def split_forward(x, w_ih, w_hh, b_ih=None, b_hh=None, *states, mask=None, **kw):
+        N, T = x.shape[:2]
+        H = w_hh.shape[0]
+        parts = parallel.ranges(N, N * T * H * 4)
+        if parts is None:
+            return forward(x, w_ih, w_hh, b_ih, b_hh, *states, mask=mask, **kw)
+        xp = array_namespace(x, w_hh)
+        out = recycle.empty(xp, (N * T * H + n_states * N * H,), x.dtype)
+        whole = unpack(out, N, T, H, n_states)
+        saved = {}
+
+        def part(lo, hi):  # its sequences' results go straight into their rows of the whole's
+            st = [cut(s, lo, hi) for s in states]
+            into = tuple(v[lo:hi] for v in whole)
+            _, saved[lo] = forward(
+                x[lo:hi], w_ih, w_hh, b_ih, b_hh, *st, mask=cut(mask, lo, hi), into=into, **kw
+            )
+
+        parallel.run(part, parts)
+        return out, {"parts": [(lo, hi, saved[lo]) for lo, hi in parts]}
+
+    @functools.wraps(backward)
+    def split_backward(g, saved, x, w_ih, w_hh, b_ih=None, b_hh=None, *states, mask=None, **kw):
+        if "parts" not in saved:
+            return backward(g, saved, x, w_ih, w_hh, b_ih, b_hh, *states, mask=mask, **kw)
+        xp = array_namespace(g, w_hh)
+        N, T = x.shape[:2]
+        H = w_hh.shape[0]
+        g_whole = unpack(g, N, T, H, n_states)
+        grads = {}
+        joined = {}  # per-sample gradients, filled part by part
+
+        def part(lo, hi, part_saved):
+            g_part = tuple(v[lo:hi] for v in g_whole)
+            st = [cut(s, lo, hi) for s in states]
+            dx_into = joined[0][lo:hi] if 0 in joined else None
+            result = backward(
+                g_part, part_saved, x[lo:hi], w_ih, w_hh, b_ih, b_hh, *st,
+                mask=cut(mask, lo, hi), dx_into=dx_into, **kw,
+            )
+            for i in range(5, 5 + n_states):
+                if result[i] is not None:
+                    joined[i][lo:hi] = result[i]
+            grads[lo] = result
+
+        # which per-sample gradients exist does not depend on the part: ask the arguments
+        if kw.get("need_dx", True):
+            joined[0] = recycle.empty(xp, x.shape, g.dtype)
+        for i, s in enumerate(states, start=5):
+            if s is not None:
+                joined[i] = xp.empty(s.shape, dtype=g.dtype)
+        by_start = {lo: (lo, hi, s) for lo, hi, s in saved["parts"]}
+        parallel.run(lambda lo, hi: part(*by_start[lo]), [(lo, hi) for lo, hi, _ in saved["parts"]])
+        results = [grads[lo] for lo, _, _ in saved["parts"]]
+        total = []
+        for i in range(5 + n_states):
+            if i in joined:
+                total.append(joined[i])
+            elif results[0][i] is None:
+                total.append(None)
+            else:  # a weight or bias: the parts' sum
+                acc = results[0][i].copy()
+                for r in results[1:]:
+                    acc += r[i]
+                total.append(acc)
+        return tuple(total)
+
+    return split_forward, split_backward

@@ -24,7 +24,17 @@ from __future__ import annotations
 from ..autograd import primitive
 from ..backend import array_namespace
 from .buffer_pool import Lease, give, take
-from .rnn_common import bias_grads, cached_vjps, gate_scale, step_masks, to_sigmoid, unpack
+from .rnn_common import (
+    bias_grads,
+    cached_vjps,
+    gate_scale,
+    grad_views,
+    result_views,
+    split_over_batch,
+    step_masks,
+    time_major_input_grad,
+    to_sigmoid,
+)
 
 
 def _projected_inputs(x, w_ih, scale, bias):
@@ -51,18 +61,23 @@ def _init_state(xp, state, N, H, dtype):
     return xp.zeros((N, H), dtype=dtype) if state is None else state
 
 
-def _input_and_weight_grads(xt, w_ih, dproj, x_shape, need_dx):
-    """dx (N, T, F) (None unless ``need_dx``) and dw_ih from the pre-activation gradients of all
-    steps, one GEMM each."""
+def _input_and_weight_grads(xt, w_ih, dproj, x_shape, need_dx, dx_into=None):
+    """dx (N, T, F) (None unless ``need_dx``; into ``dx_into`` if given) and dw_ih from the
+    pre-activation gradients of all steps, one GEMM each."""
     N, T, F = x_shape
     dw_ih = xt.T @ dproj
-    dx = (dproj @ w_ih.T).reshape(T, N, F).transpose(1, 0, 2) if need_dx else None
+    dx = None
+    if need_dx:
+        dx = time_major_input_grad(dproj, w_ih, dx_into)
+        if dx_into is None:  # the time-major GEMM result, viewed batch-first
+            dx = dx.reshape(T, N, F).transpose(1, 0, 2)
     return dx, dw_ih
 
 
 # -- GRU --------------------------------------------------------------------------------------------
-@primitive(saves=True)
-def gru_seq(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, mask=None, reverse=False, need_dx=True):
+def _gru_forward(
+    x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, mask=None, reverse=False, need_dx=True, into=None
+):
     """A whole GRU sequence (PyTorch's formulation); returns the flat buffer (y, h_T).
 
     With the (r, z, n) blocks of xi = x @ w_ih + b_ih and hh = h @ w_hh + b_hh:
@@ -79,8 +94,7 @@ def gru_seq(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, mask=None, reverse=Fal
     b_rec = None if b_hh is None else b_hh * scale
     masks = step_masks(mask, T, dt, xp)
 
-    out = xp.empty(N * T * H + N * H, dtype=dt)
-    y, h_last = unpack(out, N, T, H, 1)
+    out, (y, h_last) = result_views(xp, into, N, T, H, 1, dt)
     h_prev = take(xp, (T, N, H), dt)
     hh_n = take(xp, (T, N, H), dt)  # W_hn h + b_hn of each step, for the gradient of r
     rec = xp.empty((N, 3 * H), dtype=dt)
@@ -126,14 +140,14 @@ def gru_seq(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, mask=None, reverse=Fal
 
 
 def _gru_backward(
-    g, saved, x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, mask=None, reverse=False, need_dx=True
+    g, saved, x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, mask=None, reverse=False, need_dx=True, dx_into=None
 ):
-    xp = array_namespace(g, w_hh)
+    xp = array_namespace(w_hh)
     N, T, _ = x.shape
     H = w_hh.shape[0]
-    dt = g.dtype
+    dt = w_hh.dtype
     gates, h_prev, hh_n, masks = saved["gates"], saved["h_prev"], saved["hh_n"], saved["masks"]
-    dy, dh_last = unpack(g, N, T, H, 1)
+    dy, dh_last = grad_views(g, N, T, H, 1)
     dxi = take(xp, gates.shape, dt)  # gradients of x @ w_ih + b_ih
     dhh = take(xp, gates.shape, dt)  # gradients of h @ w_hh + b_hh (differ from dxi in the n block)
     dh = dh_last.copy()
@@ -178,20 +192,31 @@ def _gru_backward(
     flat_i = dxi.reshape(T * N, 3 * H)
     flat_h = dhh.reshape(T * N, 3 * H)
     dw_hh = h_prev.reshape(T * N, H).T @ flat_h
-    dx, dw_ih = _input_and_weight_grads(saved["xt"], w_ih, flat_i, x.shape, need_dx)
+    dx, dw_ih = _input_and_weight_grads(saved["xt"], w_ih, flat_i, x.shape, need_dx, dx_into)
     db_ih = flat_i.sum(axis=0) if b_ih is not None else None
     db_hh = flat_h.sum(axis=0) if b_hh is not None else None
     give(dxi, dhh)
     return dx, dw_ih, dw_hh, db_ih, db_hh, dh if h0 is not None else None
 
 
-gru_seq.defvjp(*cached_vjps("gru_seq", _gru_backward, 6))
+_gru_split = split_over_batch(_gru_forward, _gru_backward, 1)
+gru_seq = primitive(_gru_split[0], saves=True, name="gru_seq")
+gru_seq.defvjp(*cached_vjps("gru_seq", _gru_split[1], 6))
 
 
 # -- simple RNN -------------------------------------------------------------------------------------
-@primitive(saves=True)
-def rnn_seq(
-    x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, mask=None, reverse=False, activation="tanh", need_dx=True
+def _rnn_forward(
+    x,
+    w_ih,
+    w_hh,
+    b_ih=None,
+    b_hh=None,
+    h0=None,
+    mask=None,
+    reverse=False,
+    activation="tanh",
+    need_dx=True,
+    into=None,
 ):
     """A whole Elman RNN sequence, h' = act(x @ w_ih + h @ w_hh + b_ih + b_hh), act tanh or relu;
     returns the flat buffer (y, h_T)."""
@@ -204,8 +229,7 @@ def rnn_seq(
     masks = step_masks(mask, T, dt, xp)
     relu = activation == "relu"
 
-    out = xp.empty(N * T * H + N * H, dtype=dt)
-    y, h_last = unpack(out, N, T, H, 1)
+    out, (y, h_last) = result_views(xp, into, N, T, H, 1, dt)
     h_prev = take(xp, (T, N, H), dt)
     rec = xp.empty((N, H), dtype=dt)
 
@@ -252,13 +276,14 @@ def _rnn_backward(
     reverse=False,
     activation="tanh",
     need_dx=True,
+    dx_into=None,
 ):
-    xp = array_namespace(g, w_hh)
+    xp = array_namespace(w_hh)
     N, T, _ = x.shape
     H = w_hh.shape[0]
     act, h_prev, masks = saved["act"], saved["h_prev"], saved["masks"]
     relu = activation == "relu"
-    dy, dh_last = unpack(g, N, T, H, 1)
+    dy, dh_last = grad_views(g, N, T, H, 1)
     dpre = take(xp, act.shape, act.dtype)
     dh = dh_last.copy()
     w_rec_t = w_hh.T
@@ -278,10 +303,12 @@ def _rnn_backward(
             dh += dh_keep
     flat = dpre.reshape(T * N, H)
     dw_hh = h_prev.reshape(T * N, H).T @ flat
-    dx, dw_ih = _input_and_weight_grads(saved["xt"], w_ih, flat, x.shape, need_dx)
+    dx, dw_ih = _input_and_weight_grads(saved["xt"], w_ih, flat, x.shape, need_dx, dx_into)
     db_ih, db_hh = bias_grads(flat.sum(axis=0), b_ih, b_hh)
     give(dpre)
     return dx, dw_ih, dw_hh, db_ih, db_hh, dh if h0 is not None else None
 
 
-rnn_seq.defvjp(*cached_vjps("rnn_seq", _rnn_backward, 6))
+_rnn_split = split_over_batch(_rnn_forward, _rnn_backward, 1)
+rnn_seq = primitive(_rnn_split[0], saves=True, name="rnn_seq")
+rnn_seq.defvjp(*cached_vjps("rnn_seq", _rnn_split[1], 6))
