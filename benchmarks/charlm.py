@@ -9,6 +9,10 @@ clipped to global norm 5. float32 throughout; both frameworks start from the sam
     python benchmarks/charlm.py                 # one epoch, both frameworks
     python benchmarks/charlm.py --windows 5     # a quick profile run
     python benchmarks/charlm.py --only knetpy   # one framework, in this process (for profiling)
+    python benchmarks/charlm.py --threads 1     # knetpy without its own threads (BLAS threads only)
+
+knetpy runs with ``kp.set_num_threads(cores)``, as PyTorch with ``torch.set_num_threads(cores)``: the
+LSTM runs one part of the batch per thread, and the large GEMMs are split.
 
 Prints a markdown table (seconds, ratio to PyTorch, final loss) and the BLAS libraries that ran.
 The Haswell workaround variables of the development shells slow OpenBLAS down; unset them for a
@@ -68,11 +72,11 @@ def initial_weights(vocab_size, seed=0):
     }
 
 
-def train_knetpy(streams, weights, n_windows):
+def train_knetpy(streams, weights, n_windows, threads=None):
     """One pass over the windows; returns (seconds, last loss)."""
     from knetpy.layers import LSTM, Dense, Embedding
 
-    kp.set_num_threads(os.cpu_count())  # knetpy's own threads split its large ops (like torch's)
+    kp.set_num_threads(threads or os.cpu_count())  # knetpy's own threads split its large ops (like torch's)
     embed = Embedding(*weights["embed"].shape)
     lstm = LSTM(HIDDEN, return_sequences=True, return_state=True)
     out = Dense(weights["w_out"].shape[1])
@@ -167,6 +171,8 @@ def blas_report():
             f"PyTorch {torch.__version__}: BLAS_INFO={blas[0] if blas else '?'} (linked into torch), "
             f"{torch.get_num_threads()} threads"
         )
+    if "knetpy" in sys.modules and kp.get_num_threads() > 1:
+        lines.append(f"knetpy {kp.get_num_threads()} threads (kp.set_num_threads; NumPy's BLAS then runs 1 thread)")
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
@@ -183,6 +189,8 @@ def run_alone(framework, args):
     """Time one framework in a fresh Python process, so that neither pays the other's warm-up
     (first-touch page faults of a new process are slow on virtual machines) nor inherits it."""
     cmd = [sys.executable, __file__, "--only", framework, "--data", args.data, "--result-line"]
+    if args.threads is not None:
+        cmd += ["--threads", str(args.threads)]
     if args.windows is not None:
         cmd += ["--windows", str(args.windows)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)
@@ -201,6 +209,7 @@ def main():
         "--windows", type=int, default=None, help="stop after this many windows (default: one epoch)"
     )
     parser.add_argument("--only", choices=("knetpy", "torch"), default=None, help="run one framework, here")
+    parser.add_argument("--threads", type=int, default=None, help="knetpy's threads (default: the cores)")
     parser.add_argument("--result-line", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -210,7 +219,7 @@ def main():
     if args.only is not None:
         weights = initial_weights(len(vocab))
         if args.only == "knetpy":
-            name, (secs, loss) = "knetpy", train_knetpy(streams, weights, n)
+            name, (secs, loss) = "knetpy", train_knetpy(streams, weights, n, args.threads)
         else:
             import torch
 

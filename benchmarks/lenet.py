@@ -9,6 +9,10 @@ from layers (``Conv2D(..., activation="relu")``, ``MaxPool2D``, ``Dense``) with 
     python benchmarks/lenet.py                 # full epoch, both frameworks
     python benchmarks/lenet.py --batches 10    # a quick subset
     python benchmarks/lenet.py --profile ops   # where knetpy's time goes (cProfile; or: layers)
+    python benchmarks/lenet.py --threads 1     # knetpy without its own threads (BLAS threads only)
+
+knetpy runs with ``kp.set_num_threads(cores)``, as PyTorch runs with ``torch.set_num_threads(cores)``:
+its large ops (im2col, GEMMs, pooling, bias and activation) are split over the batch.
 
 OpenBLAS reads OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE when NumPy loads; ``--native-blas`` re-runs
 this script without them so OpenBLAS picks its kernel for the processor itself. The BLAS that ran
@@ -207,7 +211,13 @@ def blas_description():
     env = ", ".join(
         f"{k}={os.environ[k]}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ
     )
-    return "; ".join(rows) + f" — environment: {env or 'OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset'}"
+    import knetpy as kp
+
+    return (
+        "; ".join(rows)
+        + f" — environment: {env or 'OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset'}"
+        + f"; knetpy threads: {kp.get_num_threads()} (kp.set_num_threads: BLAS runs 1 thread per knetpy thread)"
+    )
 
 
 def main():
@@ -224,6 +234,9 @@ def main():
     parser.add_argument(
         "--only", choices=["ops", "layers", "torch"], action="append", help="run only these (repeatable)"
     )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="knetpy's threads (kp.set_num_threads; default: the cores)"
+    )
     args = parser.parse_args()
 
     if args.native_blas and any(k in os.environ for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")):
@@ -237,7 +250,7 @@ def main():
     # the cores this process may run on (``taskset -c 0`` gives one), so torch matches a pinned run
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     torch.set_num_threads(threads)
-    kp.set_num_threads(threads)  # knetpy's own threads split its large ops (like torch's intra-op threads)
+    kp.set_num_threads(args.threads or threads)  # knetpy's own threads split its large ops (like torch's)
     xtrn, ytrn = load("train")
     xtst, ytst = load("t10k")
     batches = args.batches or len(xtrn) // BATCH

@@ -28,11 +28,13 @@ import numpy as np
 _local = threading.local()  # .inside: this thread is running a part (nested splits run serially)
 _threads = 1
 _workers = None
+_busy = threading.Lock()  # held while the workers run a split op's parts
 _blas = None  # [(threadpoolctl BLAS controller, its thread count before)], while threads are on
 
-# Below these sizes a split costs more (thread hand-off, about 20 us) than it saves.
-MIN_ELEMENTS = 1 << 16
-MIN_FLOPS = 1 << 22
+# Handing a part to a worker thread costs about 20-50 us, so only ops with at least a few hundred
+# microseconds of work are split: 256K elements (1 MB of float32), 32 MFLOP.
+MIN_ELEMENTS = 1 << 18
+MIN_FLOPS = 1 << 25
 
 
 class _Workers:
@@ -137,10 +139,13 @@ def run(fn, parts):
     """Call ``fn(lo, hi)`` for every range in ``parts``, in parallel.
 
     The first range runs on the calling thread. Exceptions in any part are raised here, after
-    every part has finished.
+    every part has finished. Safe to call from several threads at once: while one of them has
+    the workers, the others run their parts one after the other themselves.
     """
-    if len(parts) == 1:
-        fn(*parts[0])
+    if len(parts) == 1 or not _busy.acquire(blocking=False):
+        # one part, or another thread of the program is using the workers: run the parts here
+        for lo, hi in parts:
+            fn(lo, hi)
         return
     _local.inside = True
     error = None
@@ -157,6 +162,7 @@ def run(fn, parts):
                 error = e
     finally:
         _local.inside = False
+        _busy.release()
     if error is not None:
         raise error
 
@@ -184,14 +190,14 @@ def matmul(a, b, out=None):
         return a @ b if out is None else np.matmul(a, b, out=out)
     if out is None:
         out = np.empty((m, n), dtype=np.result_type(a, b))
-    if max(m, n) >= 64 * _threads:
+    if max(m, n) >= 32 * _threads:
         parts = ranges(max(m, n))
         if m >= n:
             run(lambda lo, hi: np.matmul(a[lo:hi], b, out=out[lo:hi]), parts)
         else:
             run(lambda lo, hi: np.matmul(a, b[:, lo:hi], out=out[:, lo:hi]), parts)
         return out
-    if k < 64 * _threads:
+    if k < 32 * _threads:
         return np.matmul(a, b, out=out)
     parts = ranges(k)
     partial = np.empty((len(parts), m, n), dtype=out.dtype)

@@ -285,3 +285,23 @@ def test_charlm_refuses_a_zero_temperature(capsys):
 def test_digits_with_a_path_is_refused(tmp_path):
     with pytest.raises(ExampleError, match="--path does not apply"):
         softmax.main(["--dataset", "digits", "--path", str(tmp_path), "--out", str(tmp_path)])
+
+
+@needs_sklearn
+def test_lenet_with_threads_learns_and_leaves_the_setting_as_it_was(tmp_path, capsys):
+    pytest.importorskip("threadpoolctl")
+    from knetpy.examples import lenet
+
+    before = kp.get_num_threads()
+    result = lenet.main(["--quick", "--dataset", "digits", "--epochs", str(DIGITS_EPOCHS), "--threads", "2",
+                         "--out", str(tmp_path), "--no-plot"])
+    _check_image_run("lenet", result, capsys.readouterr().out)
+    assert kp.get_num_threads() == before
+
+
+def test_threads_option_refuses_bad_values(capsys):
+    from knetpy.examples import lenet
+
+    with pytest.raises(SystemExit):
+        lenet.main(["--threads", "0"])
+    assert "--threads" in capsys.readouterr().err

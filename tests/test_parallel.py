@@ -304,3 +304,45 @@ def test_rnn_split_with_three_parts_and_no_input_gradient(split, rng):
 
     ref, got = run_both(f, split, n_threads=3)
     assert_tree_close(ref, got, rtol=1e-10, atol=1e-10)
+
+
+def test_split_ops_from_several_user_threads_at_once(split, rng):
+    """Two threads training at once share the workers safely (one waits for none: it runs serially)."""
+    kp.set_num_threads(2)
+    a = rng.standard_normal((400, 300))
+    b = rng.standard_normal((300, 200))
+    want = a @ b
+    results, errors = [], []
+
+    def work():
+        try:
+            for _ in range(20):
+                results.append(np.abs(parallel.matmul(a, b) - want).max())
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(results) == 60 and max(results) < 1e-9
+
+
+def test_threads_survive_fork(split):
+    import multiprocessing as mp
+
+    if "fork" not in mp.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    kp.set_num_threads(2)
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:
+        total = pool.apply(_split_sum_in_child)
+    assert total == sum(range(8))
+
+
+def _split_sum_in_child():
+    seen = []
+    parallel.run(lambda lo, hi: seen.extend(range(lo, hi)), [(0, 4), (4, 8)])
+    return sum(seen)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
+import os
 import sys
 from pathlib import Path
 
@@ -120,6 +122,39 @@ def add_image_options(parser):
                         help=f"{listed} (default: %(default)s)")
     parser.add_argument("--path", type=Path, default=None,
                         help="folder holding the dataset's IDX files (default: the usual lookup of kp.datasets)")
+
+
+def add_threads_option(parser):
+    """``--threads N|auto``: knetpy's own threads for the large ops (see ``kp.set_num_threads``)."""
+    parser.add_argument("--threads", type=threads_value, default="auto",
+                        help="threads knetpy splits its large ops over: a number, or auto (the cores, when "
+                             "threadpoolctl is installed; else 1) (default: %(default)s)")
+
+
+def threads_value(text):
+    if text == "auto":
+        return text
+    return positive(int)(text)
+
+
+@contextlib.contextmanager
+def knetpy_threads(setting):
+    """Run the block with ``setting`` threads (a number or 'auto'); the previous setting afterwards."""
+    from .. import parallel
+
+    before = parallel.get_num_threads()
+    if setting == "auto":
+        try:
+            import threadpoolctl  # noqa: F401
+        except ImportError:
+            setting = 1
+        else:
+            setting = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    parallel.set_num_threads(setting)
+    try:
+        yield setting
+    finally:
+        parallel.set_num_threads(before)
 
 
 def parse(parser, argv):

@@ -29,8 +29,10 @@ from ._common import (
     CHECKPOINT,
     ExampleError,
     add_sized_option,
+    add_threads_option,
     add_training_options,
     knet_line,
+    knetpy_threads,
     make_parser,
     parse,
     positive,
@@ -53,6 +55,7 @@ def build_parser(prog=None):
     add_sized_option(parser, "--embed", 256, 32, help="embedding size")
     add_sized_option(parser, "--hidden", 256, 64, help="LSTM size")
     parser.add_argument("--clip", type=positive(float), default=5.0, help="gradient norm limit (default: %(default)s)")
+    add_threads_option(parser)
     parser.add_argument("--sample", type=int, default=300,
                         help="characters to generate after training (default: %(default)s; 0 for none)")
     parser.add_argument("--generate", type=positive(int), default=None, metavar="N",
@@ -168,6 +171,12 @@ def main(argv=None, prog=None):
     args = parse(parser, argv)
     if args.sample < 0:
         parser.error(f"--sample must be 0 or more, got {args.sample}")
+    with knetpy_threads(args.threads):
+        return run(args)
+
+
+def run(args):
+    """What :func:`main` does once the options are parsed and checked."""
     kp.set_seed(args.seed)
     if args.generate is not None:
         model, vocab = load_model(args.model or args.out / CHECKPOINT)

@@ -17,9 +17,11 @@ from knetpy.layers import Conv2D, Dense, Flatten, MaxPool2D
 
 from ._common import (
     add_image_options,
+    add_threads_option,
     add_training_options,
     describe_images,
     fit_and_report,
+    knetpy_threads,
     load_images,
     make_parser,
     parse,
@@ -34,6 +36,7 @@ def build_parser(prog=None):
     parser = make_parser(NAME, __doc__, prog)
     add_image_options(parser)
     add_training_options(parser, epochs=(3, 1), batch_size=(100, 100), lr=1e-3, optimizer="adam")
+    add_threads_option(parser)
     return parser
 
 
@@ -58,7 +61,8 @@ def main(argv=None, prog=None):
     xtrn, ytrn, xtst, ytst = load_images(args.dataset, args.path, quick=args.quick, seed=args.seed)
     print(describe_images(args.dataset, xtrn, xtst))
     model = build_model(xtrn.shape[-1])
-    return fit_and_report(model, args, (xtrn, ytrn, xtst, ytst), title=f"LeNet on {args.dataset}")
+    with knetpy_threads(args.threads):
+        return fit_and_report(model, args, (xtrn, ytrn, xtst, ytst), title=f"LeNet on {args.dataset}")
 
 
 if __name__ == "__main__":
