@@ -2,7 +2,8 @@
 
 Model: conv 5x5x20 -> relu -> maxpool 2 -> conv 5x5x50 -> relu -> maxpool 2 -> dense 500 relu ->
 dense 10; batch 100, plain SGD with learning rate 0.1, softmax cross-entropy. Both frameworks start
-from the same weights and see the batches in the same order. knetpy runs twice: written the Knet
+from the same weights and see the batches in the same order; the frameworks take turns, 20 batches each
+(``--chunk``), so that the machine's slow spells hit them alike. knetpy runs twice: written the Knet
 way (``kp.conv4``/``kp.pool`` on raw arrays, the loss differentiated with ``kp.grad``), and built
 from layers (``Conv2D(..., activation="relu")``, ``MaxPool2D``, ``Dense``) with ``backward()``.
 
@@ -93,6 +94,7 @@ def initial_weights(model):
 
 
 def run_torch(torch, model, xtrn, ytrn, xtst, ytst, batches):
+    """Train (a generator: one step per batch), then return (batch times, losses, test accuracy)."""
     opt = torch.optim.SGD(model.parameters(), lr=LR)
     xt, yt = torch.from_numpy(xtrn), torch.from_numpy(ytrn)
     losses, times = [], []
@@ -105,6 +107,7 @@ def run_torch(torch, model, xtrn, ytrn, xtst, ytst, batches):
         opt.step()
         losses.append(loss.item())
         times.append(time.perf_counter() - tick)
+        yield  # one batch done: the driver may switch frameworks here
     with torch.no_grad():
         hits = sum(
             int((model(torch.from_numpy(xtst[i : i + 1000])).argmax(1).numpy() == ytst[i : i + 1000]).sum())
@@ -140,6 +143,7 @@ def run_knetpy(kp, weights, xtrn, ytrn, xtst, ytst, batches):
             p -= LR * g
         losses.append(float(loss))
         times.append(time.perf_counter() - tick)
+        yield  # one batch done: the driver may switch frameworks here
     hits = sum(
         int((predict(kp, w, xtst[i : i + 1000]).argmax(1) == ytst[i : i + 1000]).sum())
         for i in range(0, len(xtst), 1000)
@@ -189,12 +193,41 @@ def run_layers(kp, weights, xtrn, ytrn, xtst, ytst, batches):
             p -= LR * p.grad
         losses.append(float(loss.value))
         times.append(time.perf_counter() - tick)
+        yield  # one batch done: the driver may switch frameworks here
     with kp.no_grad():
         hits = sum(
             int((forward(xtst[i : i + 1000]).value.argmax(1) == ytst[i : i + 1000]).sum())
             for i in range(0, len(xtst), 1000)
         )
     return times, losses, hits / max(len(xtst), 1)
+
+
+def finish(steps):
+    """Run a training generator to its end; its result."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def interleave(trainings, chunk):
+    """Advance the training generators in turn, ``chunk`` batches each, until all are done.
+
+    The frameworks take turns through the epoch, so a slow spell of the machine (other work on the
+    host) hits all of them alike instead of whichever happened to be running; the ratio measures
+    the frameworks, not the moment. Returns {name: result}.
+    """
+    results, active = {}, dict(trainings)
+    while active:
+        for name, steps in list(active.items()):
+            try:
+                for _ in range(chunk):
+                    next(steps)
+            except StopIteration as done:
+                results[name] = done.value
+                del active[name]
+    return {name: results[name] for name in trainings}
 
 
 def blas_description():
@@ -237,6 +270,9 @@ def main():
     parser.add_argument(
         "--threads", type=int, default=None, help="knetpy's threads (kp.set_num_threads; default: the cores)"
     )
+    parser.add_argument(
+        "--chunk", type=int, default=20, help="batches each framework trains before the next takes a turn"
+    )
     args = parser.parse_args()
 
     if args.native_blas and any(k in os.environ for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")):
@@ -262,10 +298,10 @@ def main():
         import pstats
 
         run = run_layers if args.profile == "layers" else run_knetpy
-        run(kp, weights, xtrn, ytrn, xtst[:1000], ytst[:1000], 2)  # warm up
+        finish(run(kp, weights, xtrn, ytrn, xtst[:1000], ytst[:1000], 2))  # warm up
         prof = cProfile.Profile()
         prof.enable()
-        run(kp, weights, xtrn, ytrn, xtst[:0], ytst[:0], batches)
+        finish(run(kp, weights, xtrn, ytrn, xtst[:0], ytst[:0], batches))
         prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
         return
@@ -278,10 +314,8 @@ def main():
         ),
         "torch": ("PyTorch", lambda: run_torch(torch, model, xtrn, ytrn, xtst, ytst, batches)),
     }
-    results = {}
-    for key in args.only or list(runs):
-        name, run = runs[key]
-        results[name] = run()
+    chosen = dict(runs[key] for key in (args.only or list(runs)))
+    results = interleave({name: run() for name, run in chosen.items()}, args.chunk)
 
     base = sum(results["PyTorch"][0]) if "PyTorch" in results else float("nan")
     base_median = np.median(results["PyTorch"][0]) if "PyTorch" in results else float("nan")

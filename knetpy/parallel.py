@@ -12,9 +12,9 @@ thread (threadpoolctl sets it, and ``set_num_threads(1)`` puts the old count bac
 GEMMs of knetpy's ops go through :func:`matmul` here, so they are split instead.
 
 Each part runs the same code as the whole op on its rows, so results equal the one-thread results
-(a GEMM split along its inner dimension adds partial sums, which can round differently in the last
-bits). Threads are off by default: ``set_num_threads(1)``, or the environment variable
-``KNETPY_NUM_THREADS``, chooses.
+up to floating-point rounding (a GEMM split along its inner dimension adds partial sums, and BLAS
+may order a sum differently with one thread than with several). Threads are off by default;
+``set_num_threads``, or the environment variable ``KNETPY_NUM_THREADS`` at import, turns them on.
 """
 
 from __future__ import annotations
@@ -109,8 +109,9 @@ def get_num_threads():
 
 
 def _after_fork_in_child():
-    # Worker threads do not survive fork(): start new ones on demand in the child.
-    global _workers
+    # Worker threads do not survive fork(): the child starts its own (and a lock nobody holds).
+    global _workers, _busy
+    _busy = threading.Lock()
     if _workers is not None:
         _workers = _Workers(_threads - 1)
 
@@ -142,22 +143,23 @@ def run(fn, parts):
     every part has finished. Safe to call from several threads at once: while one of them has
     the workers, the others run their parts one after the other themselves.
     """
-    if len(parts) == 1 or not _busy.acquire(blocking=False):
-        # one part, or another thread of the program is using the workers: run the parts here
+    workers = _workers
+    if workers is None or len(parts) > len(workers.tasks) + 1 or not _busy.acquire(blocking=False):
+        # threads off meanwhile, or another thread of the program is using the workers: run here
         for lo, hi in parts:
             fn(lo, hi)
         return
     _local.inside = True
     error = None
     try:
-        for q, (lo, hi) in zip(_workers.tasks, parts[1:]):
+        for q, (lo, hi) in zip(workers.tasks, parts[1:]):
             q.put((fn, lo, hi))
         try:
             fn(*parts[0])
         except BaseException as e:
             error = e
         for _ in parts[1:]:
-            e = _workers.done.get()
+            e = workers.done.get()
             if error is None and e is not None:
                 error = e
     finally:

@@ -38,7 +38,7 @@ def _split(ufunc, python_op):
     """The binary op: NumPy arrays through ``ufunc`` (split over knetpy's threads when large)."""
 
     def fn(x, y):
-        if type(x) is np.ndarray and (type(y) is np.ndarray or isinstance(y, (int, float))):
+        if parallel._threads > 1 and type(x) is np.ndarray and (type(y) is np.ndarray or isinstance(y, (int, float))):
             return parallel.elementwise(ufunc, x, y)
         return python_op(x, y)
 

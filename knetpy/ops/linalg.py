@@ -25,8 +25,8 @@ def _ndim(x):
 def matmul(a, b):
     """Matrix product with NumPy's batching rules (``a @ b``)."""
     try:
-        if type(a) is np.ndarray and type(b) is np.ndarray and a.ndim == 2 and b.ndim == 2:
-            return parallel.matmul(a, b)  # split over knetpy's threads when they are on and it pays
+        if parallel._threads > 1 and type(a) is np.ndarray and type(b) is np.ndarray:
+            return parallel.matmul(a, b)  # split over knetpy's threads when it pays
         return a @ b
     except ValueError:
         sa, sb = _shape(a), _shape(b)
@@ -42,7 +42,7 @@ def _mT(x):
 
 def _matmul2(a, b):
     """A 2-D product inside a VJP: raw arrays go to the (possibly split) GEMM, tensors record."""
-    if type(a) is np.ndarray and type(b) is np.ndarray:
+    if parallel._threads > 1 and type(a) is np.ndarray and type(b) is np.ndarray:
         return parallel.matmul(a, b)
     return a @ b
 
