@@ -169,9 +169,12 @@ def run(fn, parts):
         raise error
 
 
-def for_rows(fn, n, work=None):
-    """``fn(lo, hi)`` over ``n`` rows: split when worth it, else one call ``fn(0, n)``."""
-    parts = ranges(n, work)
+def for_rows(fn, n, work=None, xp=np):
+    """``fn(lo, hi)`` over ``n`` rows: split when worth it, else one call ``fn(0, n)``.
+
+    ``xp`` is the op's array namespace: only NumPy work is split (a GPU has parallelism of its own).
+    """
+    parts = ranges(n, work) if xp is np else None
     if parts is None:
         fn(0, n)
     else:

@@ -211,7 +211,7 @@ def _conv_matrix(w, x, geom, out_spatial, epilogue=None):
         if epilogue is not None:
             epilogue(y[r])
 
-    parallel.for_rows(part, x.shape[0], cols.size)
+    parallel.for_rows(part, x.shape[0], cols.size, xp)
     return y, _Saved(cols, buffer), out_spatial
 
 
@@ -244,7 +244,7 @@ def _conv_transpose(w, y, geom=None, in_spatial=None):
         xp.matmul(gy[r].transpose(1, 0, 2)[None], wk, out=blocks[:, :, r])
         col2im_into(full[lo:hi], blocks[:, :, r], kernel, geom.stride, geom.dilation, out_spatial)
 
-    parallel.for_rows(part, n, blocks.size)
+    parallel.for_rows(part, n, blocks.size, xp)
     give(blocks)
     full = full.reshape(n, *padded, g * wk.shape[-1])
     crop = (slice(None),) + tuple(slice(p, p + s) for p, s in zip(geom.padding, in_spatial))
@@ -330,7 +330,7 @@ def _pre_activation_grad(g, ans, saved, relu):
             act = to_channels_last(ans)
             out = recycle.empty(xp, pre.shape, pre.dtype)
             parallel.for_rows(
-                lambda lo, hi: xp.multiply(pre[lo:hi], act[lo:hi] > 0, out=out[lo:hi]), pre.shape[0], pre.size
+                lambda lo, hi: xp.multiply(pre[lo:hi], act[lo:hi] > 0, out=out[lo:hi]), pre.shape[0], pre.size, xp
             )
             pre = out
         saved.grad_source, saved.pre_grad = g, from_channels_last(pre)

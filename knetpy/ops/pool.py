@@ -160,7 +160,7 @@ class _Switches:
                 for k, sl in enumerate(slices):
                     xp.multiply(g[lo:hi], code[lo:hi] == k, out=dx[lo:hi][sl])
 
-            parallel.for_rows(part, g.shape[0], dx.size)
+            parallel.for_rows(part, g.shape[0], dx.size, xp)
             return dx
         padded = self.in_shape[:2] + tuple(s + 2 * p for s, p in zip(self.in_shape[2:], geom.padding))
         dx = _zeros_like_layout(self.like, padded, g.dtype)
@@ -200,7 +200,7 @@ def _max_windows(x, geom, out):
             xp.maximum(ys, v, out=ys)
             cs += better * (k - cs)  # branch-free "code = k where better"
 
-    parallel.for_rows(part, x.shape[0], x.size)
+    parallel.for_rows(part, x.shape[0], x.size, xp)
     return y, _Switches(code, geom, x.shape, x)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
+
 from .. import parallel
 from ..autograd import Tensor
 from ..backend import array_namespace
@@ -133,7 +135,7 @@ def split_over_batch(forward, backward, n_states):
     def split_forward(x, w_ih, w_hh, b_ih=None, b_hh=None, *states, mask=None, **kw):
         N, T = x.shape[:2]
         H = w_hh.shape[0]
-        parts = parallel.ranges(N, N * T * H * 4)
+        parts = parallel.ranges(N, N * T * H * 4) if type(x) is np.ndarray else None
         if parts is None:
             return forward(x, w_ih, w_hh, b_ih, b_hh, *states, mask=mask, **kw)
         xp = array_namespace(x, w_hh)
