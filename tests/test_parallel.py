@@ -346,3 +346,12 @@ def _split_sum_in_child():
     seen = []
     parallel.run(lambda lo, hi: seen.extend(range(lo, hi)), [(0, 4), (4, 8)])
     return sum(seen)
+
+
+def test_only_numpy_work_is_split(split):
+    kp.set_num_threads(2)
+    seen = []
+    parallel.for_rows(lambda lo, hi: seen.append((lo, hi)), 10, xp=object())  # e.g. CuPy: the GPU splits
+    assert seen == [(0, 10)] and not split
+    parallel.for_rows(lambda lo, hi: seen.append((lo, hi)), 10)
+    assert sorted(seen[1:]) == [(0, 5), (5, 10)]
