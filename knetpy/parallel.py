@@ -248,5 +248,17 @@ def elementwise(fn, *args):
     return out
 
 
-if os.environ.get("KNETPY_NUM_THREADS"):
-    set_num_threads(int(os.environ["KNETPY_NUM_THREADS"]))
+def _from_environment():
+    value = os.environ.get("KNETPY_NUM_THREADS", "").strip()
+    if not value:
+        return
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"KNETPY_NUM_THREADS must be a positive integer (knetpy's threads), got {value!r}")
+    set_num_threads(n)
+
+
+_from_environment()

@@ -355,3 +355,20 @@ def test_only_numpy_work_is_split(split):
     assert seen == [(0, 10)] and not split
     parallel.for_rows(lambda lo, hi: seen.append((lo, hi)), 10)
     assert sorted(seen[1:]) == [(0, 5), (5, 10)]
+
+
+@pytest.mark.parametrize("value,ok", [("2", True), ("1", True), ("0", False), ("two", False)])
+def test_environment_variable(value, ok):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "KNETPY_NUM_THREADS": value}
+    code = "import knetpy as kp; print(kp.get_num_threads())"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    if ok:
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == value
+    else:
+        assert done.returncode != 0
+        assert "KNETPY_NUM_THREADS must be a positive integer" in done.stderr
