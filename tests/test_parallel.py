@@ -372,3 +372,27 @@ def test_environment_variable(value, ok):
     else:
         assert done.returncode != 0
         assert "KNETPY_NUM_THREADS must be a positive integer" in done.stderr
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 4096, 1 << 19], ids=["one-sample", "few-samples", "default"])
+@pytest.mark.parametrize("case", CONV_CASES + [dict(cin=2, cout=3, k=3, padding=2, stride=1, groups=1, mode=0, dilation=2)],
+                         ids=lambda c: f"cin{c['cin']}-g{c['groups']}-d{c.get('dilation', 1)}" if isinstance(c, dict) else c)
+def test_conv_streamed_windows_match(split, rng, monkeypatch, chunk_bytes, case):
+    """With threads on, each thread streams its samples' windows through a small buffer."""
+    from knetpy.ops import conv
+
+    monkeypatch.setattr(conv, "CHUNK_BYTES", chunk_bytes)
+    assert conv.STREAM_WINDOWS
+    k = case["k"] if isinstance(case["k"], tuple) else (case["k"],) * 2
+    w = rng.standard_normal((case["cout"], case["cin"] // case["groups"], *k))
+    b = rng.standard_normal(case["cout"])
+    x = rng.standard_normal((7, case["cin"], 9, 8))
+    opts = {key: case[key] for key in ("padding", "stride", "groups", "mode")}
+    opts["dilation"] = case.get("dilation", 1)
+
+    def loss(w, b, x):
+        y = kp.conv4_bias(w, x, b, relu=True, **opts)
+        return kp.sum(y * y) + kp.sum(kp.conv4(w, x, **opts) ** 3)
+
+    ref, got = run_both(lambda: kp.value_and_grad(loss, argnums=(0, 1, 2))(w, b, x), split)
+    assert_tree_close(ref, got, rtol=1e-10, atol=1e-10)

@@ -114,44 +114,67 @@ def im2col_plan(xpad, kernel, stride, dilation, out_spatial, groups):
     """:func:`im2col` in two steps: ``(cols, buffer, fill)``, where ``fill(lo, hi)`` gathers the
     windows of samples lo..hi-1 (the rows of ``cols`` they own), so parts of a batch can be filled
     by different threads."""
-    xp = array_namespace(xpad)
-    n, c = xpad.shape[0], xpad.shape[-1]
-    nd = len(kernel)
-    cg = c // groups
-    reach = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
-    windows = xp.lib.stride_tricks.sliding_window_view(xpad, reach, axis=tuple(range(1, nd + 1)))
-    # windows: (N, *positions, C, *reach) -> keep the strided positions and the dilated taps.
-    pick = (
-        (slice(None),)
-        + tuple(slice(0, s * (o - 1) + 1, s) for s, o in zip(stride, out_spatial))
-        + (slice(None),)
-        + tuple(slice(None, None, d) for d in dilation)
-    )
-    windows = windows[pick]
-    rows = n * math.prod(out_spatial)
-    if c == 1:
+    gather = WindowGather(xpad, kernel, stride, dilation, out_spatial, groups)
+    n = xpad.shape[0]
+    buffer = gather.buffer(n)
+    return gather.cols(buffer, n), buffer, lambda lo, hi: gather.fill(buffer, lo, hi, lo)
+
+
+class WindowGather:
+    """The windows of every output position of a padded (N, *Sp, C) input, as a strided view, and
+    their copy into GEMM-ready rows for any range of samples (all at once, or a few at a time into
+    a small buffer that stays in cache)."""
+
+    def __init__(self, xpad, kernel, stride, dilation, out_spatial, groups):
+        xp = array_namespace(xpad)
+        n, c = xpad.shape[0], xpad.shape[-1]
+        nd = len(kernel)
+        self.xp, self.dtype, self.groups = xp, xpad.dtype, groups
+        self.kernel, self.out_spatial = tuple(kernel), tuple(out_spatial)
+        self.per_sample = math.prod(out_spatial)
+        self.cg = c // groups
+        reach = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
+        windows = xp.lib.stride_tricks.sliding_window_view(xpad, reach, axis=tuple(range(1, nd + 1)))
+        # windows: (N, *positions, C, *reach) -> keep the strided positions and the dilated taps.
+        pick = (
+            (slice(None),)
+            + tuple(slice(0, s * (o - 1) + 1, s) for s, o in zip(stride, out_spatial))
+            + (slice(None),)
+            + tuple(slice(None, None, d) for d in dilation)
+        )
+        windows = windows[pick]
         # One channel (e.g. a grayscale first layer): a window row would be runs of a kernel width
         # only, so gather kernel-position-major instead, (K, N*L), copying whole output rows, and
         # hand the GEMM the transposed view (BLAS reads it without a copy).
-        order = (nd + 1, *range(nd + 2, 2 * nd + 2), 0, *range(1, nd + 1))
-        buffer = recycle.take_buffer(xp, (1, *kernel, n, *out_spatial), xpad.dtype)
-        source = windows.transpose(order)
-        lead = (slice(None),) * (nd + 1)  # the batch axis comes after (1, *kernel)
+        self.kernel_major = c == 1
+        if self.kernel_major:
+            self.source = windows.transpose((nd + 1, *range(nd + 2, 2 * nd + 2), 0, *range(1, nd + 1)))
+            self.lead = (slice(None),) * (nd + 1)  # the batch axis comes after (1, *kernel)
+        else:
+            windows = windows.reshape(n, *out_spatial, groups, self.cg, *kernel)
+            # (N, *O, G, Cg, *K) -> (N, *O, G, *K, Cg): each window's runs of (kernel width x Cg) stay contiguous.
+            self.source = windows.transpose(tuple(range(nd + 2)) + tuple(range(nd + 3, 2 * nd + 3)) + (nd + 2,))
+            self.lead = ()
 
-        def fill(lo, hi):
-            buffer[lead + (slice(lo, hi),)] = source[lead + (slice(lo, hi),)]
+    def buffer(self, m):
+        """A pooled buffer for the windows of ``m`` samples (give it back with ``buffer_pool.give``)."""
+        if self.kernel_major:
+            shape = (1, *self.kernel, m, *self.out_spatial)
+        else:
+            shape = (m, *self.out_spatial, self.groups, *self.kernel, self.cg)
+        return recycle.take_buffer(self.xp, shape, self.dtype)
 
-        return buffer.reshape(math.prod(kernel), rows).T.reshape(rows, 1, math.prod(kernel)), buffer, fill
-    windows = windows.reshape(n, *out_spatial, groups, cg, *kernel)
-    # (N, *O, G, Cg, *K) -> (N, *O, G, *K, Cg): each window's runs of (kernel width x Cg) stay contiguous.
-    order = tuple(range(nd + 2)) + tuple(range(nd + 3, 2 * nd + 3)) + (nd + 2,)
-    buffer = recycle.take_buffer(xp, (n, *out_spatial, groups, *kernel, cg), xpad.dtype)
-    source = windows.transpose(order)
+    def fill(self, buffer, lo, hi, at=0):
+        """Copy the windows of samples lo..hi-1 into ``buffer``'s samples at, at+1, ..."""
+        dst = self.lead + (slice(at, at + hi - lo),)
+        buffer[dst] = self.source[self.lead + (slice(lo, hi),)]
 
-    def fill(lo, hi):
-        buffer[lo:hi] = source[lo:hi]
-
-    return buffer.reshape(rows, groups, math.prod(kernel) * cg), buffer, fill
+    def cols(self, buffer, m):
+        """``buffer`` (from :meth:`buffer`) as the (m*L, G, K*Cg) matrix of :func:`im2col`."""
+        rows, k = m * self.per_sample, math.prod(self.kernel)
+        if self.kernel_major:
+            return buffer.reshape(k, rows).T.reshape(rows, 1, k)
+        return buffer.reshape(rows, self.groups, k * self.cg)
 
 
 def col2im(blocks, padded_spatial, kernel, stride, dilation, out_spatial):
