@@ -104,6 +104,17 @@ def test_reduction_axis_out_of_range():
             op(P(2, 3), axis=2)
 
 
+@pytest.mark.parametrize("name", ["sum", "mean", "max", "min", "amax", "prod", "var", "std", "argmax", "argmin"])
+@pytest.mark.parametrize("x", [np.ones((2, 3)), P(2, 3)], ids=["array", "tensor"])
+def test_reductions_name_the_op_the_axis_and_the_shape(name, x):
+    op_name = {"amax": "max"}.get(name, name)
+    pattern = rf"{op_name}: axis 5 is out of bounds for an array of shape \(2, 3\) \(valid axes: -2 to 1\)"
+    with pytest.raises(np.exceptions.AxisError, match=pattern):
+        getattr(kp, name)(x, axis=5)
+    with pytest.raises(IndexError):  # still catchable as NumPy's own error is
+        getattr(kp, name)(x, axis=-3)
+
+
 # -- losses ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "call, error, pattern",

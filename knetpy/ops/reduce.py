@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..autograd import Tensor, primitive
@@ -49,7 +51,26 @@ def _shape(x):
     return x.shape if hasattr(x, "shape") else np.shape(x)
 
 
+def _names_axis(fwd):
+    """``fwd`` with NumPy's bare out-of-range-axis error reworded to name the op and the shape
+    (still an AxisError, so a ValueError and an IndexError as well)."""
+
+    @functools.wraps(fwd)
+    def checked(x, axis=None, *args, **kw):
+        try:
+            return fwd(x, axis, *args, **kw)
+        except np.exceptions.AxisError:
+            shape = tuple(_shape(x))
+            raise np.exceptions.AxisError(
+                f"{fwd.__name__}: axis {axis!r} is out of bounds for an array of shape {shape} "
+                f"(valid axes: {-len(shape)} to {len(shape) - 1})"
+            ) from None
+
+    return checked
+
+
 @primitive
+@_names_axis
 def sum(x, axis=None, keepdims=False):
     """Sum over ``axis``."""
     if hasattr(x, "sum"):
@@ -61,6 +82,7 @@ sum.defvjp(lambda g, ans, x, axis=None, keepdims=False: _expand(g, _shape(x), ax
 
 
 @primitive
+@_names_axis
 def mean(x, axis=None, keepdims=False):
     """Mean over ``axis``."""
     xp = array_namespace(x)
@@ -86,12 +108,14 @@ def _extreme_vjp(g, ans, x, axis=None, keepdims=False):
 
 
 @primitive
+@_names_axis
 def max(x, axis=None, keepdims=False):
     """Maximum over ``axis``."""
     return array_namespace(x).max(x, axis=axis, keepdims=keepdims)
 
 
 @primitive
+@_names_axis
 def min(x, axis=None, keepdims=False):
     """Minimum over ``axis``."""
     return array_namespace(x).min(x, axis=axis, keepdims=keepdims)
@@ -103,6 +127,7 @@ amax, amin = max, min
 
 
 @primitive
+@_names_axis
 def var(x, axis=None, ddof=0, keepdims=False):
     """Variance over ``axis`` (``ddof=1`` for the unbiased estimate)."""
     return array_namespace(x).var(x, axis=axis, ddof=ddof, keepdims=keepdims)
@@ -119,10 +144,15 @@ var.defvjp(_var_vjp)
 
 def std(x, axis=None, ddof=0, keepdims=False):
     """Standard deviation over ``axis``."""
-    return sqrt(var(x, axis=axis, ddof=ddof, keepdims=keepdims))
+    try:
+        v = var(x, axis=axis, ddof=ddof, keepdims=keepdims)
+    except np.exceptions.AxisError as e:
+        raise np.exceptions.AxisError(str(e).replace("var:", "std:", 1)) from None
+    return sqrt(v)
 
 
 @primitive
+@_names_axis
 def prod(x, axis=None, keepdims=False):
     """Product over ``axis``."""
     return array_namespace(x).prod(x, axis=axis, keepdims=keepdims)
@@ -151,8 +181,18 @@ def _prod_vjp(g, ans, x, axis=None, keepdims=False):
 
 prod.defvjp(_prod_vjp)
 
-argmax = _nondiff_wrap("argmax", lambda x, axis=None, keepdims=False: x.argmax(axis=axis, keepdims=keepdims))
-argmin = _nondiff_wrap("argmin", lambda x, axis=None, keepdims=False: x.argmin(axis=axis, keepdims=keepdims))
+@_names_axis
+def argmax(x, axis=None, keepdims=False):
+    return x.argmax(axis=axis, keepdims=keepdims)
+
+
+@_names_axis
+def argmin(x, axis=None, keepdims=False):
+    return x.argmin(axis=axis, keepdims=keepdims)
+
+
+argmax = _nondiff_wrap("argmax", argmax)
+argmin = _nondiff_wrap("argmin", argmin)
 
 
 def _reduce_method(op):
