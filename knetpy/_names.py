@@ -67,7 +67,9 @@ class Registry:
         if isinstance(fn, dict):
             return dict(fn)
         if isinstance(fn, functools.partial) and not fn.args and id(fn.func) in self.name_of:
-            return {"name": self.name_of[id(fn.func)], **fn.keywords}
+            # arrays (e.g. class weights) as lists: the spec is written as JSON
+            params = {k: v.tolist() if hasattr(v, "tolist") else v for k, v in fn.keywords.items()}
+            return {"name": self.name_of[id(fn.func)], **params}
         if id(fn) in self.name_of:
             return self.name_of[id(fn)]
         raise ValueError(

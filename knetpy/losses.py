@@ -217,12 +217,16 @@ def bce_with_logits(logits, target, pos_weight=None, reduction="mean"):
 
 
 # -- multiclass classification -------------------------------------------------------------------------------
-def cross_entropy(logits, target, axis=1, label_smoothing=0.0, reduction="mean"):
+def cross_entropy(logits, target, axis=1, label_smoothing=0.0, reduction="mean", weight=None, ignore_index=None):
     """Softmax cross-entropy of ``logits`` (classes on ``axis``, 1 by default, as in PyTorch).
 
     ``target`` is either integer class labels, shaped like ``logits`` without the class axis, or
     class probabilities (one-hot or soft) shaped like ``logits``. ``label_smoothing`` mixes the
     target with the uniform distribution: (1 - eps) * target + eps / C.
+
+    ``weight`` (C,) rescales each class's term; with labels, the mean is then taken over the
+    weights of the samples' classes (PyTorch's weighted mean). ``ignore_index``: samples with this
+    label add nothing and do not count in the mean (labels only; e.g. padding in a sequence).
     """
     name = "cross_entropy"
     _check_reduction(reduction, name)
@@ -231,12 +235,19 @@ def cross_entropy(logits, target, axis=1, label_smoothing=0.0, reduction="mean")
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{name}: label_smoothing must be in [0, 1], got {label_smoothing}")
     n_class = logits.shape[ax]
+    w = None if weight is None else _class_weights(weight, logits, n_class, name)
+    if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer))):
+        raise TypeError(f"{name}: ignore_index must be an int (a label value), got {ignore_index!r}")
     t = _raw(target)
     t_dtype = t.dtype if hasattr(t, "dtype") else np.asarray(t).dtype
     if t_dtype.kind == "f" and _shape(t) == tuple(logits.shape):
+        if ignore_index is not None:
+            raise ValueError(f"{name}: ignore_index applies to integer class labels, not to probability targets")
         probs = _as_target(target, logits, name)
         if label_smoothing:
             probs = probs * (1 - label_smoothing) + label_smoothing / n_class
+        if w is not None:
+            probs = probs * w
         per_sample = -_sum(probs * logp(logits, ax), axis=ax)
         return _reduce(per_sample, reduction)
     if t_dtype.kind == "f":
@@ -244,6 +255,8 @@ def cross_entropy(logits, target, axis=1, label_smoothing=0.0, reduction="mean")
             f"{name}: float targets must be class probabilities with the logits' shape "
             f"{tuple(logits.shape)}, got shape {_shape(t)}; class labels must be integers, got dtype {t_dtype}"
         )
+    if w is not None or ignore_index is not None:
+        return _weighted_cross_entropy(logits, t, ax, label_smoothing, reduction, w, ignore_index, name)
     labels = _labels(logits, target, ax, name)
     eps = label_smoothing
     if reduction != "none":
@@ -258,6 +271,45 @@ def cross_entropy(logits, target, axis=1, label_smoothing=0.0, reduction="mean")
     if eps:
         per_sample = per_sample * (1 - eps) - _mean(lp, axis=ax) * eps
     return per_sample
+
+
+def _class_weights(weight, logits, n_class, name):
+    """``weight`` as a raw (C,) array in the logits' dtype, shaped to broadcast along the class axis."""
+    w = as_array(_raw(weight))
+    if w.shape != (n_class,):
+        raise ValueError(f"{name}: weight must have shape ({n_class},) (one per class), got {w.shape}")
+    if w.dtype.kind not in "fiu":
+        raise TypeError(f"{name}: weight must be numeric, got dtype {w.dtype}")
+    xp = array_namespace(w)
+    if not bool(xp.all(xp.isfinite(w))) or bool(xp.any(w < 0)):
+        raise ValueError(f"{name}: weight must be finite and non-negative, got {w}")
+    return w.astype(_raw(logits).dtype)
+
+
+def _weighted_cross_entropy(logits, labels, ax, eps, reduction, w, ignore_index, name):
+    """cross_entropy over integer labels with class weights and/or an ignored label (PyTorch's
+    definition): per sample (1 - eps) w[y] (-log p_y) + eps (-sum_c w_c log p_c) / C, zero for
+    ignored samples; the mean divides by the summed w[y] of the samples that count."""
+    xp = array_namespace(_raw(logits))
+    lab = labels if hasattr(labels, "dtype") else np.asarray(labels)
+    if lab.dtype.kind not in "iu":
+        raise TypeError(f"{name}: class labels must be integers, got dtype {lab.dtype}")
+    keep = xp.ones(lab.shape, dtype=bool) if ignore_index is None else lab != ignore_index
+    lab = _labels(logits, xp.where(keep, lab, 0), ax, name)  # shape and range, ignored ones aside
+    n_class = _raw(logits).shape[ax]
+    dt = _raw(logits).dtype
+    w = xp.ones(n_class, dtype=dt) if w is None else w
+    w_y = w[lab] * keep.astype(dt)  # each sample's class weight, 0 when ignored
+    lp = logp(logits, ax)
+    per_sample = -_sum(lp * _one_hot(lab, logits, ax), axis=ax) * w_y
+    if eps:
+        w_axis = w.reshape([n_class if i == ax else 1 for i in range(_raw(logits).ndim)])
+        smooth = -_sum(lp * w_axis, axis=ax) / n_class * keep.astype(dt)
+        per_sample = per_sample * (1 - eps) + smooth * eps
+    if reduction == "none":
+        return per_sample
+    total = _sum(per_sample)
+    return total if reduction == "sum" else total / w_y.sum()
 
 
 def nll(log_probs, target, axis=1, reduction="mean"):

@@ -357,3 +357,85 @@ def test_losses_by_name():
     with pytest.raises(TypeError, match="no parameter 'margn'"):
         L.get("hinge", margn=2)
     assert json.loads(json.dumps(L.serialize(h))) == {"name": "huber", "delta": 0.5}
+
+
+# -- cross_entropy with class weights and an ignored label --------------------------------------------------
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("eps", [0.0, 0.2])
+@pytest.mark.parametrize("use_weight,ignore", [(True, None), (False, -100), (True, -100), (True, 2)])
+@pytest.mark.parametrize("shape", [(7, 4), (3, 4, 5)], ids=["2d", "3d"])
+def test_cross_entropy_weight_and_ignore_index_match_pytorch(torch, reduction, eps, use_weight, ignore, shape):
+    g = _rng()
+    x = g.standard_normal(shape)
+    labels_shape = (shape[0],) + shape[2:]
+    y = g.integers(0, shape[1], labels_shape)
+    if ignore is not None:
+        y.flat[::3] = ignore  # every third sample ignored
+    w = g.random(shape[1]) + 0.1 if use_weight else None
+
+    def ours(a):
+        return L.cross_entropy(a, y, weight=w, ignore_index=ignore, label_smoothing=eps, reduction=reduction)
+
+    def theirs(torch, a):
+        kw = {"weight": torch.tensor(w)} if w is not None else {}
+        return torch.nn.functional.cross_entropy(
+            a, torch.tensor(y), ignore_index=-100 if ignore is None else ignore, label_smoothing=eps,
+            reduction=reduction, **kw,
+        )
+
+    assert_parity(torch, ours, theirs, (x,))
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_cross_entropy_weight_with_probability_targets_matches_pytorch(torch, reduction):
+    g = _rng()
+    x = g.standard_normal((6, 5))
+    p = _probs((6, 5))
+    w = g.random(5) + 0.1
+    assert_parity(
+        torch,
+        lambda a: L.cross_entropy(a, p, weight=w, label_smoothing=0.1, reduction=reduction),
+        lambda torch, a: torch.nn.functional.cross_entropy(
+            a, torch.tensor(p), weight=torch.tensor(w), label_smoothing=0.1, reduction=reduction
+        ),
+        (x,),
+    )
+
+
+def test_cross_entropy_weight_worked_example():
+    # two samples, classes weighted 1 and 3: the mean is over the weights of the samples' classes
+    logits = np.zeros((2, 2))
+    got = L.cross_entropy(logits, np.array([0, 1]), weight=np.array([1.0, 3.0]))
+    np.testing.assert_allclose(got, (1 * np.log(2) + 3 * np.log(2)) / (1 + 3))
+    ignored = L.cross_entropy(np.array([[0.0, 5.0], [1.0, 0.0]]), np.array([-1, 0]), ignore_index=-1)
+    np.testing.assert_allclose(ignored, -np.log(np.exp(1) / (np.exp(1) + 1)))  # only the second sample
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, pattern",
+    [
+        ({"weight": np.ones(3)}, ValueError, r"weight must have shape \(4,\)"),
+        ({"weight": -np.ones(4)}, ValueError, "finite and non-negative"),
+        ({"weight": np.array([1, 1, np.nan, 1.0])}, ValueError, "finite and non-negative"),
+        ({"weight": np.array(["a"] * 4)}, TypeError, "weight must be numeric"),
+        ({"ignore_index": 1.5}, TypeError, "ignore_index must be an int"),
+        ({"ignore_index": True}, TypeError, "ignore_index must be an int"),
+    ],
+)
+def test_cross_entropy_weight_and_ignore_index_errors(kwargs, error, pattern):
+    with pytest.raises(error, match=pattern):
+        L.cross_entropy(np.zeros((2, 4)), np.array([0, 1]), **kwargs)
+
+
+def test_cross_entropy_ignore_index_refuses_probability_targets_and_checks_other_labels():
+    with pytest.raises(ValueError, match="ignore_index applies to integer class labels"):
+        L.cross_entropy(np.zeros((2, 4)), _probs((2, 4)), ignore_index=0)
+    with pytest.raises(ValueError, match="label 7 is out of range for 4 classes"):
+        L.cross_entropy(np.zeros((2, 4)), np.array([-100, 7]), ignore_index=-100)
+
+
+def test_cross_entropy_with_array_weight_serialises_to_json():
+    spec = L.serialize(L.get("cross_entropy", weight=np.array([1.0, 2.0]), ignore_index=-1))
+    assert json.loads(json.dumps(spec)) == {"name": "cross_entropy", "weight": [1.0, 2.0], "ignore_index": -1}
+    again = L.get(spec)
+    np.testing.assert_allclose(again(np.zeros((2, 2)), np.array([1, -1])), np.log(2))
