@@ -202,6 +202,13 @@ def _conv_matrix(w, x, geom, out_spatial, epilogue=None):
         buffer = gather.buffer(n)
         cols = gather.cols(buffer, n)
 
+    def chunks(lo, hi):
+        if keep:
+            gather.fill(buffer, lo, hi, lo)
+            yield lo, hi, cols[lo * per_sample : hi * per_sample]
+        else:
+            yield from _window_chunks(gather, lo, hi)
+
     def gemm(cols, rows):
         if g == 1:
             xp.matmul(cols.reshape(rows.shape[0], -1), wm[0], out=rows)
@@ -210,20 +217,13 @@ def _conv_matrix(w, x, geom, out_spatial, epilogue=None):
             rows.reshape(-1, g, w.shape[0] // g)[...] = xp.matmul(cols.transpose(1, 0, 2), wm).transpose(1, 0, 2)
 
     def part(lo, hi):
-        if keep:
-            gather.fill(buffer, lo, hi, lo)
-            r = slice(lo * per_sample, hi * per_sample)
-            gemm(cols[r], y[r])
-            if epilogue is not None:
-                epilogue(y[r])
-            return
-        for a, b, chunk_cols in _window_chunks(gather, lo, hi):
+        for a, b, chunk_cols in chunks(lo, hi):
             rows = y[a * per_sample : b * per_sample]
             gemm(chunk_cols, rows)
             if epilogue is not None:
                 epilogue(rows)
 
-    parallel.for_rows(part, n, y.size * gather.groups * math.prod(kernel) * gather.cg // w.shape[0], xp)
+    parallel.for_rows(part, n, n * gather.width, xp)
     return y, (_Saved(cols, buffer) if keep else _Saved(None, None)), out_spatial
 
 
@@ -243,8 +243,7 @@ def _streaming(xp):
 def _window_chunks(gather, lo, hi):
     """(a, b, cols) for consecutive runs a..b-1 of samples lo..hi-1: their gathered windows, a few
     samples (about CHUNK_BYTES) at a time, in one reused pooled buffer."""
-    width = gather.per_sample * gather.groups * math.prod(gather.kernel) * gather.cg
-    m = max(1, min(hi - lo, CHUNK_BYTES // (width * np.dtype(gather.dtype).itemsize)))
+    m = max(1, min(hi - lo, CHUNK_BYTES // (gather.width * np.dtype(gather.dtype).itemsize)))
     buffer = gather.buffer(m)
     try:
         for a in range(lo, hi, m):
@@ -327,7 +326,7 @@ def _filter_grad_raw(x, gy, geom, kernel, cols=None):
             total = term if total is None else xp.add(total, term, out=total)
         sums[lo] = total
 
-    parallel.for_rows(part, n, grad_out.size * math.prod(kernel) * gather.cg, xp)
+    parallel.for_rows(part, n, n * gather.width, xp)
     wm = None
     for lo in sorted(sums):
         wm = sums[lo] if wm is None else wm + sums[lo]

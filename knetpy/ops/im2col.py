@@ -96,34 +96,16 @@ def kernel_offsets(kernel):
     return itertools.product(*(range(k) for k in kernel))
 
 
-def im2col(xpad, kernel, stride, dilation, out_spatial, groups):
-    """Gather windows: padded (N, *Sp, C) -> (N*L, G, K*Cg), rows in (n, *out) order.
-
-    Row ``(n, o)`` holds, for each group, the window of output position ``o`` in (kernel..., channel)
-    order, so each group's block is a plain 2-D matrix (row stride G*K*Cg) ready for one GEMM.
-    The result is contiguous, except for one input channel, where it is the transpose of a
-    contiguous (K, N*L) array. Returns ``(cols, buffer)``: ``buffer`` is the array that owns the
-    memory, taken from the buffer pool; release it when ``cols`` is no longer used.
-    """
-    cols, buffer, fill = im2col_plan(xpad, kernel, stride, dilation, out_spatial, groups)
-    fill(0, xpad.shape[0])
-    return cols, buffer
-
-
-def im2col_plan(xpad, kernel, stride, dilation, out_spatial, groups):
-    """:func:`im2col` in two steps: ``(cols, buffer, fill)``, where ``fill(lo, hi)`` gathers the
-    windows of samples lo..hi-1 (the rows of ``cols`` they own), so parts of a batch can be filled
-    by different threads."""
-    gather = WindowGather(xpad, kernel, stride, dilation, out_spatial, groups)
-    n = xpad.shape[0]
-    buffer = gather.buffer(n)
-    return gather.cols(buffer, n), buffer, lambda lo, hi: gather.fill(buffer, lo, hi, lo)
-
-
 class WindowGather:
-    """The windows of every output position of a padded (N, *Sp, C) input, as a strided view, and
-    their copy into GEMM-ready rows for any range of samples (all at once, or a few at a time into
-    a small buffer that stays in cache)."""
+    """Gather windows ("im2col"): the windows of every output position of a padded (N, *Sp, C)
+    input, as a strided view, copied into GEMM-ready rows for any range of samples (all at once, or
+    a few at a time into a small buffer that stays in cache).
+
+    The rows, (N*L, G, K*Cg) in (n, *out) order, hold for each group the window of one output
+    position in (kernel..., channel) order, so each group's block is a plain 2-D matrix (row stride
+    G*K*Cg) ready for one GEMM. The buffer is contiguous, except for one input channel, where the
+    rows are the transpose of a contiguous (K, N*L) array.
+    """
 
     def __init__(self, xpad, kernel, stride, dilation, out_spatial, groups):
         xp = array_namespace(xpad)
@@ -156,6 +138,11 @@ class WindowGather:
             self.source = windows.transpose(tuple(range(nd + 2)) + tuple(range(nd + 3, 2 * nd + 3)) + (nd + 2,))
             self.lead = ()
 
+    @property
+    def width(self):
+        """Elements per sample in the gathered rows: L * G * K * Cg."""
+        return self.per_sample * self.groups * math.prod(self.kernel) * self.cg
+
     def buffer(self, m):
         """A pooled buffer for the windows of ``m`` samples (give it back with ``buffer_pool.give``)."""
         if self.kernel_major:
@@ -170,29 +157,20 @@ class WindowGather:
         buffer[dst] = self.source[self.lead + (slice(lo, hi),)]
 
     def cols(self, buffer, m):
-        """``buffer`` (from :meth:`buffer`) as the (m*L, G, K*Cg) matrix of :func:`im2col`."""
+        """``buffer`` (from :meth:`buffer`) as the (m*L, G, K*Cg) matrix of gathered rows."""
         rows, k = m * self.per_sample, math.prod(self.kernel)
         if self.kernel_major:
             return buffer.reshape(k, rows).T.reshape(rows, 1, k)
         return buffer.reshape(rows, self.groups, k * self.cg)
 
 
-def col2im(blocks, padded_spatial, kernel, stride, dilation, out_spatial):
-    """Scatter-add windows back: (K, G, N*L, Cg) -> padded (N, *Sp, G*Cg), channels-last.
+def col2im_into(out, blocks, kernel, stride, dilation, out_spatial):
+    """Scatter-add windows back: blocks (K, G, N*L, Cg) -> ``out`` (N, *Sp, G, Cg) (padded,
+    channels-last), overwritten.
 
     ``blocks[k]`` holds every output position's contribution at kernel position ``k``; each is
-    added into a strided slice of one preallocated buffer (no ``add.at``, no loop over windows).
+    added into a strided slice of ``out`` (no ``add.at``, no loop over windows).
     """
-    xp = array_namespace(blocks)
-    _, groups, rows, cg = blocks.shape
-    batch = rows // math.prod(out_spatial)
-    out = recycle.empty(xp, (batch, *padded_spatial, groups, cg), blocks.dtype)
-    col2im_into(out, blocks, kernel, stride, dilation, out_spatial)
-    return out.reshape(batch, *padded_spatial, groups * cg)
-
-
-def col2im_into(out, blocks, kernel, stride, dilation, out_spatial):
-    """:func:`col2im` into ``out`` (N', *Sp, G, Cg), overwritten, for the N' samples ``blocks`` holds."""
     _, groups, rows, cg = blocks.shape
     batch = rows // math.prod(out_spatial)
     out.fill(0)
