@@ -284,7 +284,7 @@ def main():
     import knetpy as kp
 
     # the cores this process may run on (``taskset -c 0`` gives one), so torch matches a pinned run
-    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = kp.parallel.cores()
     torch.set_num_threads(threads)
     kp.set_num_threads(args.threads or threads)  # knetpy's own threads split its large ops (like torch's)
     xtrn, ytrn = load("train")

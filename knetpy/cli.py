@@ -194,7 +194,7 @@ def _blas_lines():
     from . import parallel
 
     lines = [f"knetpy threads: {parallel.get_num_threads()} (kp.set_num_threads or KNETPY_NUM_THREADS; "
-             f"{len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} cores here)"]
+             f"{parallel.cores()} cores here)"]
     for lib in threadpool_info():
         lines.append(f"{lib.get('user_api', '?')}: {lib.get('internal_api')} {lib.get('version')} "
                      f"({lib.get('architecture') or 'kernel unknown'}, {lib.get('num_threads')} threads)")

@@ -120,6 +120,11 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def cores():
+    """The number of cores this process may run on (``taskset`` and container limits respected)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def ranges(n, work=None, minimum=None):
     """``n`` rows cut into one (lo, hi) range per thread, or None when the op should not split.
 
@@ -182,12 +187,13 @@ def for_rows(fn, n, work=None, xp=np):
 
 
 def matmul(a, b, out=None):
-    """``a @ b`` for 2-D NumPy arrays, split over the rows of ``a`` or the columns of ``b``.
+    """``a @ b`` for 2-D NumPy arrays, split over the rows of ``a`` or the columns of ``b`` (anything
+    else, tensors included, and any product with threads off: plain ``a @ b``).
 
     The larger of the two output dimensions is split; when both are small (a weight gradient
     summed over a long batch) the inner dimension is, and the partial products are added.
     """
-    if type(a) is not np.ndarray or type(b) is not np.ndarray or a.ndim != 2 or b.ndim != 2:
+    if _threads < 2 or type(a) is not np.ndarray or type(b) is not np.ndarray or a.ndim != 2 or b.ndim != 2:
         return a @ b if out is None else np.matmul(a, b, out=out)
     m, k = a.shape
     n = b.shape[1]

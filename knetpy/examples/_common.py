@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
-import os
 import sys
 from pathlib import Path
 
@@ -149,7 +148,7 @@ def knetpy_threads(setting):
         except ImportError:
             setting = 1
         else:
-            setting = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            setting = parallel.cores()
     parallel.set_num_threads(setting)
     try:
         yield setting

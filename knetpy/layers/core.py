@@ -26,7 +26,7 @@ def _value(x):
 @primitive
 def affine(x, w, b):
     """``x @ w + b`` over the last axis of ``x``: one op instead of two, the bias added in place."""
-    y = parallel.matmul(x, w) if parallel._threads > 1 and x.ndim == 2 else x @ w
+    y = parallel.matmul(x, w)
     y += b
     return y
 

@@ -25,9 +25,7 @@ def _ndim(x):
 def matmul(a, b):
     """Matrix product with NumPy's batching rules (``a @ b``)."""
     try:
-        if parallel._threads > 1 and type(a) is np.ndarray and type(b) is np.ndarray:
-            return parallel.matmul(a, b)  # split over knetpy's threads when it pays
-        return a @ b
+        return parallel.matmul(a, b)  # a @ b, split over knetpy's threads when they are on and it pays
     except ValueError:
         sa, sb = _shape(a), _shape(b)
         raise ValueError(
@@ -40,17 +38,10 @@ def _mT(x):
     return x.T if _ndim(x) == 2 else swapaxes(x, -1, -2)
 
 
-def _matmul2(a, b):
-    """A 2-D product inside a VJP: raw arrays go to the (possibly split) GEMM, tensors record."""
-    if parallel._threads > 1 and type(a) is np.ndarray and type(b) is np.ndarray:
-        return parallel.matmul(a, b)
-    return a @ b
-
-
 def _matmul_vjp_a(g, ans, a, b):
     an, bn = _ndim(a), _ndim(b)
     if an == 2 and bn == 2:
-        return _matmul2(g, _mT(b))
+        return parallel.matmul(g, _mT(b))  # tensors (higher order) record as a @ b
     if bn == 1:  # (..., k) @ (k,) -> (...)
         return sum_to(expand_dims(g, -1) * b, _shape(a))
     if an == 1:  # (k,) @ (..., k, n) -> (..., n)
@@ -61,7 +52,7 @@ def _matmul_vjp_a(g, ans, a, b):
 def _matmul_vjp_b(g, ans, a, b):
     an, bn = _ndim(a), _ndim(b)
     if an == 2 and bn == 2:
-        return _matmul2(_mT(a), g)
+        return parallel.matmul(_mT(a), g)
     if an == 1:
         if bn == 1:
             return g * a

@@ -210,9 +210,7 @@ def _lstm_backward(
     db = flat.sum(axis=1)
     dx = None
     if need_dx:
-        dx = time_major_input_grad(flat.T, w_ih, dx_into)
-        if dx_into is None:  # the time-major GEMM result, viewed batch-first
-            dx = dx.reshape(T, N, F).transpose(1, 0, 2)
+        dx = time_major_input_grad(flat.T, w_ih, x.shape, dx_into)
     give(dgates, dy_fm)
     return (
         dx,

@@ -42,14 +42,14 @@ def grad_views(g, N, T, H, n_states):
     return g if isinstance(g, tuple) else unpack(g, N, T, H, n_states)
 
 
-def time_major_input_grad(dpre, w_ih, into=None):
+def time_major_input_grad(dpre, w_ih, x_shape, into=None):
     """dx (N, T, F) from the pre-activation gradients of all steps, ``dpre`` (T*N, G*H) in time-major
     row order (a view of any strides): one GEMM, its time-major result seen batch-first, or copied
     into ``into`` (N, T, F) when given (one large GEMM and a copy beat T small strided ones)."""
-    xp = array_namespace(dpre, w_ih)
-    N, T, F = into.shape if into is not None else (None, None, w_ih.shape[0])
+    N, T, F = x_shape
     if into is None:
-        return dpre @ w_ih.T
+        return (dpre @ w_ih.T).reshape(T, N, F).transpose(1, 0, 2)
+    xp = array_namespace(dpre, w_ih)
     tm = take(xp, (T * N, F), dpre.dtype)
     xp.matmul(dpre, w_ih.T, out=tm)
     into.transpose(1, 0, 2)[...] = tm.reshape(T, N, F)

@@ -64,13 +64,8 @@ def _init_state(xp, state, N, H, dtype):
 def _input_and_weight_grads(xt, w_ih, dproj, x_shape, need_dx, dx_into=None):
     """dx (N, T, F) (None unless ``need_dx``; into ``dx_into`` if given) and dw_ih from the
     pre-activation gradients of all steps, one GEMM each."""
-    N, T, F = x_shape
     dw_ih = xt.T @ dproj
-    dx = None
-    if need_dx:
-        dx = time_major_input_grad(dproj, w_ih, dx_into)
-        if dx_into is None:  # the time-major GEMM result, viewed batch-first
-            dx = dx.reshape(T, N, F).transpose(1, 0, 2)
+    dx = time_major_input_grad(dproj, w_ih, x_shape, dx_into) if need_dx else None
     return dx, dw_ih
 
 
