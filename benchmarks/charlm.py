@@ -32,13 +32,15 @@ import numpy as np
 
 import knetpy as kp
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinyshakespeare.txt"
 EMBED, HIDDEN, BATCH, WINDOW, LR, CLIP = 256, 256, 128, 100, 1.0, 5.0
 
 
 def load_streams(path, batch):
-    """The text as ``batch`` parallel streams of character ids, and the vocabulary."""
-    text = Path(path).read_text()
+    """The text as ``batch`` parallel streams of character ids, and the vocabulary.
+
+    ``path`` None: tinyshakespeare as shipped with knetpy.
+    """
+    text = Path(path).read_text(encoding="utf-8") if path else kp.datasets.tinyshakespeare().text
     vocab = sorted(set(text))
     lookup = np.zeros(max(map(ord, vocab)) + 1, dtype=np.int64)
     lookup[[ord(ch) for ch in vocab]] = np.arange(len(vocab))
@@ -188,7 +190,9 @@ def blas_report():
 def run_alone(framework, args):
     """Time one framework in a fresh Python process, so that neither pays the other's warm-up
     (first-touch page faults of a new process are slow on virtual machines) nor inherits it."""
-    cmd = [sys.executable, __file__, "--only", framework, "--data", args.data, "--result-line"]
+    cmd = [sys.executable, __file__, "--only", framework, "--result-line"]
+    if args.data is not None:
+        cmd += ["--data", args.data]
     if args.threads is not None:
         cmd += ["--threads", str(args.threads)]
     if args.windows is not None:
@@ -204,7 +208,7 @@ def run_alone(framework, args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(DATA))
+    parser.add_argument("--data", default=None, help="a UTF-8 text file (default: tinyshakespeare, shipped with knetpy)")
     parser.add_argument(
         "--windows", type=int, default=None, help="stop after this many windows (default: one epoch)"
     )

@@ -4,7 +4,23 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import time
+
+#: The exit status of a benchmark whose data is not on this machine: ``knetpy bench`` reports it as skipped.
+SKIPPED = 77
+
+
+def fashion_mnist_or_skip(split, **options):
+    """``kp.datasets.fashion_mnist(split)`` from the files on this machine; exit with SKIPPED without them."""
+    import knetpy as kp
+
+    try:
+        return kp.datasets.fashion_mnist(split, download=False, **options)
+    except kp.datasets.DatasetNotFoundError as e:
+        print(f"skipped: Fashion-MNIST is not on this machine ({str(e).split(';')[0]}); install it with "
+              f"apt-get install dataset-fashion-mnist, or put its files in $KNETPY_DATA/fashion-mnist", file=sys.stderr)
+        sys.exit(SKIPPED)
 
 
 def blas_report() -> str:

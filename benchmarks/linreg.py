@@ -4,7 +4,9 @@ Knet's first benchmark, written Knet-style with ``kp.grad``, timed against the s
 (and hand-written NumPy, JAX and HIPS autograd when installed) in one run. Per-op overhead is
 the whole cost here: each step is five small ops forward and back.
 
-    python benchmarks/linreg.py [--steps 10000] [--data ../shared/data/housing.data]
+    python benchmarks/linreg.py [--steps 10000] [--data housing.data]
+
+The data is the copy of housing.data shipped with knetpy unless --data names another.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import best_of, blas_report, table  # noqa: E402
 
 
-def load(path):
-    d = np.loadtxt(path)
-    x, y = d[:, :13], d[:, 13:]
-    x = (x - x.mean(0)) / x.std(0)
+def load(path=None):
+    import knetpy as kp
+
+    x, y = kp.datasets.housing(path, standardize=True)
     return x.astype(np.float32), y.astype(np.float32)
 
 
@@ -92,12 +94,11 @@ def run_jax(x, y, steps, lr):
 
 
 def main(argv=None):
-    here = os.path.dirname(os.path.abspath(__file__))
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=10_000)
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--data", default=os.path.join(here, "..", "..", "shared", "data", "housing.data"))
+    p.add_argument("--data", default=None, help="housing.data (default: the copy shipped with knetpy)")
     a = p.parse_args(argv)
     x, y = load(a.data)
     rows = []

@@ -16,14 +16,12 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import blas_report  # noqa: E402
+from common import blas_report, fashion_mnist_or_skip  # noqa: E402
 
 
 def load(quick):
-    import knetpy as kp
-
-    xtrn, ytrn = kp.datasets.fashion_mnist("train", flatten=True, download=False)
-    xtst, ytst = kp.datasets.fashion_mnist("test", flatten=True, download=False)
+    xtrn, ytrn = fashion_mnist_or_skip("train", flatten=True)
+    xtst, ytst = fashion_mnist_or_skip("test", flatten=True)
     if quick:
         xtrn, ytrn = xtrn[:6000], ytrn[:6000]
     return xtrn, ytrn, xtst, ytst

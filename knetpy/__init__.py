@@ -31,7 +31,7 @@ from .autograd import (
     tensor,
 )
 from .backend import get_dtype, get_rng_state, set_dtype, set_rng_state, set_seed
-from .functional import grad, value_and_grad
+from .functional import grad, hessian, hvp, jacobian, value_and_grad
 from .gradcheck import GradcheckError, gradcheck
 from .io import CheckpointError, load, load_weights, save
 from .model import Model, Sequential

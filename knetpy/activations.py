@@ -7,11 +7,12 @@ arguments; ``get("leaky_relu", alpha=0.2)`` binds them.
 
 from __future__ import annotations
 
+import functools
 import math
 
 from ._names import Registry
 from .autograd import Tensor, primitive
-from .backend import array_namespace
+from .backend import array_namespace, as_array, get_dtype
 from .ops import abs as _abs
 from .ops import elu as _elu
 from .ops import exp, tanh, where
@@ -146,4 +147,215 @@ def get(identifier=None, **params):
 
 def serialize(fn):
     """A JSON-serialisable spec (a name or a dict) that :func:`get` turns back into ``fn``."""
+    if isinstance(fn, Activation):
+        return fn.get_config()
     return _REGISTRY.serialize(fn)
+
+
+# -- activations as objects (NumpyDL's classes) -----------------------------------------------------
+class Activation:
+    """An activation as an object, NumpyDL's style: ``forward(x)`` applies it and ``derivative(x)``
+    gives its elementwise derivative at ``x`` (at the last ``forward`` input when ``x`` is omitted).
+
+    Calling the object is ``forward``, so it can be given to a layer (``Dense(10, activation=ReLU())``).
+    ``forward`` records the graph for tensors like the function it wraps; ``derivative`` works on
+    values and returns a raw array. Training never needs ``derivative``: autograd differentiates
+    ``forward``. It is there for code written against NumpyDL's manual backward pass.
+    """
+
+    activation_name = None  # the function's name in :func:`get`
+
+    def __init__(self, **params):
+        self.params = params
+        self._function = get(self.activation_name, **params)
+        self._last = None
+
+    def forward(self, x):
+        self._last = x
+        return self._function(x)
+
+    __call__ = forward
+
+    def derivative(self, x=None):
+        if x is None:
+            if self._last is None:
+                raise ValueError(f"{type(self).__name__}.derivative: give x, or call forward(x) first")
+            x = self._last
+        x = as_array(x.value if isinstance(x, Tensor) else x)
+        if x.dtype.kind != "f":
+            x = x.astype(get_dtype())
+        return self._slope(array_namespace(x), x)
+
+    def _slope(self, xp, x):
+        raise NotImplementedError
+
+    def get_config(self):
+        """``{"name": ..., **params}``: what :func:`get` turns back into the same function."""
+        return {"name": self.activation_name, **self.params}
+
+    def __repr__(self):
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.params.items())})"
+
+
+def _sigmoid_values(x):
+    return _sigm.__wrapped__(x)
+
+
+class Linear(Activation):
+    """The identity; derivative 1."""
+
+    activation_name = "linear"
+
+    def __init__(self):
+        super().__init__()
+
+    def _slope(self, xp, x):
+        return xp.ones_like(x)
+
+
+class Sigmoid(Activation):
+    """The logistic sigmoid s(x); derivative s(x) (1 - s(x))."""
+
+    activation_name = "sigmoid"
+
+    def __init__(self):
+        super().__init__()
+
+    def _slope(self, xp, x):
+        s = _sigmoid_values(x)
+        return s * (1 - s)
+
+
+class Tanh(Activation):
+    """tanh(x); derivative 1 - tanh(x)**2."""
+
+    activation_name = "tanh"
+
+    def __init__(self):
+        super().__init__()
+
+    def _slope(self, xp, x):
+        t = xp.tanh(x)
+        return 1 - t * t
+
+
+class ReLU(Activation):
+    """max(x, 0); derivative 1 where x > 0, else 0."""
+
+    activation_name = "relu"
+
+    def __init__(self):
+        super().__init__()
+
+    def _slope(self, xp, x):
+        return (x > 0).astype(x.dtype)
+
+
+class LeakyReLU(Activation):
+    """x for x > 0, alpha * x otherwise; derivative 1 or alpha."""
+
+    activation_name = "leaky_relu"
+
+    def __init__(self, alpha=0.01):
+        super().__init__(alpha=alpha)
+
+    def _slope(self, xp, x):
+        return xp.where(x > 0, 1, self.params["alpha"]).astype(x.dtype)
+
+
+class ELU(Activation):
+    """x for x > 0, alpha (exp(x) - 1) otherwise; derivative 1 or alpha exp(x)."""
+
+    activation_name = "elu"
+
+    def __init__(self, alpha=1.0):
+        super().__init__(alpha=alpha)
+
+    def _slope(self, xp, x):
+        return xp.where(x > 0, 1, self.params["alpha"] * xp.exp(xp.minimum(x, 0))).astype(x.dtype)
+
+
+class SoftPlus(Activation):
+    """log(1 + exp(x)); derivative sigmoid(x)."""
+
+    activation_name = "softplus"
+
+    def __init__(self):
+        super().__init__()
+
+    def _slope(self, xp, x):
+        return _sigmoid_values(x)
+
+
+class SoftSign(Activation):
+    """x / (1 + |x|); derivative 1 / (1 + |x|)**2."""
+
+    activation_name = "softsign"
+
+    def __init__(self):
+        super().__init__()
+
+    def _slope(self, xp, x):
+        d = 1 + xp.abs(x)
+        return 1 / (d * d)
+
+
+class Elliot(Activation):
+    """Elliot's sigmoid 0.5 s x / (1 + |s x|) + 0.5; derivative 0.5 s / (1 + |s x|)**2."""
+
+    activation_name = "elliot"
+
+    def __init__(self, steepness=1.0):
+        super().__init__(steepness=steepness)
+
+    def _slope(self, xp, x):
+        s = self.params["steepness"]
+        d = 1 + xp.abs(x * s)
+        return 0.5 * s / (d * d)
+
+
+class SymmetricElliot(Activation):
+    """s x / (1 + |s x|); derivative s / (1 + |s x|)**2."""
+
+    activation_name = "symmetric_elliot"
+
+    def __init__(self, steepness=1.0):
+        super().__init__(steepness=steepness)
+
+    def _slope(self, xp, x):
+        s = self.params["steepness"]
+        d = 1 + xp.abs(x * s)
+        return s / (d * d)
+
+
+class Softmax(Activation):
+    """softmax(x) along ``axis``. ``derivative`` is the diagonal of its Jacobian, p (1 - p).
+
+    The full Jacobian is diag(p) - p p^T (autograd uses it). NumpyDL's ``Softmax.derivative``
+    returns ones instead, because its cross-entropy backward already returns the gradient with
+    respect to the softmax input (p - t); code that relies on that pairing should skip this factor.
+    """
+
+    activation_name = "softmax"
+
+    def __init__(self, axis=-1):
+        super().__init__(axis=axis)
+
+    def _slope(self, xp, x):
+        p = _softmax.__wrapped__(x, self.params["axis"])
+        return p * (1 - p)
+
+
+Softplus = SoftPlus  # both spellings, as NumpyDL and Keras write them
+Softsign = SoftSign
+
+
+def _underlying(fn):
+    """The plain function behind an activation object or a functools.partial."""
+    while True:
+        if isinstance(fn, Activation):
+            fn = fn._function
+        elif isinstance(fn, functools.partial):
+            fn = fn.func
+        else:
+            return fn

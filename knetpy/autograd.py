@@ -19,12 +19,30 @@ they are tensors, so the same VJP code records a new graph: that is how gradient
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from .backend import array_namespace, as_array
 
-_grad_enabled = True
-_anomaly = False  # detect_anomaly(): check every op's output and gradient for NaN/Inf
+
+class _ThreadState(threading.local):
+    """Per-thread engine state (class attributes are the defaults every new thread starts with)."""
+
+    grad_enabled = True  # record ops (no_grad / enable_grad / backprop switch it)
+    anomaly = False  # detect_anomaly(): check every op's output and gradient for NaN/Inf
+
+
+_state = _ThreadState()
+# One entry per thread with recording off / inside detect_anomaly(). While a list is empty an op need
+# not read its thread-local flag at all (a thread-local read costs several global reads). Lists, as
+# append and pop are atomic: no lock.
+_off_threads = []
+_anomaly_threads = []
+# In-place edits are stamped from one clock; a node remembers the clock when it was recorded, so an
+# argument stamped later was edited after the op saw it. One int per tensor, no per-op tuple.
+_clock = 0
+_lock = threading.Lock()
 _EMPTY: dict = {}
 
 
@@ -39,7 +57,10 @@ class Tensor:
     Layout convention: the batch axis comes first, (N, features) or (N, C, H, W), as in PyTorch.
     """
 
-    __slots__ = ("value", "grad", "requires_grad", "_prim", "_args", "_kw", "_saved", "_g", "__weakref__")
+    __slots__ = (
+        "value", "grad", "requires_grad", "_prim", "_args", "_kw", "_saved", "_g",
+        "_version", "_stamp", "__weakref__",
+    )
     # Let NumPy hand mixed expressions (ndarray + Tensor) to the tensor instead of broadcasting objects.
     __array_priority__ = 1000
 
@@ -54,10 +75,26 @@ class Tensor:
         self._kw = _EMPTY
         self._saved = None
         self._g = None
+        self._version = 0  # in-place edits so far
+        self._stamp = 0  # the clock at the last in-place edit (for a node: when it was recorded)
         if requires_grad and self.value.dtype.kind not in "fc":
             raise TypeError(f"only floating tensors can require gradients, got dtype {self.value.dtype}")
 
     # -- data access -------------------------------------------------------------------------------
+    @property
+    def data(self):
+        """The underlying array (the same object as ``value``)."""
+        return self.value
+
+    @data.setter
+    def data(self, new):
+        # Like torch's ``.data =``: swap the array (shape and dtype may change) without recording it
+        # and without a version bump: the deliberate escape hatch around autograd's checks.
+        new = as_array(new.value if isinstance(new, Tensor) else new)
+        if self.requires_grad and new.dtype.kind not in "fc":
+            raise TypeError(f"data: a tensor requiring a gradient must hold floating data, got dtype {new.dtype}")
+        self.value = new
+
     @property
     def shape(self):
         return self.value.shape
@@ -124,6 +161,8 @@ class Tensor:
     def requires_grad_(self, flag=True):
         if not self.is_leaf:
             raise RuntimeError("requires_grad_ can only change leaf tensors; use detach() for results")
+        if flag and self.value.dtype.kind not in "fc":
+            raise TypeError(f"only floating tensors can require gradients, got dtype {self.value.dtype}")
         self.requires_grad = bool(flag)
         return self
 
@@ -156,6 +195,7 @@ class Tensor:
             raise RuntimeError("in-place update of a tensor computed by an op would corrupt its graph")
         other = other.value if isinstance(other, Tensor) else other
         op(self.value, other, out=self.value, casting="same_kind")
+        mark_modified(self)
         return self
 
     def __iadd__(self, other):
@@ -176,6 +216,22 @@ class Tensor:
         if isinstance(idx, Tensor):
             idx = idx.value
         self.value[idx] = val.value if isinstance(val, Tensor) else val
+        mark_modified(self)
+
+
+def mark_modified(*tensors):
+    """Record that the arrays of ``tensors`` were changed in place (bumps their version).
+
+    Code that writes into ``t.value`` directly (optimizers) calls this, so that a backward pass
+    through an op that saw the old values raises instead of using the new ones.
+    """
+    global _clock
+    with _lock:
+        for t in tensors:
+            if isinstance(t, Tensor):
+                _clock += 1
+                t._version += 1
+                t._stamp = _clock
 
 
 class Param(Tensor):
@@ -194,17 +250,21 @@ def tensor(data, requires_grad=False, dtype=None):
 
 # -- recording switch ------------------------------------------------------------------------------
 class _GradMode:
+    """Set this thread's recording switch for a block; other threads keep their own."""
+
     def __init__(self, enabled):
-        self.enabled = enabled
+        self.enabled = bool(enabled)
+        self._prev = {}  # thread id -> stack of previous states (one object may be entered by many)
 
     def __enter__(self):
-        global _grad_enabled
-        self.prev = _grad_enabled
-        _grad_enabled = self.enabled
+        self._prev.setdefault(threading.get_ident(), []).append(_set_grad_enabled(self.enabled))
 
     def __exit__(self, *exc):
-        global _grad_enabled
-        _grad_enabled = self.prev
+        ident = threading.get_ident()
+        stack = self._prev[ident]
+        _set_grad_enabled(stack.pop())
+        if not stack:
+            del self._prev[ident]
 
     def __call__(self, fn):
         import functools
@@ -227,21 +287,37 @@ def enable_grad():
     return _GradMode(True)
 
 
+def _set_grad_enabled(enabled):
+    """Set the calling thread's recording switch; return its previous state."""
+    state = _state
+    prev = state.grad_enabled
+    if enabled:
+        if not prev:
+            state.grad_enabled = True
+            _off_threads.pop()
+    elif prev:
+        _off_threads.append(None)  # before the flag: while it is off the list is never empty
+        state.grad_enabled = False
+    return prev
+
+
 def is_grad_enabled():
-    return _grad_enabled
+    """Whether ops are recorded in the calling thread (each thread starts with recording on)."""
+    return not _off_threads or _state.grad_enabled
 
 
 # -- primitives --------------------------------------------------------------------------------------
 class Primitive:
     """What the tape remembers about an op: its name and its VJPs."""
 
-    __slots__ = ("name", "vjps", "vjp_argnum", "saves")
+    __slots__ = ("name", "vjps", "vjp_argnum", "saves", "reads")
 
-    def __init__(self, name, saves):
+    def __init__(self, name, saves, reads=True):
         self.name = name
         self.vjps = ()
         self.vjp_argnum = None
         self.saves = saves
+        self.reads = reads  # whether the VJPs read the arguments' values (not only their shapes)
 
     def __repr__(self):
         return f"<primitive {self.name}>"
@@ -252,6 +328,8 @@ _new = object.__new__
 
 
 def _node(value, prim, args, kw, saved):
+    if value.dtype.kind not in "fc":  # integer / bool results (casts, argmax) have no gradient
+        return _const(value)
     t = _new(Tensor)
     t.value = value
     t.grad = None
@@ -261,6 +339,8 @@ def _node(value, prim, args, kw, saved):
     t._kw = kw
     t._saved = saved
     t._g = None
+    t._version = 0
+    t._stamp = _clock
     return t
 
 
@@ -274,18 +354,47 @@ def _const(value):
     t._kw = _EMPTY
     t._saved = None
     t._g = None
+    t._version = 0
+    t._stamp = 0
     return t
 
 
-def primitive(fwd=None, *, saves=False, name=None):
+def _bad_input(name, args, err):
+    """Re-raise a NumPy type error from op ``name`` as one naming the op and the offending input."""
+    if str(err).startswith(f"{name}:"):  # the op's own message already says what is wrong
+        raise err
+    for i, a in enumerate(args):
+        if isinstance(a, Tensor) or isinstance(a, (bool, int, float, complex, np.generic)):
+            continue
+        if a is None and i:  # an optional argument left out (clip(x, None, hi)), not the data
+            continue
+        if hasattr(a, "dtype") and getattr(a.dtype, "kind", "O") in "biufc":
+            continue
+        if isinstance(a, (list, tuple)):
+            try:
+                dt = np.asarray(a).dtype
+            except (TypeError, ValueError):
+                dt = np.dtype(object)
+            if dt.kind in "biufc":
+                continue
+            what = f"dtype {dt}"
+        else:
+            what = f"dtype {a.dtype}" if hasattr(a, "dtype") else f"type {type(a).__name__}"
+        raise TypeError(f"{name}: argument {i} must be numeric, got {what} ({a!r:.40})") from None
+    raise err
+
+
+def primitive(fwd=None, *, saves=False, name=None, reads=True):
     """Turn ``fwd`` (raw arrays in, raw array out) into a differentiable op.
 
     With ``saves=True`` the forward returns ``(value, saved)`` and the VJPs receive ``saved`` right
     after ``ans``: for data the backward pass needs that is cheap to keep (masks, argmax indices).
+    ``reads=False`` declares that the VJPs use only the arguments' shapes, not their values (add,
+    reshape...): editing an argument in place between forward and backward is then harmless.
     """
     if fwd is None:
-        return lambda f: primitive(f, saves=saves, name=name)
-    prim = Primitive(name or fwd.__name__, saves)
+        return lambda f: primitive(f, saves=saves, name=name, reads=reads)
+    prim = Primitive(name or fwd.__name__, saves, reads)
 
     if saves:
 
@@ -295,15 +404,21 @@ def primitive(fwd=None, *, saves=False, name=None):
                 if isinstance(a, Tensor):
                     break
             else:
-                return fwd(*args, **kw)[0]
+                try:
+                    return fwd(*args, **kw)[0]
+                except TypeError as e:
+                    _bad_input(prim.name, args, e)
             for a in args:
                 if isinstance(a, Tensor) and a.requires_grad:
                     track = True
             vals = [a.value if isinstance(a, Tensor) else a for a in args]
-            out, saved = fwd(*vals, **kw)
-            if _anomaly:
+            try:
+                out, saved = fwd(*vals, **kw)
+            except TypeError as e:
+                _bad_input(prim.name, args, e)
+            if _anomaly_threads and _state.anomaly:
                 _check_finite(out, prim.name, "output")
-            if track and _grad_enabled:
+            if track and (not _off_threads or _state.grad_enabled):
                 return _node(out, prim, args, kw or _EMPTY, saved)
             return _const(out)
 
@@ -315,14 +430,20 @@ def primitive(fwd=None, *, saves=False, name=None):
                 if isinstance(a, Tensor):
                     break
             else:
-                return fwd(*args, **kw)
+                try:
+                    return fwd(*args, **kw)
+                except TypeError as e:
+                    _bad_input(prim.name, args, e)
             for a in args:
                 if isinstance(a, Tensor) and a.requires_grad:
                     track = True
-            out = fwd(*[a.value if isinstance(a, Tensor) else a for a in args], **kw)
-            if _anomaly:
+            try:
+                out = fwd(*[a.value if isinstance(a, Tensor) else a for a in args], **kw)
+            except TypeError as e:
+                _bad_input(prim.name, args, e)
+            if _anomaly_threads and _state.anomaly:
                 _check_finite(out, prim.name, "output")
-            if track and _grad_enabled:
+            if track and (not _off_threads or _state.grad_enabled):
                 return _node(out, prim, args, kw or _EMPTY, None)
             return _const(out)
 
@@ -382,39 +503,51 @@ def backprop(root, seed, inputs=None, create_graph=False, retain_graph=False):
 
     With ``inputs`` (a list of tensors): return their gradients (None where unreached), stopping at
     them. Without: accumulate into ``.grad`` of every leaf that requires a gradient.
-    Gradients are summed in each node's ``_g`` slot while the pass runs (no dictionaries).
+    Gradients are summed in each interior node's ``_g`` slot while the pass runs (no per-node
+    dictionary); leaves, which other threads' graphs may share (parameters), in this pass's own dict.
     """
-    global _grad_enabled
     stop = set(inputs) if inputs is not None else ()
     order = _toposort(root, stop)
-    root._g = _const(seed) if create_graph else seed
+    g0 = _const(seed) if create_graph else seed
+    acc = {}  # leaf (or input) -> its gradient so far, private to this pass
+    if root._prim is None or root in stop:
+        acc[root] = g0
+    else:
+        root._g = g0
     results = []
     handed = {id(seed)}  # arrays handed out as leaf gradients (the caller's seed counts as one)
-    prev_mode = _grad_enabled
-    _grad_enabled = create_graph
+    anomaly = bool(_anomaly_threads) and _state.anomaly
+    prev_mode = _set_grad_enabled(create_graph)
     try:
         for node in reversed(order):
+            prim = node._prim
+            if prim is None or node in stop:
+                g = acc.pop(node, None)
+                if g is None:
+                    continue
+                # A view (maybe a read-only broadcast) or an array another leaf already holds (a + b
+                # passes one array to both): give each leaf its own array, writable in place.
+                if not getattr(g, "requires_grad", False):  # (a gradient that is a graph stays one)
+                    v = g.value if isinstance(g, Tensor) else g
+                    if getattr(v, "base", None) is not None or id(g) in handed:
+                        v = v.copy(order="K")  # keep the memory layout (channels-last views)
+                        g = _const(v) if isinstance(g, Tensor) else v
+                handed.add(id(g))
+                if inputs is not None:
+                    results.append((node, g))
+                else:
+                    with _lock:  # threads backpropagating into shared parameters: no lost sums
+                        node.grad = g if node.grad is None else node.grad + g
+                continue
             g = node._g
             if g is None:
                 continue
             node._g = None
-            prim = node._prim
-            if prim is None or node in stop:
-                if not create_graph and (getattr(g, "base", None) is not None or id(g) in handed):
-                    # A view (maybe a read-only broadcast) or an array another leaf already holds
-                    # (a + b passes one array to both): give each leaf its own, modifiable in place.
-                    g = g.copy(order="K")  # keep the memory layout (channels-last views)
-                handed.add(id(g))
-                if inputs is not None:
-                    results.append((node, g))
-                elif node.grad is None:
-                    node.grad = g
-                else:
-                    node.grad = node.grad + g
-                continue
             if prim is _FREED:
                 raise GraphFreedError(_FREED_MESSAGE)
             args = node._args
+            if node._stamp < _clock and prim.reads:  # something was edited in place since recording
+                _check_versions(node, prim, args)
             kw = node._kw
             if create_graph:
                 ans, gargs = node, args
@@ -431,24 +564,65 @@ def backprop(root, seed, inputs=None, create_graph=False, retain_graph=False):
                     else:
                         gi = vjps[i](g, *head, *gargs, **kw)
                     if gi is not None:
-                        if _anomaly:
+                        if anomaly:
                             _check_finite(gi, prim.name, f"gradient for argument {i}")
-                        prev = a._g
-                        a._g = gi if prev is None else prev + gi
+                        if a._prim is None or a in stop:
+                            prev = acc.get(a)
+                            acc[a] = gi if prev is None else prev + gi
+                        else:
+                            prev = a._g
+                            a._g = gi if prev is None else prev + gi
             if not retain_graph:
                 node._prim = _FREED
                 node._args = None
                 node._saved = None
     except BaseException:
         for node in order:
-            node._g = None
+            if node._prim is not None:
+                node._g = None
         raise
     finally:
-        _grad_enabled = prev_mode
+        _set_grad_enabled(prev_mode)
     if inputs is not None:
         found = {id(t): g for t, g in results}
         return [found.get(id(t)) for t in inputs]
     return None
+
+
+def _edited_after(t, stamp):
+    """The tensor whose in-place edit after ``stamp`` changed ``t``'s data: ``t`` itself, or a tensor
+    ``t`` is a view of (``reshape(w)``, ``w.T``, ``w[i]``), or None."""
+    stack, seen = [t], set()
+    while stack:
+        a = stack.pop()
+        if a._stamp > stamp:
+            return a
+        v = a.value
+        # Only a view (``base`` set) can show another tensor's data.
+        if a._args is not None and getattr(v, "base", None) is not None and id(a) not in seen:
+            seen.add(id(a))
+            for b in a._args:
+                if isinstance(b, Tensor) and array_namespace(v).may_share_memory(v, b.value):
+                    stack.append(b)
+    return None
+
+
+def _check_versions(node, prim, args):
+    # Only reached when some tensor was edited in place since the node was recorded (rare).
+    for i, a in enumerate(args):
+        if not isinstance(a, Tensor):
+            continue
+        edited = _edited_after(a, node._stamp)
+        if edited is not None:
+            what = f"{type(a).__name__} of shape {tuple(a.shape)}, dtype {a.dtype}"
+            if edited is not a:
+                what += f", a view of a {type(edited).__name__} of shape {tuple(edited.shape)}"
+            raise RuntimeError(
+                "backward: one of the variables needed for gradient computation has been modified by an "
+                f"in-place operation: argument {i} of op '{prim.name}' ({what}) is at version "
+                f"{edited._version}, changed after the op used it. Update it (or step the optimizer) after "
+                "backward(), or give the op a copy"
+            )
 
 
 class AnomalyError(FloatingPointError):
@@ -467,28 +641,39 @@ def _check_finite(x, name, what):
 class detect_anomaly:
     """Context manager: raise :class:`AnomalyError` naming the first op whose output or gradient is NaN/Inf.
 
-    Checks are done on every op while active, so it slows things down; use it to debug.
+    Checks are done on every op of the calling thread while active, so it slows things down; use it to
+    debug. Other threads are not affected.
     """
 
+    def __init__(self):
+        self._prev = {}  # thread id -> stack of previous states
+
     def __enter__(self):
-        global _anomaly
-        self.prev = _anomaly
-        _anomaly = True
+        _anomaly_threads.append(None)
+        self._prev.setdefault(threading.get_ident(), []).append(_state.anomaly)
+        _state.anomaly = True
         return self
 
     def __exit__(self, *exc):
-        global _anomaly
-        _anomaly = self.prev
+        ident = threading.get_ident()
+        stack = self._prev[ident]
+        _state.anomaly = stack.pop()
+        if not stack:
+            del self._prev[ident]
+        _anomaly_threads.pop()
 
 
 def nondiff(name, fn):
     """An op with no gradient (comparisons, sign, argmax): tensors in, a constant tensor out."""
 
     def op(*args, **kw):
-        for a in args:
-            if isinstance(a, Tensor):
-                return _const(fn(*[a.value if isinstance(a, Tensor) else a for a in args], **kw))
-        return fn(*args, **kw)
+        try:
+            for a in args:
+                if isinstance(a, Tensor):
+                    return _const(fn(*[a.value if isinstance(a, Tensor) else a for a in args], **kw))
+            return fn(*args, **kw)
+        except TypeError as e:
+            _bad_input(name, args, e)
 
     op.__name__ = name
     return op

@@ -85,7 +85,11 @@ def set_rng_state(state: dict) -> None:
 def as_array(x, dtype=None):
     """``x`` as an ndarray; Python floats and float lists take the default dtype, arrays keep theirs."""
     if is_array(x):
-        return x if dtype is None else x.astype(dtype, copy=False)
+        if dtype is None:
+            return x
+        if x.dtype.kind == "c" and np.dtype(dtype).kind != "c":  # astype would drop the imaginary part
+            raise TypeError(f"expected real numbers for dtype {np.dtype(dtype)}, got an array of dtype {x.dtype}")
+        return x.astype(dtype, copy=False)
     a = np.asarray(x, dtype=dtype)
     if dtype is None and a.dtype == np.float64 and not isinstance(x, np.generic):
         a = a.astype(_default_dtype)

@@ -14,14 +14,11 @@ Restoring all of it makes the resumed run bit-identical to one that was never in
 
 from __future__ import annotations
 
-import json
 import os
-import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
-from .backend import get_rng_state, set_rng_state
-from .io import _META, CheckpointError, _Decoder, _read, assign, save
-from .io import load_weights as _load_plain_weights
+from .backend import get_rng_state, rng, set_rng_state
+from .io import CheckpointError, _Decoder, _is_int, _read, assign, check_assign, load_into, save, weights_from
 
 KIND = "knetpy-training-state"
 VERSION = 1
@@ -60,12 +57,15 @@ class TrainingState:
     """A training checkpoint as read from disk, before it is applied to a model."""
 
     path: str
+    info: dict  # the model's entry: a saved layer, or {"params", "state"} without the architecture
+    arrays: dict
     params: dict
     layer_state: dict
     optimizer: dict
     callbacks: list
     rng: dict
     progress: Progress
+    undo: object = None  # set by restore_model_and_optimizer: puts the model and optimizer back
 
 
 # -- writing -------------------------------------------------------------------------------------------
@@ -110,7 +110,8 @@ def save_training_state(path, model, progress, callbacks=(), with_architecture=T
         "rng": get_rng_state(),
         "progress": vars(progress),
     }
-    save(path, payload)
+    # The optimizer is saved as its state above; the model's compile configuration would repeat it.
+    save(path, payload, with_compile=False)
 
 
 class Checkpointer:
@@ -137,11 +138,6 @@ class Checkpointer:
 
 
 # -- reading -------------------------------------------------------------------------------------------
-def _arrays_by_name(node, arrays):
-    """``{name: array}`` from an encoded ``{name: {"__array__": key}}`` mapping."""
-    return {name: arrays[next(iter(ref.values()))] for name, ref in node.items()}
-
-
 def _is_training_state(tree):
     return isinstance(tree, dict) and tree.get("kind") == KIND
 
@@ -159,57 +155,155 @@ def read_training_state(path):
     return _training_state(path, tree, arrays)
 
 
+_PARTS = ("kind", "version", "model", "optimizer", "callbacks", "rng", "progress")
+
+
+def _check_rng_state(path, state, what):
+    """A state the random generator accepts, tried on a scratch generator of the same kind."""
+    try:
+        type(rng().bit_generator)().state = state
+    except Exception as e:  # the bit generator's setter raises TypeError, ValueError, KeyError, ...
+        raise CheckpointError(f"load: {path} has an invalid {what} ({type(e).__name__}: {e})") from None
+
+
+def _number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_progress(path, p):
+    def bad(what):
+        return CheckpointError(f"load: {path} has an invalid training progress: {what}")
+
+    names = {f.name for f in fields(Progress)}
+    if not isinstance(p, dict) or set(p) != names:
+        got = sorted(p) if isinstance(p, dict) else type(p).__name__
+        raise bad(f"need exactly {sorted(names)}, got {got}")
+    for key in ("epoch", "batch", "step"):
+        if not _is_int(p[key]) or p[key] < 0:
+            raise bad(f"{key} must be an integer >= 0, got {p[key]!r}")
+    if not isinstance(p["stopped"], bool):
+        raise bad(f"stopped must be True or False, got {p['stopped']!r}")
+    h = p["history"]
+    if not isinstance(h, dict) or not all(
+        isinstance(k, str) and isinstance(v, list) and all(_number(x) for x in v) for k, v in h.items()
+    ):
+        raise bad("history must map names to lists of numbers")
+    if not isinstance(p["history_epochs"], list) or not all(_is_int(e) for e in p["history_epochs"]):
+        raise bad("history_epochs must be a list of integers")
+    if p["batch"]:
+        t = p["totals"]
+        if p["epoch_rng"] is None or not (
+            isinstance(t, dict) and set(t) == {"loss", "metrics", "seen"} and _number(t["loss"])
+            and isinstance(t["metrics"], list) and all(_number(m) for m in t["metrics"])
+            and _is_int(t["seen"]) and t["seen"] >= 0
+        ):
+            raise bad("a checkpoint inside an epoch needs epoch_rng and totals {loss, metrics, seen}")
+        _check_rng_state(path, p["epoch_rng"], "random state at the start of the epoch")
+
+
 def _training_state(path, tree, arrays):
-    """The :class:`TrainingState` of a checkpoint's decoded structure ``tree`` and its ``arrays``."""
-    if tree.get("version", 0) > VERSION:
-        raise CheckpointError(f"load: {path} has training-state version {tree['version']}; this knetpy reads up to {VERSION}")
-    try:
-        model_node = tree["model"]
-        info = model_node["__layer__"] if "__layer__" in model_node else model_node
-        decode = _Decoder(arrays).decode
-        return TrainingState(
-            path=path,
-            params=_arrays_by_name(info["params"], arrays),
-            layer_state=_arrays_by_name(info["state"], arrays),
-            optimizer=decode(tree["optimizer"]),
-            callbacks=decode(tree["callbacks"]),
-            rng=decode(tree["rng"]),
-            progress=Progress(**decode(tree["progress"])),
-        )
-    except (KeyError, TypeError, AttributeError, StopIteration) as e:
-        raise CheckpointError(f"load: {path} has an incomplete training state ({type(e).__name__}: {e})") from None
+    """The :class:`TrainingState` of a checkpoint's (checked) structure ``tree`` and its ``arrays``.
 
-
-def _holds_training_state(path):
-    """Whether ``path`` is a training checkpoint, from its small JSON member alone (None if unreadable)."""
-    try:
-        with zipfile.ZipFile(path) as z:
-            return _is_training_state(json.loads(z.read(_META)).get("tree"))
-    except (OSError, zipfile.BadZipFile, KeyError, ValueError, AttributeError):
-        return None  # the full reader says what is wrong with the file
+    Everything is checked here that can be without the model: the parts, the progress, the random
+    state, the callbacks' entries; names and shapes are checked against the model when restoring.
+    """
+    missing = [k for k in _PARTS if k not in tree]
+    extra = sorted(k for k in tree if k not in _PARTS)
+    if missing or extra:
+        detail = ", ".join([f"missing {k!r}" for k in missing] + [f"unexpected {k!r}" for k in extra])
+        raise CheckpointError(f"load: {path} has an incomplete training state ({detail})")
+    version = tree["version"]
+    if not _is_int(version) or version < 1:
+        raise CheckpointError(f"load: {path} has an invalid training-state version {version!r}")
+    if version > VERSION:
+        raise CheckpointError(f"load: {path} has training-state version {version}; this knetpy reads up to {VERSION}")
+    model_node = tree["model"]
+    if isinstance(model_node, dict) and set(model_node) == {"__layer__"}:
+        info = model_node["__layer__"]  # its form was checked when the file was read
+    elif isinstance(model_node, dict) and set(model_node) == {"params", "state"} and all(
+        isinstance(part, dict) and all(isinstance(r, dict) and set(r) == {"__array__"} for r in part.values())
+        for part in model_node.values()
+    ):
+        info = model_node
+    else:
+        raise CheckpointError(f"load: {path} has a malformed model entry in its training state")
+    decode = _Decoder(arrays, path).decode
+    optimizer, callbacks, rng_state, progress = (decode(tree[k]) for k in ("optimizer", "callbacks", "rng", "progress"))
+    if not isinstance(optimizer, dict) or set(optimizer) != {"meta", "arrays"}:
+        raise CheckpointError(f"load: {path} has a malformed optimizer state (need 'meta' and 'arrays')")
+    if not isinstance(callbacks, list) or not all(
+        isinstance(c, dict) and set(c) == {"class", "state"} and isinstance(c["class"], str) for c in callbacks
+    ):
+        raise CheckpointError(f"load: {path} has malformed callback states (need a list of {{class, state}})")
+    _check_rng_state(path, rng_state, "random generator state")
+    _check_progress(path, progress)
+    return TrainingState(
+        path=path,
+        info=info,
+        arrays=arrays,
+        params={k: arrays[v["__array__"]] for k, v in info["params"].items()},
+        layer_state={k: arrays[v["__array__"]] for k, v in info["state"].items()},
+        optimizer=optimizer,
+        callbacks=callbacks,
+        rng=rng_state,
+        progress=Progress(**progress),
+    )
 
 
 def load_weights(model, path):
     """Load the weights and layer state from ``path`` into ``model``: a training checkpoint or any
-    file :func:`knetpy.io.load_weights` reads."""
-    if not _holds_training_state(path):
-        return _load_plain_weights(model, path)
-    state = read_training_state(path)
-    assign(model, state.params, state.layer_state)
+    file :func:`knetpy.io.load_weights` reads. Nothing changes in ``model`` when the file does not fit."""
+    path = os.fspath(path)
+    meta, arrays = _read(path)
+    tree = meta["tree"]
+    if not _is_training_state(tree):
+        return weights_from(model, tree, arrays, path)
+    state = _training_state(path, tree, arrays)
+    if "class" in state.info:  # saved with its architecture: lazily built layers can be built first
+        load_into(model, state.info, arrays, path)
+    else:
+        assign(model, state.params, state.layer_state, path)
     return model
 
 
 def restore_model_and_optimizer(state, model):
-    """Put the saved weights, layer state and optimizer state into ``model`` (shapes checked by name)."""
-    assign(model, state.params, state.layer_state)
-    model.optimizer.load_state_dict(state.optimizer)
+    """Put the saved weights, layer state and optimizer state into ``model``.
+
+    Names, shapes and the optimizer's state are all checked before anything changes; on a mismatch
+    the model and its optimizer are left exactly as they were. ``state.undo()`` reverts the restore
+    (used when a later part of the resume fails).
+    """
+    check_assign(model, state.params, state.layer_state, state.path)
+    opt = model.optimizer
+    opt_before = dict(vars(opt))  # load_state_dict replaces attributes, never mutates them in place
+    try:
+        opt.load_state_dict(state.optimizer)
+    except Exception as e:  # the optimizer judges a state read from the file
+        vars(opt).clear()
+        vars(opt).update(opt_before)
+        raise CheckpointError(
+            f"resume: {state.path} holds an optimizer state that does not fit this {type(opt).__name__} "
+            f"({type(e).__name__}: {e})"
+        ) from None
+    tensors = list(model.params.values()) + list(model.state().values())
+    values = [t.value for t in tensors]
+    assign(model, state.params, state.layer_state, state.path)
+
+    def undo():
+        for t, v in zip(tensors, values):
+            t.value = v
+        vars(opt).clear()
+        vars(opt).update(opt_before)
+
+    state.undo = undo
 
 
 def restore_callbacks_and_rng(state, callbacks):
     """Give each callback its saved state (matched by class, in order) and restore the random generator.
 
     Saved states with no callback of their class in this run are left unused: a resumed run may
-    drop a callback (a logger, say) without losing the rest.
+    drop a callback (a logger, say) without losing the rest. A state a callback refuses is a
+    CheckpointError, and the model and optimizer go back to how they were before the resume.
     """
     pending = {}
     for entry in state.callbacks:
@@ -217,5 +311,16 @@ def restore_callbacks_and_rng(state, callbacks):
     for cb in callbacks:
         queue = pending.get(type(cb).__name__)
         if queue:
-            cb.load_state_dict(queue.pop(0))
+            before = dict(vars(cb))
+            try:
+                cb.load_state_dict(queue.pop(0))
+            except Exception as e:  # the callback judges a state read from the file
+                vars(cb).clear()
+                vars(cb).update(before)
+                if state.undo is not None:
+                    state.undo()
+                raise CheckpointError(
+                    f"resume: {state.path} holds a state for {type(cb).__name__} that it refuses "
+                    f"({type(e).__name__}: {e})"
+                ) from None
     set_rng_state(state.rng)

@@ -90,6 +90,8 @@ BENCHMARKS = {
     "lenet": ["--batches", "10"],
     "charlm": ["--windows", "3"],
 }
+#: The exit status of a benchmark whose data is not on this machine (benchmarks/common.py: SKIPPED).
+BENCH_SKIPPED = 77
 
 
 def benchmarks_dir():
@@ -156,7 +158,8 @@ def bench(argv) -> int:
               flush=True)
         start = time.perf_counter()
         status = subprocess.run([sys.executable, str(script), *extra], cwd=folder.parent).returncode
-        results.append((name, "ok" if status == 0 else f"failed (exit {status})", time.perf_counter() - start))
+        outcome = {0: "ok", BENCH_SKIPPED: "skipped"}.get(status, f"failed (exit {status})")
+        results.append((name, outcome, time.perf_counter() - start))
         print(flush=True)
     print("| benchmark | result | seconds |\n|---|---|---|")
     for name, outcome, seconds in results:
@@ -187,18 +190,26 @@ def _package_version(name):
 
 
 def _blas_lines():
+    """What threads knetpy and BLAS run, and the rule that chose them."""
+    from . import parallel
+
+    n = parallel.get_num_threads()
+    source = "KNETPY_NUM_THREADS" if os.environ.get("KNETPY_NUM_THREADS") else "kp.set_num_threads"
+    why = f"on, set by {source}" if n > 1 else "off, the default: kp.set_num_threads(n) or KNETPY_NUM_THREADS=n"
+    lines = [f"knetpy threads: {n} ({why}; {parallel.cores()} cores here)"]
+    threads, reason = parallel.blas_setting()
+    lines.append(f"BLAS threads: {threads if threads is not None else 'unknown'} now ({reason})")
+    lines.append(f"BLAS rule: {parallel.BLAS_RULE}; the quickstart and the image examples apply it "
+                 "(kp.parallel.auto_blas_threads)")
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
-        return ["BLAS: unknown (install threadpoolctl, the extra 'fast', to see which BLAS NumPy runs)"]
-    from . import parallel
-
-    lines = [f"knetpy threads: {parallel.get_num_threads()} (kp.set_num_threads or KNETPY_NUM_THREADS; "
-             f"{parallel.cores()} cores here)"]
-    for lib in threadpool_info():
+        return lines + ["BLAS: unknown (install threadpoolctl, the extra 'fast', to see which BLAS NumPy runs)"]
+    libs = threadpool_info()
+    for lib in libs:
         lines.append(f"{lib.get('user_api', '?')}: {lib.get('internal_api')} {lib.get('version')} "
                      f"({lib.get('architecture') or 'kernel unknown'}, {lib.get('num_threads')} threads)")
-    return lines or ["BLAS: threadpoolctl found no BLAS library loaded"]
+    return lines if libs else lines + ["BLAS: threadpoolctl found no BLAS library loaded"]
 
 
 def _gpu_line():
@@ -219,18 +230,18 @@ def _gpu_line():
 
 def _dataset_lines():
     from .datasets import download
-    from .datasets.housing import FILENAME, HOUSING_SOURCE
+    from .datasets.cifar import ARCHIVE, CIFAR10_SOURCE, FOLDER
     from .datasets.mnist import FASHION_MNIST_SOURCE, MNIST_SOURCE
-    from .datasets.text import TINYSHAKESPEARE_FILE, TINYSHAKESPEARE_SOURCE
 
     images = ("train-images-idx3-ubyte", "train-images-idx3-ubyte.gz")
-    sources = [(FASHION_MNIST_SOURCE, images), (MNIST_SOURCE, images), (HOUSING_SOURCE, (FILENAME,)),
-               (TINYSHAKESPEARE_SOURCE, (TINYSHAKESPEARE_FILE,))]
+    sources = [(FASHION_MNIST_SOURCE, images, False), (MNIST_SOURCE, images, False),
+               (CIFAR10_SOURCE, (FOLDER, ARCHIVE), True)]
     lines = [f"data folders: ${download.ENV_DATA}={os.environ.get(download.ENV_DATA, '(unset)')}, "
              f"cache {download.cache_dir()}"]
-    for source, names in sources:
-        found = download.find_file(source, names)
+    for source, names, dir_ok in sources:
+        found = download.find_file(source, names, dir_ok=dir_ok)
         lines.append(f"  {source.title}: {found.parent if found else 'not found (downloaded on first use)'}")
+    lines.append("  UCI housing, tinyshakespeare: shipped with knetpy")
     digits = "available (scikit-learn)" if _package_version("scikit-learn") else "needs scikit-learn (extra 'data')"
     lines.append(f"  digits: {digits}")
     return lines

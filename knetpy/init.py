@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 import operator
+import threading
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -42,6 +44,49 @@ def _shape(shape):
     return shape
 
 
+# -- allocation budget ---------------------------------------------------------------------------------
+_budget = threading.local()
+
+
+class AllocationRefused(ValueError):
+    """An initializer asked for more values than the active :func:`allocation_budget` leaves."""
+
+
+@contextmanager
+def allocation_budget(elements):
+    """Inside the block (this thread only), initializers may create at most ``elements`` values in all.
+
+    The checkpoint loader rebuilds layers from configs read from a file: their parameters must fit
+    the arrays the file holds, so a config asking for a huge layer fails here, before allocating.
+    """
+    previous = getattr(_budget, "left", None)
+    _budget.left = int(elements)
+    try:
+        yield
+    finally:
+        _budget.left = previous
+
+
+def reserve(shape):
+    """Count a new array of ``shape`` against the active :func:`allocation_budget` (no-op outside one)."""
+    left = getattr(_budget, "left", None)
+    if left is None:
+        return
+    n = math.prod(shape)
+    if n > left:
+        raise AllocationRefused(
+            f"a parameter of shape {tuple(shape)} ({n} values) is more than the {left} values left to build"
+        )
+    _budget.left = left - n
+
+
+def _new(shape):
+    """The checked shape of an array about to be created, counted against the allocation budget."""
+    shape = _shape(shape)
+    reserve(shape)
+    return shape
+
+
 def _draw_dtype(dt):
     # The generator draws float32 or float64 natively; other floats are drawn in float32 and cast.
     return dt if dt in (np.float32, np.float64) else np.dtype(np.float32)
@@ -67,17 +112,17 @@ def compute_fans(shape):
 # -- constants -----------------------------------------------------------------------------------------
 def zeros(shape, dtype=None):
     """All zeros."""
-    return np.zeros(_shape(shape), dtype=_dtype(dtype))
+    return np.zeros(_new(shape), dtype=_dtype(dtype))
 
 
 def ones(shape, dtype=None):
     """All ones."""
-    return np.ones(_shape(shape), dtype=_dtype(dtype))
+    return np.ones(_new(shape), dtype=_dtype(dtype))
 
 
 def constant(shape, dtype=None, value=0.0):
     """Every element equal to ``value``."""
-    return np.full(_shape(shape), value, dtype=_dtype(dtype))
+    return np.full(_new(shape), value, dtype=_dtype(dtype))
 
 
 # -- plain distributions ----------------------------------------------------------------------------------
@@ -86,7 +131,7 @@ def uniform(shape, dtype=None, low=0.0, high=1.0):
     if not high >= low:
         raise ValueError(f"uniform: need low <= high, got low={low}, high={high}")
     dt = _dtype(dtype)
-    u = backend.rng().random(_shape(shape), dtype=_draw_dtype(dt))
+    u = backend.rng().random(_new(shape), dtype=_draw_dtype(dt))
     u *= high - low
     u += low
     return u.astype(dt, copy=False)
@@ -97,7 +142,7 @@ def normal(shape, dtype=None, mean=0.0, std=1.0):
     if std < 0:
         raise ValueError(f"normal: std must be >= 0, got {std}")
     dt = _dtype(dtype)
-    z = backend.rng().standard_normal(_shape(shape), dtype=_draw_dtype(dt))
+    z = backend.rng().standard_normal(_new(shape), dtype=_draw_dtype(dt))
     z *= std
     z += mean
     return z.astype(dt, copy=False)
@@ -109,7 +154,7 @@ def truncated_normal(shape, dtype=None, mean=0.0, std=1.0, bound=2.0):
         raise ValueError(f"truncated_normal: need std >= 0 and bound > 0, got std={std}, bound={bound}")
     dt = _dtype(dtype)
     gen = backend.rng()
-    z = gen.standard_normal(_shape(shape), dtype=_draw_dtype(dt))
+    z = gen.standard_normal(_new(shape), dtype=_draw_dtype(dt))
     outside = np.abs(z) > bound
     while outside.any():  # each pass redraws ~5% (bound=2) of what is left, so this ends fast
         z[outside] = gen.standard_normal(int(outside.sum()), dtype=z.dtype)
@@ -125,7 +170,7 @@ def orthogonal(shape, dtype=None, gain=1.0):
     The weight is viewed as (shape[0], prod(shape[1:])); its rows are orthonormal when there are
     no more rows than columns, its columns otherwise.
     """
-    shape = _shape(shape)
+    shape = _new(shape)
     if len(shape) < 2:
         raise ValueError(f"orthogonal: needs a shape with at least 2 dimensions, got {shape}")
     rows, cols = shape[0], math.prod(shape[1:])

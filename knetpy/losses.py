@@ -10,11 +10,21 @@ which is the actual KL divergence.
 Predictions and targets must have the same shape: a (N, 1) prediction against a (N,) target is an
 error, not a silent (N, N) broadcast. Raw array targets are converted to the prediction's dtype.
 Class scores are batch-first with the classes on axis 1, (N, C) or (N, C, d1, ...).
+
+``cross_entropy``, ``nll`` and ``bce_with_logits`` take logits (``nll`` log-probabilities): the model's
+last layer must not apply a softmax or sigmoid (``Model.compile`` and ``fit`` warn when it does).
+Keras's names (``sparse_categorical_crossentropy``, ``categorical_crossentropy``,
+``binary_crossentropy``, ``kl_divergence``) keep Keras's meaning: they take probabilities, clipped to
+[1e-7, 1 - 1e-7], unless ``from_logits=True``, and refuse values outside [0, 1] with an error that
+says so. The classes at the end (``SparseCategoricalCrossentropy(from_logits=True)``,
+``MeanSquaredError()``, NumpyDL's ``SoftmaxCategoricalCrossEntropy``, ...) bind options for
+``Model.compile``.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 
 import numpy as np
 
@@ -22,7 +32,8 @@ from ._names import Registry
 from .autograd import Tensor, primitive
 from .backend import array_namespace, as_array
 from .ops import abs as _abs
-from .ops import astype, exp, log, log1p, logp, maximum, relu, softplus, sqrt, where
+from .ops import astype, clip, exp, log, log1p, logp, maximum, relu, softplus, sqrt, where
+from .ops import max as _max
 from .ops import mean as _mean
 from .ops import sum as _sum
 from .ops.nn import _check_labels, _nll
@@ -83,12 +94,14 @@ def _reduce(loss, reduction, count=None):
     """Mean (over ``count`` items when given), sum, or the loss itself."""
     if reduction == "none":
         return loss
-    total = _sum(loss)
     if reduction == "sum":
-        return total
+        return _sum(loss)
     if count is None:
         return _mean(loss)
-    return total / count
+    # the mean rescaled rather than sum / count: a float16 sum can overflow where the result does not
+    with np.errstate(divide="ignore", invalid="ignore"):  # count 0 (all ignored): NaN, as in PyTorch
+        scale = np.float64(_raw(loss).size) / count
+    return _mean(loss) * float(scale)  # a Python float keeps the loss's dtype
 
 
 def _check_class_scores(scores, name, axis):
@@ -308,8 +321,9 @@ def _weighted_cross_entropy(logits, labels, ax, eps, reduction, w, ignore_index,
         per_sample = per_sample * (1 - eps) + smooth * eps
     if reduction == "none":
         return per_sample
-    total = _sum(per_sample)
-    return total if reduction == "sum" else total / w_y.sum()
+    if reduction == "sum":
+        return _sum(per_sample)
+    return _reduce(per_sample, "mean", count=float(w_y.sum(dtype=np.float64)))
 
 
 def nll(log_probs, target, axis=1, reduction="mean"):
@@ -425,6 +439,149 @@ def contrastive(x1, x2, same, margin=1.0, reduction="mean"):
     return _reduce(loss, reduction)
 
 
+# -- probabilities (Keras's names) ----------------------------------------------------------------------------
+# Keras's ``*_crossentropy`` losses take probabilities (a softmax or sigmoid output) unless
+# ``from_logits=True``; knetpy's ``cross_entropy``, ``nll`` and ``bce_with_logits`` take logits.
+def _prob_bounds(dtype, epsilon):
+    """Where probabilities are clipped: [eps, 1 - eps] with Keras's eps = 1e-7, the upper bound kept
+    at least one step of ``dtype`` below 1 (float16 would round 1 - 1e-7 up to 1, and log(1 - p) to -inf)."""
+    if epsilon is None:
+        epsilon = 1e-7
+    elif not 0 < epsilon < 0.5:
+        raise ValueError(f"epsilon must be in (0, 0.5), got {epsilon!r}")
+    return float(epsilon), 1.0 - max(float(epsilon), float(np.finfo(dtype).epsneg))
+
+
+def _as_probabilities(pred, name):
+    pred = _as_input(pred, name)
+    p = _raw(pred)
+    if p.size and (float(p.min()) < 0 or float(p.max()) > 1):
+        raise ValueError(
+            f"{name}: predictions must be probabilities in [0, 1] (a softmax or sigmoid output), got values "
+            f"from {float(p.min()):.4g} to {float(p.max()):.4g}; for raw scores (logits) pass from_logits=True"
+        )
+    return pred
+
+
+def _clipped_log(p, epsilon):
+    """log(p) with p clipped to [eps, 1 - eps], so that a 0 or 1 gives a finite loss (no gradient outside)."""
+    return log(clip(p, *_prob_bounds(_raw(p).dtype, epsilon)))
+
+
+def _check_target_kind(target, name, sparse):
+    """Sparse losses take integer labels, the others one-hot or probability vectors: say which to use."""
+    t = _raw(target)
+    dtype = t.dtype if hasattr(t, "dtype") else np.asarray(t).dtype
+    kind = dtype.kind
+    if kind in "iu" and not sparse:
+        raise TypeError(
+            f"{name}: targets must be one-hot or probability vectors shaped like the predictions, got "
+            f"integer class labels; use sparse_categorical_crossentropy for those"
+        )
+    if kind not in "iu" and sparse:
+        raise TypeError(
+            f"{name}: targets must be integer class labels, got dtype {dtype}; "
+            "for one-hot or probability targets use categorical_crossentropy"
+        )
+
+
+def sparse_categorical_crossentropy(pred, target, from_logits=False, axis=1, epsilon=None, reduction="mean"):
+    """Cross-entropy -log p[label] of integer ``target`` labels (Keras's loss of that name).
+
+    ``pred`` holds class probabilities (a softmax output, classes on ``axis``), clipped to
+    [eps, 1 - eps] (eps = 1e-7, 1 - eps at least one float step below 1); with ``from_logits=True`` it
+    holds logits and this is :func:`cross_entropy`.
+    """
+    name = "sparse_categorical_crossentropy"
+    _check_reduction(reduction, name)
+    _check_target_kind(target, name, sparse=True)
+    if from_logits:
+        return cross_entropy(pred, target, axis=axis, reduction=reduction)
+    pred = _as_probabilities(pred, name)
+    ax = _check_class_scores(pred, name, axis)
+    labels = _labels(pred, target, ax, name)
+    picked = _sum(pred * _one_hot(labels, pred, ax), axis=ax)
+    return _reduce(-_clipped_log(picked, epsilon), reduction)
+
+
+def categorical_crossentropy(
+    pred, target, from_logits=False, axis=1, label_smoothing=0.0, epsilon=None, reduction="mean"
+):
+    """Cross-entropy -sum_c t_c log p_c of one-hot or probability targets (Keras's loss of that name).
+
+    ``pred`` holds class probabilities (a softmax output, classes on ``axis``), clipped to
+    [eps, 1 - eps]; with ``from_logits=True`` it holds logits and this is :func:`cross_entropy`.
+    ``label_smoothing`` mixes the target with the uniform distribution. For integer labels use
+    :func:`sparse_categorical_crossentropy`.
+    """
+    name = "categorical_crossentropy"
+    _check_reduction(reduction, name)
+    _check_target_kind(target, name, sparse=False)
+    if from_logits:
+        return cross_entropy(pred, target, axis=axis, label_smoothing=label_smoothing, reduction=reduction)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"{name}: label_smoothing must be in [0, 1], got {label_smoothing}")
+    pred = _as_probabilities(pred, name)
+    ax = _check_class_scores(pred, name, axis)
+    t = _as_target(target, pred, name)
+    if label_smoothing:
+        t = t * (1 - label_smoothing) + label_smoothing / pred.shape[ax]
+    return _reduce(-_sum(t * _clipped_log(pred, epsilon), axis=ax), reduction)
+
+
+def binary_crossentropy(pred, target, from_logits=False, label_smoothing=0.0, epsilon=None, reduction="mean"):
+    """Binary cross-entropy -(t log p + (1 - t) log(1 - p)) (Keras's loss of that name), elementwise.
+
+    ``pred`` holds probabilities (a sigmoid output), clipped to [eps, 1 - eps]; with
+    ``from_logits=True`` it holds logits and this is :func:`bce_with_logits`. ``label_smoothing``
+    moves the targets towards 0.5: t (1 - s) + s / 2.
+    """
+    name = "binary_crossentropy"
+    _check_reduction(reduction, name)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"{name}: label_smoothing must be in [0, 1], got {label_smoothing}")
+    if from_logits:
+        pred = _as_input(pred, name, "logits")
+    else:
+        pred = _as_probabilities(pred, name)
+    t = _as_target(target, pred, name)
+    if label_smoothing:
+        t = t * (1 - label_smoothing) + 0.5 * label_smoothing
+    if from_logits:
+        return bce_with_logits(pred, t, reduction=reduction)
+    p = clip(pred, *_prob_bounds(_raw(pred).dtype, epsilon))
+    return _reduce(-(t * log(p) + (1 - t) * log(1 - p)), reduction)
+
+
+def kl_divergence(pred, target, axis=1, epsilon=None, reduction="mean"):
+    """KL(target || pred) = sum_c t_c log(t_c / p_c) of two probability vectors (Keras's ``kl_divergence``).
+
+    Both are clipped to [eps, 1]. Per sample (summed over ``axis``), then the mean over the batch.
+    :func:`kl_div` is PyTorch's form, which takes log-probabilities as ``pred``.
+    """
+    name = "kl_divergence"
+    _check_reduction(reduction, name)
+    pred = _as_probabilities(pred, name)
+    ax = _check_class_scores(pred, name, axis)
+    t = _as_target(target, pred, name)
+    eps = _prob_bounds(_raw(pred).dtype, epsilon)[0]
+    t = clip(t, eps, 1)
+    return _reduce(_sum(t * (log(t) - log(clip(pred, eps, 1))), axis=ax), reduction)
+
+
+def categorical_hinge(pred, target, axis=1, reduction="mean"):
+    """Keras's categorical hinge max(0, 1 + max_{c != y} s_c - s_y) with one-hot ``target``."""
+    name = "categorical_hinge"
+    _check_reduction(reduction, name)
+    _check_target_kind(target, name, sparse=False)
+    pred = _as_input(pred, name, "scores")
+    ax = _check_class_scores(pred, name, axis)
+    t = _as_target(target, pred, name)
+    pos = _sum(t * pred, axis=ax)
+    neg = _max((1 - t) * pred, axis=ax)
+    return _reduce(relu(neg - pos + 1), reduction)
+
+
 # -- lookup by name -------------------------------------------------------------------------------------------
 _REGISTRY = Registry(
     "loss",
@@ -440,14 +597,23 @@ _REGISTRY = Registry(
         "binary_cross_entropy": bce,
         "bce_with_logits": bce_with_logits,
         "cross_entropy": cross_entropy,
-        "categorical_cross_entropy": cross_entropy,
         "nll": nll,
         "hinge": hinge,
         "multiclass_hinge": hinge,
         "hellinger": hellinger,
         "kl_div": kl_div,
-        "kl_divergence": kl_div,
         "contrastive": contrastive,
+        # Keras's names, with Keras's meaning: probabilities in unless from_logits=True
+        "sparse_categorical_crossentropy": sparse_categorical_crossentropy,
+        "sparse_categorical_cross_entropy": sparse_categorical_crossentropy,
+        "categorical_crossentropy": categorical_crossentropy,
+        "categorical_cross_entropy": categorical_crossentropy,
+        "binary_crossentropy": binary_crossentropy,
+        "kl_divergence": kl_divergence,
+        "kld": kl_divergence,
+        "kullback_leibler_divergence": kl_divergence,
+        "categorical_hinge": categorical_hinge,
+        "huber_loss": huber,
     },
 )
 
@@ -468,4 +634,105 @@ def get(identifier, **params):
 
 def serialize(fn):
     """A JSON-serialisable spec (a name or a dict) that :func:`get` turns back into ``fn``."""
+    if isinstance(fn, Loss):
+        return fn.get_config()
     return _REGISTRY.serialize(fn)
+
+
+# -- losses as objects (Keras's and NumpyDL's class names) ----------------------------------------------------
+class Loss:
+    """A loss function with its options bound: ``Loss(**options)(pred, target)``, usable in ``compile``.
+
+    Each subclass calls one function of this module (``loss_name``), e.g.
+    ``SparseCategoricalCrossentropy(from_logits=True)`` is ``sparse_categorical_crossentropy(...,
+    from_logits=True)``. An unknown option is a TypeError listing the valid ones.
+    """
+
+    loss_name = None
+
+    def __init__(self, **options):
+        self.options = options
+        self._fn = get(self.loss_name, **options)
+
+    def __call__(self, pred, target):
+        return self._fn(pred, target)
+
+    def get_config(self):
+        """``{"name": ..., **options}``: what :func:`get` turns back into this loss."""
+        opts = {k: v.tolist() if hasattr(v, "tolist") else v for k, v in self.options.items()}
+        return {"name": self.loss_name, **opts}
+
+    def __repr__(self):
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.options.items())})"
+
+
+def _loss_class(cls_name, loss_name, doc):
+    return type(cls_name, (Loss,), {"loss_name": loss_name, "__doc__": doc, "__module__": __name__})
+
+
+# Keras's classes.
+SparseCategoricalCrossentropy = _loss_class(
+    "SparseCategoricalCrossentropy", "sparse_categorical_crossentropy",
+    "Keras's class: :func:`sparse_categorical_crossentropy` (probabilities in unless from_logits=True).",
+)
+CategoricalCrossentropy = _loss_class(
+    "CategoricalCrossentropy", "categorical_crossentropy",
+    "Keras's class: :func:`categorical_crossentropy` (probabilities in unless from_logits=True).",
+)
+BinaryCrossentropy = _loss_class(
+    "BinaryCrossentropy", "binary_crossentropy",
+    "Keras's class: :func:`binary_crossentropy` (probabilities in unless from_logits=True).",
+)
+MeanSquaredError = _loss_class("MeanSquaredError", "mse", ":func:`mse`, the mean over all elements.")
+MeanAbsoluteError = _loss_class("MeanAbsoluteError", "mae", ":func:`mae`, the mean over all elements.")
+Huber = _loss_class("Huber", "huber", ":func:`huber` (option ``delta``).")
+KLDivergence = _loss_class("KLDivergence", "kl_divergence", ":func:`kl_divergence` of probability vectors.")
+CategoricalHinge = _loss_class("CategoricalHinge", "categorical_hinge", ":func:`categorical_hinge`.")
+# NumpyDL's classes. They follow this module's scaling (the mean over the batch, and over elements for
+# elementwise losses) rather than NumpyDL's 0.5 * sum over the outputs of a sample for MeanSquaredError
+# and 1/sqrt(2) * sum of squared root differences for HellingerDistance.
+BinaryCrossEntropy = _loss_class(
+    "BinaryCrossEntropy", "binary_crossentropy", "NumpyDL's name for :class:`BinaryCrossentropy` (probabilities in)."
+)
+SoftmaxCategoricalCrossEntropy = _loss_class(
+    "SoftmaxCategoricalCrossEntropy", "categorical_crossentropy",
+    "NumpyDL's name: :func:`categorical_crossentropy` of softmax outputs and one-hot targets.",
+)
+SCCE = SoftmaxCategoricalCrossEntropy
+HellingerDistance = _loss_class("HellingerDistance", "hellinger", "NumpyDL's name for :func:`hellinger`.")
+
+
+# -- what a loss expects -------------------------------------------------------------------------------------
+def _unwrap(loss):
+    """The function behind a loss object or a functools.partial, and the options bound to it."""
+    params = {}
+    while True:
+        if isinstance(loss, Loss):
+            params = {**loss.options, **params}
+            loss = loss._fn
+        elif isinstance(loss, functools.partial):
+            params = {**loss.keywords, **params}
+            loss = loss.func
+        else:
+            return loss, params
+
+
+def takes_logits(loss):
+    """True when ``loss`` takes raw scores, so that a softmax or sigmoid before it would be applied twice."""
+    from . import ops
+
+    fn, params = _unwrap(loss)
+    if fn in (sparse_categorical_crossentropy, categorical_crossentropy, binary_crossentropy):
+        return bool(params.get("from_logits", False))
+    # kp.losses.nll takes log-probabilities: a softmax output is just as wrong there
+    return any(fn is f for f in (cross_entropy, nll, bce_with_logits, ops.nll, ops.bce, ops.logistic))
+
+
+def takes_binary_logits(loss):
+    """True for the losses of one logit per output (accuracy then thresholds at 0, not 0.5)."""
+    from . import ops
+
+    fn, params = _unwrap(loss)
+    if fn is binary_crossentropy:
+        return bool(params.get("from_logits", False))
+    return any(fn is f for f in (bce_with_logits, ops.bce, ops.logistic))

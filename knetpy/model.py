@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from collections import OrderedDict
+import warnings
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -28,10 +29,10 @@ from .checkpoint import (
     restore_callbacks_and_rng,
     restore_model_and_optimizer,
 )
-from .data._checks import as_data_array, check_batch_size, check_same_length
+from .data._checks import as_data_array, check_batch_size, check_same_length, require_real
 from .data.loader import DataLoader
 from .data.minibatch import Minibatch
-from .layers.base import Layer
+from .layers.base import Layer, sample_shape, thread_mode
 from .progress import ProgressBar
 from .summary import summarize
 
@@ -54,10 +55,9 @@ def _resolve_optimizer(optimizer):
 
 def _takes_binary_logits(loss_fn):
     """True for the losses of one logit per sample: 'accuracy' then thresholds outputs at 0, not 0.5."""
-    from . import losses, ops
+    from . import losses
 
-    fn = getattr(loss_fn, "func", loss_fn)  # a loss with bound parameters
-    return any(fn is f for f in (losses.bce_with_logits, ops.bce, ops.logistic))
+    return losses.takes_binary_logits(loss_fn)
 
 
 def _metric_name(metric, index):
@@ -93,12 +93,17 @@ class Model(Layer):
     def compile(self, loss, optimizer="adam", metrics=None):
         """Choose the loss, the optimizer and the metrics reported during training.
 
-        ``loss``: a name from :mod:`knetpy.losses` or a function ``loss(pred, target) -> scalar``;
-        ``optimizer``: a name or an optimizer from :mod:`knetpy.optim` (bound to the parameters in
-        :meth:`fit`); ``metrics``: names from :mod:`knetpy.metrics` or functions
+        ``loss``: a name from :mod:`knetpy.losses`, a loss object (``kp.losses.SparseCategoricalCrossentropy(
+        from_logits=True)``) or a function ``loss(pred, target) -> scalar``; ``cross_entropy`` takes
+        logits and Keras's names probabilities (a UserWarning flags a softmax or sigmoid last layer
+        feeding a loss that takes logits). ``optimizer``: a name or an optimizer from
+        :mod:`knetpy.optim`; :meth:`fit` binds it to the parameters of the layers whose ``trainable``
+        is True, unless it was created over parameters of its own (to fine-tune a part of the
+        model), which it keeps. ``metrics``: names from :mod:`knetpy.metrics` or functions
         ``metric(pred, target) -> float``. Returns the model.
         """
         self._loss = _resolve_loss(loss)
+        _warn_double_squash(self, self._loss, "compile")
         logits = _takes_binary_logits(self._loss)
         self.optimizer = _resolve_optimizer(optimizer)
         self._bound = None
@@ -133,6 +138,16 @@ class Model(Layer):
                 f"{who}: the model is not compiled; call model.compile(loss=..., optimizer=..., metrics=...) first"
             )
 
+    def build_for(self, input_shape):
+        """Build every layer now by running one zero sample of ``input_shape`` (no batch axis) through the model."""
+        shape = sample_shape(input_shape, type(self).__name__)
+        if None in shape:
+            raise ValueError(f"{type(self).__name__}: input_shape needs every size to build a model, got {shape}")
+        with _inference_mode(self):
+            self(np.zeros((1,) + shape, dtype=get_dtype()))
+        self.input_shape = (None,) + shape
+        return self
+
     # -- data preparation --------------------------------------------------------------------------
     def _float_dtype(self):
         params = self.params
@@ -146,6 +161,7 @@ class Model(Layer):
         if x is None:
             raise ValueError(f"{who}: x (the inputs) is missing")
         x = as_data_array(x, "x", who)
+        require_real(x, "x", who)
         dtype = self._float_dtype()
         if x.dtype.kind == "f" and x.dtype != dtype:
             x = x.astype(dtype)  # one conversion up front, not one per batch
@@ -156,6 +172,7 @@ class Model(Layer):
             arrays = {"x": x}
         else:
             y = as_data_array(y, "y", who)
+            require_real(y, "y", who)
             if y.dtype.kind == "f" and y.dtype != dtype:
                 y = y.astype(dtype)
             arrays = {"x": x, "y": y}
@@ -185,20 +202,43 @@ class Model(Layer):
             else:
                 first = next(iter(batches))
                 xb = first[0] if isinstance(first, (tuple, list)) else first
-            with no_grad():
-                was_training = self.training
-                self.eval()  # a dry run must not update running statistics
-                try:
-                    self(xb[:1])
-                finally:
-                    self.train(was_training)
+            with _inference_mode(self):  # a dry run must not update running statistics
+                self(xb[:1])
         params = self.params
         if not params:
             raise RuntimeError(f"{who}: the model has no parameters to train")
-        ids = tuple(id(p) for p in params.values())
-        if self._bound != ids:
-            self.optimizer.bind(params)
-            self._bound = ids
+        self._bind_optimizer(params, who)
+
+    def _bind_optimizer(self, params, who):
+        """Bind the optimizer to the trainable parameters, unless it was created over parameters of its own.
+
+        An optimizer created with parameters (``Adam(model.layers()[-1].parameters())`` to fine-tune a
+        head) keeps them; one given by name or without parameters trains the parameters of every
+        layer whose ``trainable`` is True. The gradients of the model's other parameters are dropped
+        before each step, so frozen layers never change and nothing accumulates in them.
+        """
+        opt = self.optimizer
+        own = opt.params
+        # bound by the user (not by an earlier fit, which marks what it bound): keep that binding
+        if own and tuple(id(p) for p in own.values()) != getattr(opt, "_bound_by_fit", None):
+            ids = {id(p) for p in params.values()}
+            if not any(id(p) in ids for p in own.values()):
+                raise ValueError(
+                    f"{who}: none of the optimizer's parameters ({', '.join(list(own)[:4])}"
+                    f"{', ...' if len(own) > 4 else ''}) belongs to this model; create it over "
+                    "model.parameters() or a part of them, or without parameters to train the whole model"
+                )
+        else:
+            trainable = self.trainable_params
+            if not trainable:
+                raise RuntimeError(f"{who}: every layer is frozen (trainable = False); there is nothing to train")
+            ids = tuple(id(p) for p in trainable.values())
+            if self._bound != ids or getattr(opt, "_bound_by_fit", None) != ids:
+                opt.bind(trainable)
+                self._bound = opt._bound_by_fit = ids
+        frozen = {id(p) for p in params.values()} - {id(p) for p in self.trainable_params.values()}
+        trained = {id(p) for p in opt.params.values()} - frozen
+        self._untrained = [p for p in params.values() if id(p) not in trained]
 
     def _has_unbuilt_layers(self):
         return any(isinstance(layer, Layer) and not layer.built for layer in self.layers())
@@ -227,7 +267,9 @@ class Model(Layer):
         :class:`~knetpy.data.DataLoader` / :func:`~knetpy.data.minibatch` yielding ``(xb, yb)``,
         which then decides batch size and shuffling itself).
         ``validation_data=(xv, yv)`` (or ``validation_split``, the fraction taken from the end of the
-        arrays before shuffling) is evaluated after every epoch, logged with a ``val_`` prefix.
+        arrays before shuffling) is evaluated after every epoch, logged with a ``val_`` prefix; a
+        UserWarning says when class labels (integers or one-hot) come sorted by class, or the
+        validation part holds classes that the training part lacks.
         ``verbose``: 0 silent, 1 a progress bar on a terminal (one line per epoch otherwise), 2 one
         line per epoch. Epochs run from ``initial_epoch`` to ``epochs - 1``.
 
@@ -260,6 +302,7 @@ class Model(Layer):
         if validation_data is not None:
             val = self._validation_batches(validation_data, batch_size, who, check_finite)
         self._ready(train, who)
+        _warn_double_squash(self, self._loss, who)
         resumed = None
         if resume and os.path.exists(saver.path):
             resumed = read_training_state(saver.path)
@@ -272,9 +315,8 @@ class Model(Layer):
         cbs = _callbacks.CallbackList(list(callbacks or []) + [history], self, run)
         self.history = history
         self.stop_training = False
-        was_training = self.training
-        self.train(True)
-        try:
+        # Training mode for this thread only: the model's own mode, seen by other threads, is left alone.
+        with thread_mode(self, True):
             cbs.on_train_begin()
             position = Progress(epoch=initial_epoch)
             if resumed is not None:
@@ -306,8 +348,6 @@ class Model(Layer):
                     )
                     saver.save(done, cbs.callbacks)
             cbs.on_train_end()
-        finally:
-            self.train(was_training)
         return history
 
     def _checkpointer(self, checkpoint, resume, every, initial_epoch, who):
@@ -341,6 +381,7 @@ class Model(Layer):
         batch_begin, batch_end = cbs.batch_begin, cbs.batch_end
         live = bar is not None and bar.bar
         uses_closure = _needs_closure(opt)
+        untrained = getattr(self, "_untrained", ())  # frozen, or outside the optimizer's parameters
         every = saver.every if saver is not None else None
         n_batches = len(batches) if hasattr(batches, "__len__") else None
         loss_sum = 0.0
@@ -384,6 +425,8 @@ class Model(Layer):
                 )
             if not uses_closure:
                 loss.backward()
+                for p in untrained:
+                    p.grad = None
                 opt.step()
                 opt.zero_grad()
             loss_sum += value * n
@@ -425,6 +468,8 @@ class Model(Layer):
                 _check_loss(loss)
                 first.append((float(loss.value), out))
             loss.backward()
+            for p in getattr(self, "_untrained", ()):
+                p.grad = None
             return loss
 
         opt.step(closure)
@@ -453,6 +498,7 @@ class Model(Layer):
                 f"{who}: validation_split={validation_split} of {len(x)} samples leaves {split} for training "
                 f"and {len(x) - split} for validation; both need at least one"
             )
+        _warn_unseen_classes(y, split, validation_split, who)
         return x[:split], y[:split], (x[split:], y[split:])
 
     def _validation_batches(self, validation_data, batch_size, who, check_finite=False):
@@ -489,7 +535,8 @@ class Model(Layer):
         """Loss and metrics over ``(x, y)`` in inference mode: ``{'loss': ..., 'accuracy': ...}``.
 
         Layers run in eval mode (dropout off, batch norm on running statistics) and nothing is
-        recorded for gradients; the previous mode is restored afterwards. ``check_finite=True``
+        recorded for gradients, both in the calling thread only: the model's own mode is not changed,
+        so other threads may predict or train with it at the same time. ``check_finite=True``
         refuses NaN or Inf in the data, naming the array and the sample.
         """
         who = "evaluate"
@@ -504,7 +551,10 @@ class Model(Layer):
     def predict(self, x, batch_size=256, check_finite=False):
         """The model's outputs for ``x`` (an array, in inference mode), batch by batch, as one array.
 
-        ``check_finite=True`` refuses NaN or Inf in ``x``, naming the sample.
+        The outputs are what the last layer returns: logits for a classifier ending in a plain
+        ``Dense`` (as ``loss="cross_entropy"`` expects); :meth:`predict_proba` gives probabilities and
+        :meth:`predict_classes` the predicted classes. ``check_finite=True`` refuses NaN or Inf in
+        ``x``, naming the sample.
         """
         who = "predict"
         check_batches = bool(check_finite) and _is_batch_source(x)
@@ -520,38 +570,41 @@ class Model(Layer):
             raise ValueError(f"{who}: the data yielded no batches")
         return array_namespace(outs[0]).concatenate(outs, axis=0) if len(outs) > 1 else outs[0]
 
+    def predict_proba(self, x, batch_size=256, from_logits=None):
+        """Class probabilities for ``x``: :meth:`predict` returns what the last layer returns (logits
+        for a plain ``Dense`` last layer), and this turns them into probabilities.
+
+        Softmax over axis 1, or the sigmoid for a single output unit (outputs of shape (N,) or (N, 1)).
+        Outputs are passed through unchanged when the last layer of a :class:`Sequential` already
+        applies softmax or sigmoid; ``from_logits=True``/``False`` says so explicitly (needed for a
+        subclassed model whose ``forward`` ends in a probability).
+        """
+        out = self.predict(x, batch_size=batch_size)
+        if from_logits is None:
+            from_logits = _last_squash(self) is None
+        if not from_logits:
+            return out
+        from . import ops
+
+        return ops.sigm(out) if _single_unit(out) else ops.softmax(out, axis=1)
+
+    def predict_classes(self, x, batch_size=256, from_logits=None):
+        """Predicted class per sample, as int64 of shape (N,): the argmax over axis 1, or for a single
+        output unit 1 where its probability exceeds 0.5 (0 otherwise). See :meth:`predict_proba`."""
+        p = self.predict_proba(x, batch_size=batch_size, from_logits=from_logits)
+        xp = array_namespace(p)
+        if _single_unit(p):
+            return (p.reshape(len(p)) > 0.5).astype(xp.int64)
+        return xp.argmax(p, axis=1).astype(xp.int64)
+
     # -- weights -----------------------------------------------------------------------------------
     def get_weights(self):
         """Copies of every parameter and state array, by name (``'0.w'``, ``'1.running_mean'``, ...)."""
-        out = OrderedDict()
-        for name, p in self.params.items():
-            out[name] = p.value.copy()
-        for name, t in self.state().items():
-            # array(), not .copy(): a 0-d state may be held as a NumPy scalar, and must come back an array
-            out[name] = array_namespace(t.value).array(t.value, copy=True)
-        return out
+        return self.state_dict()
 
     def set_weights(self, weights):
         """Copy arrays from :meth:`get_weights` back into the parameters and state, checking names and shapes."""
-        targets = OrderedDict(self.params)
-        targets.update(self.state())
-        missing = [k for k in targets if k not in weights]
-        extra = [k for k in weights if k not in targets]
-        if missing or extra:
-            raise ValueError(f"set_weights: names differ: missing {missing}, not in the model {extra}")
-        for name, arr in weights.items():
-            if tuple(np.shape(arr)) != tuple(targets[name].shape):
-                raise ValueError(
-                    f"set_weights: {name!r} has shape {tuple(np.shape(arr))}, the model's has {tuple(targets[name].shape)}"
-                )
-        for name, arr in weights.items():
-            t = targets[name]
-            xp = array_namespace(t.value)
-            if isinstance(t.value, xp.ndarray):
-                # In place, so anything holding the array (an optimizer) sees the restored values.
-                xp.copyto(t.value, arr, casting="same_kind")
-            else:  # a 0-d state kept as a NumPy scalar (a counter updated out of place)
-                t.value = xp.array(arr, dtype=t.value.dtype)
+        self._assign_arrays(weights, True, "set_weights")
 
     def save(self, path):
         """Save architecture, weights and state to ``path`` (atomic, pickle-free; see :func:`knetpy.save`)."""
@@ -609,7 +662,26 @@ class Sequential(Model):
             raise TypeError(f"Sequential.add: got the class {layer.__name__}; add an instance, e.g. {layer.__name__}(...)")
         self._layers.append(layer)
         self.built = False  # the new layer builds on the next call
+        self._probe_new_layer(layer)
         return self
+
+    def _probe_new_layer(self, layer):
+        """Build ``layer`` now, as Keras does, when the model's input shape is known (an ``Input`` first,
+        or a first layer given ``input_shape=``): one zero sample runs through it, in eval mode."""
+        first = self._layers[0]
+        shape = first.input_shape if isinstance(first, Layer) and first.built else None
+        if shape is None or None in shape[1:]:
+            return
+        steps, out = [layer], getattr(self, "_probe", None)
+        if out is None or len(self._layers) == 1:  # from the start
+            steps, out = self._layers, np.zeros((1, *shape[1:]), get_dtype())
+        try:
+            with _inference_mode(self):
+                for step in steps:
+                    out = _value(step(out))
+        except Exception:  # e.g. integer inputs expected: the layers build on the first call instead
+            out = None
+        self._probe = out  # the last layer's output for one zero sample, for the next add
 
     def forward(self, x):
         for layer in self._layers:
@@ -634,21 +706,95 @@ class Sequential(Model):
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-class _inference_mode:
-    """Eval mode and no gradient recording inside; the model's previous mode restored on exit."""
+@contextmanager
+def _inference_mode(model):
+    """Eval mode and no gradient recording, both for the calling thread only: the model is not changed,
+    so other threads may predict or train with it at the same time."""
+    with no_grad(), thread_mode(model, False):
+        yield
 
-    def __init__(self, model):
-        self.model = model
 
-    def __enter__(self):
-        self.was_training = self.model.training
-        self.grad_mode = no_grad()
-        self.grad_mode.__enter__()
-        self.model.eval()
+def _class_labels(y):
+    """The class of each sample for integer labels (N,) or one-hot rows (N, C); None for other targets."""
+    xp = array_namespace(y)
+    if y.ndim == 1 and y.dtype.kind in "biu":
+        return y
+    if y.ndim == 2 and y.shape[1] > 1 and bool(xp.all((y == 0) | (y == 1))) and bool(xp.all(y.sum(axis=1) == 1)):
+        return xp.argmax(y, axis=1)
+    return None
 
-    def __exit__(self, *exc):
-        self.model.train(self.was_training)
-        self.grad_mode.__exit__(*exc)
+
+def _warn_unseen_classes(y, split, fraction, who):
+    """Warn when validation_split's last samples hold classes the training part lacks, or the
+    classification targets are sorted by class, so that the two parts differ in what they hold."""
+    labels = _class_labels(y)
+    if labels is None:
+        return
+    labels = np.asarray(labels)
+    unseen = sorted(set(np.unique(labels[split:]).tolist()) - set(np.unique(labels[:split]).tolist()))
+    if unseen:
+        problem = f"they hold class{'es' if len(unseen) > 1 else ''} {unseen} that the training part lacks"
+    elif len(np.unique(labels)) > 1 and bool(np.all(labels[1:] >= labels[:-1])):
+        problem = "the targets are sorted by class, so the two parts do not hold the classes alike"
+    else:
+        return
+    warnings.warn(
+        f"{who}: validation_split={fraction} takes the last {len(labels) - split} samples for validation, "
+        f"and {problem}; shuffle the data first (e.g. with a permutation, or kp.data.train_test_split)",
+        UserWarning,
+        stacklevel=4,  # the caller of fit
+    )
+
+
+def _single_unit(out):
+    """One output per sample, (N,) or (N, 1): a binary classifier's logit or probability."""
+    return out.ndim == 1 or (out.ndim == 2 and out.shape[1] == 1)
+
+
+def _last_squash(model):
+    """``(description, "softmax" or "sigmoid")`` when a Sequential model's output goes through one last."""
+    from . import activations
+
+    kinds = {id(activations.softmax): "softmax", id(activations.sigmoid): "sigmoid"}
+    path = []
+    last = model
+    while isinstance(last, Sequential) and len(last):
+        path.append(str(len(last) - 1))
+        last = last[len(last) - 1]
+    if not path:
+        return None  # a subclassed model: its forward cannot be inspected
+    fn = (getattr(last, "_act", None) or getattr(last, "fn", None)) if isinstance(last, Layer) else last
+    kind = kinds.get(id(activations._underlying(fn)))
+    if kind is None:
+        return None
+    what = type(last).__name__ if isinstance(last, Layer) else getattr(last, "__name__", "function")
+    name = f" {last.name!r}" if getattr(last, "name", None) else ""
+    return f"{what}{name} at index {'.'.join(path)}", kind
+
+
+def _warn_double_squash(model, loss, who):
+    """Warn when a loss that takes logits gets a softmax or sigmoid output, which it would squash again."""
+    from . import losses
+
+    if not losses.takes_logits(loss):
+        return
+    found = _last_squash(model)
+    if found is None:
+        return
+    layer, kind = found
+    fn, _ = losses._unwrap(loss)
+    instead = (
+        "'binary_crossentropy'" if kind == "sigmoid"
+        else "'sparse_categorical_crossentropy' (integer labels) or 'categorical_crossentropy' (one-hot)"
+    )
+    warnings.warn(
+        f"{who}: the loss {getattr(fn, '__name__', fn)!r} takes logits (raw scores), but the model's last layer, "
+        f"{layer}, applies {kind}: the probabilities would be squashed a second time, which trains slowly "
+        f"and to a worse accuracy. Remove the {kind} from the last layer (apply kp.{kind} to predict's "
+        f"outputs for probabilities), or use a loss that takes probabilities: loss={instead}.",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def _binary_logit_accuracy(pred, target):
@@ -672,6 +818,7 @@ def _is_batch_source(x):
 
 def _split_batch(batch, who):
     if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        require_real(batch[1], "y", who)  # x is checked by the layers; a loss would drop y's imaginary part
         return batch
     raise ValueError(f"{who}: each batch must be a pair (x_batch, y_batch), got {type(batch).__name__}")
 

@@ -15,10 +15,14 @@ Each part runs the same code as the whole op on its rows, so results equal the o
 up to floating-point rounding (a GEMM split along its inner dimension adds partial sums, and BLAS
 may order a sum differently with one thread than with several). Threads are off by default;
 ``set_num_threads``, or the environment variable ``KNETPY_NUM_THREADS`` at import, turns them on.
+
+With knetpy's threads off, :func:`auto_blas_threads` runs a block with one BLAS thread when the
+model's GEMMs are too small for BLAS's threads to pay (:data:`BLAS_RULE`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -28,7 +32,7 @@ import numpy as np
 _local = threading.local()  # .inside: this thread is running a part (nested splits run serially)
 _threads = 1
 _workers = None
-_busy = threading.Lock()  # held while the workers run a split op's parts
+_config = threading.Lock()  # serialises set_num_threads (the pool and the saved BLAS counts)
 _blas = None  # [(threadpoolctl BLAS controller, its thread count before)], while threads are on
 
 # Handing a part to a worker thread costs about 20-50 us, so only ops with at least a few hundred
@@ -38,29 +42,65 @@ MIN_FLOPS = 1 << 25
 
 
 class _Workers:
-    """n daemon threads, each taking (fn, lo, hi) tasks from its own queue."""
+    """n daemon threads, each taking (fn, lo, hi, done) tasks from its own queue.
+
+    One split op at a time holds the pool (:meth:`claim` / :meth:`release`). Resizing retires a
+    pool with :meth:`close` without waiting: a pool still held stops its threads only when the op
+    holding it releases it, so an op never waits on threads that were told to quit before its parts.
+    """
 
     def __init__(self, n):
         self.tasks = [queue.SimpleQueue() for _ in range(n)]
-        self.done = queue.SimpleQueue()
-        self.threads = [threading.Thread(target=self._loop, args=(q,), daemon=True) for q in self.tasks]
+        self._lock = threading.Lock()
+        self._held = self._closed = self._stopped = False
+        self.threads = [threading.Thread(target=self._loop, args=(q,), daemon=True, name=f"knetpy-worker-{i}")
+                        for i, q in enumerate(self.tasks)]
         for t in self.threads:
             t.start()
 
-    def _loop(self, tasks):
+    @staticmethod
+    def _loop(tasks):
         _local.inside = True
         while True:
             task = tasks.get()
             if task is None:
                 return
-            fn, lo, hi = task
+            fn, lo, hi, done = task
             try:
                 fn(lo, hi)
-                self.done.put(None)
             except BaseException as e:  # handed to the caller, which re-raises it
-                self.done.put(e)
+                done.put(e)
+            else:
+                done.put(None)
 
-    def stop(self):
+    def claim(self):
+        """Hold the pool for one op: False when another op holds it or it was retired."""
+        with self._lock:
+            if self._held or self._closed:
+                return False
+            self._held = True
+            return True
+
+    def release(self):
+        with self._lock:
+            self._held = False
+            stop = self._closed
+        if stop:
+            self._stop()
+
+    def close(self):
+        """Retire the pool: its threads quit now, or when the op holding it releases it."""
+        with self._lock:
+            self._closed = True
+            stop = not self._held
+        if stop:
+            self._stop()
+
+    def _stop(self):
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
         for q in self.tasks:
             q.put(None)
 
@@ -87,20 +127,23 @@ def set_num_threads(n):
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"set_num_threads: n must be a positive int, got {n!r}")
     n = int(n)
-    if n > 1:
-        controllers = _blas_controllers()
-        if _blas is None:
-            _blas = [(c, c.num_threads) for c in controllers]
-        for c in controllers:
-            c.set_num_threads(1)
-    elif n == 1 and _blas is not None:
-        for c, count in _blas:
-            c.set_num_threads(count)
-        _blas = None
-    if _workers is not None:
-        _workers.stop()
-    _workers = _Workers(n - 1) if n > 1 else None
-    _threads = n
+    # Never waits for running ops (so it may be called from inside one): an op keeps the pool it
+    # claimed, and the old pool's threads quit once that op is done with it.
+    with _config:
+        if n > 1:
+            controllers = _blas_controllers()
+            if _blas is None:
+                _blas = [(c, c.num_threads) for c in controllers]
+            for c in controllers:
+                c.set_num_threads(1)
+        elif n == 1 and _blas is not None:
+            for c, count in _blas:
+                c.set_num_threads(count)
+            _blas = None
+        old, _workers = _workers, (_Workers(n - 1) if n > 1 else None)
+        _threads = n
+        if old is not None:
+            old.close()
 
 
 def get_num_threads():
@@ -109,9 +152,9 @@ def get_num_threads():
 
 
 def _after_fork_in_child():
-    # Worker threads do not survive fork(): the child starts its own (and a lock nobody holds).
-    global _workers, _busy
-    _busy = threading.Lock()
+    # Worker threads do not survive fork(): the child starts its own pool (and a lock nobody holds).
+    global _workers, _config
+    _config = threading.Lock()
     if _workers is not None:
         _workers = _Workers(_threads - 1)
 
@@ -136,6 +179,10 @@ def ranges(n, work=None, minimum=None):
         return None
     if work is not None and work < (MIN_ELEMENTS if minimum is None else minimum):
         return None
+    return _cut(n, k)
+
+
+def _cut(n, k):
     k = min(k, n)
     cuts = [n * i // k for i in range(k + 1)]
     return list(zip(cuts[:-1], cuts[1:]))
@@ -144,34 +191,44 @@ def ranges(n, work=None, minimum=None):
 def run(fn, parts):
     """Call ``fn(lo, hi)`` for every range in ``parts``, in parallel.
 
-    The first range runs on the calling thread. Exceptions in any part are raised here, after
-    every part has finished. Safe to call from several threads at once: while one of them has
-    the workers, the others run their parts one after the other themselves.
+    The first range runs on the calling thread. An exception in any part is raised here (the
+    first one, with its own type and traceback), after every part has finished. Safe to call from
+    several threads at once: while one of them holds the workers, the others run their parts one
+    after the other themselves; and safe while ``set_num_threads`` resizes the pool.
     """
     workers = _workers
-    if workers is None or len(parts) > len(workers.tasks) + 1 or not _busy.acquire(blocking=False):
-        # threads off meanwhile, or another thread of the program is using the workers: run here
+    if (workers is None or len(parts) > len(workers.tasks) + 1 or getattr(_local, "inside", False)
+            or not workers.claim()):
+        # threads off meanwhile, a nested split, or another thread is using the workers: run here
         for lo, hi in parts:
             fn(lo, hi)
         return
+    # Each op has its own done queue, so a part of an op abandoned half-way (an interrupt while
+    # waiting) can never be counted as a part of the next one.
+    done = queue.SimpleQueue()
     _local.inside = True
     error = None
+    sent = 0
     try:
         for q, (lo, hi) in zip(workers.tasks, parts[1:]):
-            q.put((fn, lo, hi))
+            q.put((fn, lo, hi, done))
+            sent += 1
         try:
             fn(*parts[0])
         except BaseException as e:
             error = e
-        for _ in parts[1:]:
-            e = workers.done.get()
+        for _ in range(sent):
+            e = done.get()
             if error is None and e is not None:
                 error = e
     finally:
         _local.inside = False
-        _busy.release()
+        workers.release()
     if error is not None:
-        raise error
+        try:
+            raise error
+        finally:
+            error = None  # no reference cycle through this frame's traceback
 
 
 def for_rows(fn, n, work=None, xp=np):
@@ -193,24 +250,23 @@ def matmul(a, b, out=None):
     The larger of the two output dimensions is split; when both are small (a weight gradient
     summed over a long batch) the inner dimension is, and the partial products are added.
     """
-    if _threads < 2 or type(a) is not np.ndarray or type(b) is not np.ndarray or a.ndim != 2 or b.ndim != 2:
+    threads = _threads  # read once: another thread may change it while this product runs
+    if threads < 2 or type(a) is not np.ndarray or type(b) is not np.ndarray or a.ndim != 2 or b.ndim != 2:
         return a @ b if out is None else np.matmul(a, b, out=out)
     m, k = a.shape
     n = b.shape[1]
-    if ranges(2, 2 * m * n * k, MIN_FLOPS) is None:
+    if ranges(2, 2 * m * n * k, MIN_FLOPS) is None or (max(m, n) < 32 * threads and k < 32 * threads):
         return a @ b if out is None else np.matmul(a, b, out=out)
     if out is None:
         out = np.empty((m, n), dtype=np.result_type(a, b))
-    if max(m, n) >= 32 * _threads:
-        parts = ranges(max(m, n))
+    if max(m, n) >= 32 * threads:
+        parts = _cut(max(m, n), threads)
         if m >= n:
             run(lambda lo, hi: np.matmul(a[lo:hi], b, out=out[lo:hi]), parts)
         else:
             run(lambda lo, hi: np.matmul(a, b[:, lo:hi], out=out[:, lo:hi]), parts)
         return out
-    if k < 32 * _threads:
-        return np.matmul(a, b, out=out)
-    parts = ranges(k)
+    parts = _cut(k, threads)
     partial = np.empty((len(parts), m, n), dtype=out.dtype)
     index = {lo: i for i, (lo, _) in enumerate(parts)}
 
@@ -252,6 +308,97 @@ def elementwise(fn, *args):
 
     run(part, parts)
     return out
+
+
+# -- BLAS threads for small models ---------------------------------------------------------------------
+# OpenBLAS wakes its threads for any GEMM above about 0.5 MFLOP, and idle ones keep spinning after each
+# call. A GEMM under about 4 ms of one core's work (1 GFLOP) gains little from a second thread, and on
+# a busy machine a BLAS thread that is not scheduled stalls the whole product: the quickstart took
+# 5-20 s with the default threads under load and 2-5 s with one.
+BLAS_MIN_FLOPS = 10**9
+BLAS_ENVIRONMENT = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
+BLAS_RULE = (f"one thread for models whose largest GEMM is under {BLAS_MIN_FLOPS / 1e9:g} GFLOP, else BLAS's "
+             "own count; knetpy's threads (which set BLAS to one) and OPENBLAS_NUM_THREADS/OMP_NUM_THREADS "
+             "take precedence")
+
+
+def blas_threads_for(flops):
+    """The BLAS threads for work whose largest GEMM takes ``flops``: 1 when small, None (leave BLAS
+    as it is) when large enough for BLAS's threads to pay."""
+    return 1 if flops < BLAS_MIN_FLOPS else None
+
+
+def largest_gemm_flops(model, x):
+    """A rough estimate of the FLOPs of the largest GEMM a training step of ``model`` on the batch ``x``
+    runs: 2 * batch * weight size for matrices (per time step in recurrent layers), times the input's
+    positions (H * W, an upper bound) for convolution kernels. ``model`` must be built."""
+    batch = x.shape[0] if np.ndim(x) else 1
+    positions = int(np.prod(np.shape(x)[2:])) if np.ndim(x) > 2 else 1
+    largest = 0
+    for w in model.parameters():
+        size = int(np.prod(w.shape))
+        if len(w.shape) == 2:
+            largest = max(largest, 2 * batch * size)
+        elif len(w.shape) > 2:
+            largest = max(largest, 2 * batch * size * positions)
+    return largest
+
+
+def blas_setting():
+    """``(threads, reason)``: the BLAS threads in effect now (None when threadpoolctl is missing) and why."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None, "unknown: threadpoolctl is not installed, so knetpy leaves BLAS as it is"
+    libs = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    # NumPy's BLAS is the one knetpy runs (SciPy may have loaded a second)
+    counts = sorted({i["num_threads"] for i in libs if "numpy" in str(i.get("filepath"))}
+                    or {i["num_threads"] for i in libs})
+    threads = max(counts) if counts else None
+    env = [f"{k}={os.environ[k]}" for k in BLAS_ENVIRONMENT if os.environ.get(k)]
+    if _threads > 1:
+        reason = f"knetpy's {_threads} threads are on, so BLAS runs one"
+    elif _limited:
+        reason = "one thread for a small model, by the rule below"
+    elif env:
+        reason = "set in the environment: " + ", ".join(env)
+    else:
+        reason = "BLAS's own setting, by default one per core"
+    return threads, reason
+
+
+_limited = 0  # blocks of blas_threads(...) that limit BLAS now
+
+
+@contextlib.contextmanager
+def blas_threads(n):
+    """Run the block with BLAS limited to ``n`` threads (None: as it is); yields ``n`` when applied,
+    else None.
+
+    Nothing changes while knetpy's threads are on (BLAS is at one thread then), when the environment
+    sets BLAS's threads (the user chose), or without threadpoolctl (an optional dependency).
+    """
+    global _limited
+    if n is None or _threads > 1 or any(os.environ.get(k) for k in BLAS_ENVIRONMENT):
+        yield None
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield None
+        return
+    with threadpool_limits(limits=int(n), user_api="blas"):
+        _limited += 1
+        try:
+            yield int(n)
+        finally:
+            _limited -= 1
+
+
+def auto_blas_threads(flops):
+    """``blas_threads(blas_threads_for(flops))``: one BLAS thread for the block when its largest GEMM
+    is small (see :data:`BLAS_RULE`)."""
+    return blas_threads(blas_threads_for(flops))
 
 
 def _from_environment():

@@ -81,14 +81,32 @@ def _is_loss(name):
     return "loss" in key or "mse" in key or "error" in key
 
 
-def learning_curve(history, path, *, title=None, xlabel="epoch"):
+def _legend_label(name, labels, val_label):
+    """The legend text of series ``name``: ``labels[name]``, else the name with ``val_`` renamed."""
+    if labels and name in labels:
+        return labels[name]
+    if name.startswith("val_") and val_label != "val":
+        return f"{val_label}_{name[4:]}"
+    return name
+
+
+def learning_curve(history, path, *, title=None, xlabel="epoch", labels=None, val_label="val"):
     """Draw every series of ``history`` against the epoch (or step) and save a PNG at ``path``.
 
     ``history`` is what ``Model.fit`` returns (a History) or a dict such as ``{"loss": [...],
     "val_loss": [...], "accuracy": [...]}``. Losses go in the left panel (on a log scale when they span
     more than a factor of 20), accuracies and other metrics in the right one; a learning rate logged
-    as ``lr`` is left out. Returns the path written, or None (with the reason on stderr) when
-    matplotlib is missing or the file cannot be written.
+    as ``lr`` is left out. The x axis counts epochs (or steps) 1, 2, ... with whole-number ticks; up
+    to 30 values are drawn with a marker on each, so a one-epoch run shows as points.
+
+    What the curves of ``fit`` mean: ``loss`` and the training metrics (``accuracy``, ...) are running
+    means over the epoch's batches, measured while the weights were still changing and with dropout
+    on, so they lag behind the model at the epoch's end; the ``val_*`` series are measured after the
+    epoch, in eval mode. ``val_label`` renames ``val_*`` in the legend: pass ``"test"`` when the
+    ``validation_data`` was the test set. ``labels`` maps series names to legend texts of your own.
+
+    Returns the path written, or None (with the reason on stderr) when matplotlib is missing or the
+    file cannot be written.
     """
     series = _series(history)
     series.pop("lr", None)  # a learning-rate schedule is not a learning curve
@@ -97,6 +115,14 @@ def learning_curve(history, path, *, title=None, xlabel="epoch"):
     if not available():
         _report("learning curve", f"matplotlib is not installed ({INSTALL_HINT})")
         return None
+    fig = _learning_curve_figure(series, title, xlabel, labels, val_label)
+    return _save(fig, path, "learning curve")
+
+
+def _learning_curve_figure(series, title, xlabel, labels, val_label):
+    """The Figure of :func:`learning_curve` for ``series`` (name -> values)."""
+    from matplotlib.ticker import MaxNLocator
+
     losses = {k: v for k, v in series.items() if _is_loss(k)}
     others = {k: v for k, v in series.items() if not _is_loss(k)}
     panels = [p for p in (losses, others) if p]
@@ -105,7 +131,11 @@ def learning_curve(history, path, *, title=None, xlabel="epoch"):
     for ax, panel in zip(axes, panels):
         for name, values in panel.items():
             steps = np.arange(1, len(values) + 1)
-            ax.plot(steps, values, marker="o" if len(values) <= 30 else None, markersize=3, label=name)
+            ax.plot(steps, values, marker="o" if len(values) <= 30 else None, markersize=4 if len(values) > 1 else 6,
+                    label=_legend_label(name, labels, val_label))
+        longest = max(len(v) for v in panel.values())
+        ax.set_xlim(0.5, longest + 0.5)  # one epoch: the point at 1 in the middle, not a range of width 0.1
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # epoch 1, 2, ...; never 1.5
         ax.set_xlabel(xlabel)
         ax.grid(True, alpha=0.3)
         ax.legend()
@@ -119,7 +149,7 @@ def learning_curve(history, path, *, title=None, xlabel="epoch"):
             ax.set_ylabel("metric")
     if title:
         fig.suptitle(title)
-    return _save(fig, path, "learning curve")
+    return fig
 
 
 def decision_boundary(classifiers, x, y, path, *, title=None, resolution=200):

@@ -13,7 +13,7 @@ import numpy as np
 
 from .autograd import Param, no_grad
 from .backend import get_dtype
-from .layers.base import Layer
+from .layers.base import Layer, thread_mode
 
 _MISSING = object()
 
@@ -146,17 +146,13 @@ def summarize(model, input_shape=None, dtype=None):
     if dtype is None:
         dtype = getattr(model, "_input_dtype", None)
     dtype = np.dtype(dtype) if dtype is not None else get_dtype()
-    was_training = model.training
-    model.eval()
-    try:
+    with thread_mode(model, False):  # eval mode for this thread only; the model itself is left alone
         layers = getattr(model, "_layers", None)
         output = None
         if layers is not None:
             rows = _sequential_rows(layers, shape, dtype)
         else:
             rows, output = _traced_rows(model, shape, dtype)
-    finally:
-        model.train(was_training)
     header = ("Layer (type)", "Output shape", "Params")
     cells = [(name, out, f"{count:,}") for name, out, count in rows]
     w0 = max(len(header[0]), *(len(c[0]) for c in cells)) if cells else len(header[0])

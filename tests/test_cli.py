@@ -20,7 +20,6 @@ import knetpy as kp
 from knetpy import cli, plot
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-HOUSING_FILE = ROOT.parent / "shared" / "data" / "housing.data"
 
 
 def _has(module):
@@ -53,14 +52,15 @@ def test_info_reports_version_backend_blas_threads_and_device(capsys):
     assert "blas" in out.lower() and "thread settings:" in out
     assert re.search(r"^GPU: ", out, re.M)
     assert "optional extras: data (scikit-learn" in out and "plot (matplotlib" in out
-    assert "Fashion-MNIST:" in out and "UCI housing:" in out
+    assert "Fashion-MNIST:" in out and "UCI housing, tinyshakespeare: shipped with knetpy" in out
 
 
 def test_info_names_a_dataset_found_in_knetpy_data(tmp_path, monkeypatch, capsys):
-    (tmp_path / "housing.data").write_text("not checked by info")
+    (tmp_path / "mnist").mkdir()
+    (tmp_path / "mnist" / "train-images-idx3-ubyte.gz").write_text("not checked by info")
     monkeypatch.setenv("KNETPY_DATA", str(tmp_path))
     cli.main(["info"])
-    assert f"UCI housing: {tmp_path}" in capsys.readouterr().out
+    assert f"MNIST: {tmp_path / 'mnist'}" in capsys.readouterr().out
 
 
 def test_module_entry_point_runs_info_and_version():
@@ -115,9 +115,8 @@ def test_missing_data_is_one_line_with_status_2(tmp_path, capsys):
 
 
 # -- train ---------------------------------------------------------------------------------------------------
-@pytest.mark.skipif(not HOUSING_FILE.is_file(), reason=f"housing data {HOUSING_FILE} is absent")
 def test_train_housing_quick_as_a_program(tmp_path):
-    out = _run_module("train", "housing", "--quick", "--path", str(HOUSING_FILE), "--out", str(tmp_path), "--no-plot")
+    out = _run_module("train", "housing", "--quick", "--out", str(tmp_path), "--no-plot")
     assert out.returncode == 0, out.stderr
     losses = [float(v) for v in re.findall(r"^\(:step, \d+, :trn, ([0-9.]+)", out.stdout, re.M)]
     assert len(losses) >= 11 and losses[0] > 200 and losses[10] < 100

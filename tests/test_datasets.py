@@ -2,7 +2,7 @@
 
 Every test runs offline: urllib and sockets are patched to fail, the cache is a fresh temporary
 folder, $KNETPY_DATA is unset and the system folders are hidden (unless a test says otherwise).
-Small files are written here in the real layouts; the real data in ../shared/data is used when present.
+Small files are written here in the real layouts; housing and tinyshakespeare are the copies shipped with knetpy.
 """
 
 import dataclasses
@@ -29,11 +29,8 @@ from knetpy.datasets.safe_pickle import UnsafePickleError, restricted_loads
 # The loader functions share their modules' names, so the modules are fetched by their full names.
 mnist_module = importlib.import_module("knetpy.datasets.mnist")
 cifar_module = importlib.import_module("knetpy.datasets.cifar")
-housing_module = importlib.import_module("knetpy.datasets.housing")
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared data folder {SHARED} is absent")
 
 
 @pytest.fixture(autouse=True)
@@ -54,6 +51,8 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.delenv("KNETPY_DATA", raising=False)
     monkeypatch.setattr(mnist_module, "FASHION_MNIST_SOURCE",
                         dataclasses.replace(mnist_module.FASHION_MNIST_SOURCE, system_dirs=()))
+    # The small MNIST files written here stand in for the real ones: write_mnist pins their digests.
+    monkeypatch.setattr(mnist_module, "MNIST_SHA256", {})
     return asked
 
 
@@ -153,6 +152,7 @@ def write_mnist(folder, split, images, labels, gz=False):
     image_stem, label_stem = SPLIT_STEMS[split]
     files = {image_stem: idx_bytes(0x08, images.shape, images.astype(np.uint8).tobytes()),
              label_stem: idx_bytes(0x08, labels.shape, labels.astype(np.uint8).tobytes())}
+    mnist_module.MNIST_SHA256.update({stem: sha256_bytes(data) for stem, data in files.items()})
     for stem, data in files.items():
         if gz:
             (folder / (stem + ".gz")).write_bytes(gzip.compress(data))
@@ -195,6 +195,7 @@ def test_lookup_order_path_then_env_then_cache(tmp_path, rng, monkeypatch):
     explicit, env, cache = tmp_path / "explicit", tmp_path / "env", tmp_path / "cache"
     for folder, label in ((explicit, 1), (env / "mnist", 2), (cache / "mnist", 3)):
         write_mnist(folder, "test", *small_mnist(rng, 3, label=label))
+    monkeypatch.setattr(mnist_module, "MNIST_SHA256", {})  # three different sets: only lookup is tested here
     monkeypatch.setenv("KNETPY_DATA", str(env))
     assert set(kp.datasets.mnist("test", path=explicit)[1]) == {1}
     assert set(kp.datasets.mnist("test")[1]) == {2}
@@ -232,9 +233,10 @@ def test_mnist_files_are_not_taken_from_a_flat_data_folder(tmp_path, rng, monkey
     ("dtype", "expected uint8 images, the IDX header says >i4"),
     ("truncated", "truncated"),
 ])
-def test_mnist_structure_is_checked(tmp_path, rng, problem, message):
+def test_mnist_structure_is_checked(tmp_path, rng, monkeypatch, problem, message):
     images, labels = small_mnist(rng, 3)
     files = write_mnist(tmp_path, "test", images, labels)
+    monkeypatch.setattr(mnist_module, "MNIST_SHA256", {})  # the files are altered below: structure only
     image_file, label_file = tmp_path / SPLIT_STEMS["test"][0], tmp_path / SPLIT_STEMS["test"][1]
     if problem == "label":
         label_file.write_bytes(idx_bytes(0x08, (3,), bytes([1, 10, 2])))
@@ -307,6 +309,8 @@ def test_download_is_verified_then_cached(tmp_path, rng, monkeypatch):
     files = write_mnist(tmp_path / "served", "test", images, labels, gz=True)
     first, second = mnist_module.MNIST_SOURCE.mirrors
     served = {second + stem + ".gz": (tmp_path / "served" / (stem + ".gz")).read_bytes() for stem in files}
+    pinned = {url.rsplit("/", 1)[1]: sha256_bytes(data) for url, data in served.items()}
+    monkeypatch.setattr(mnist_module, "MNIST_SOURCE", dataclasses.replace(mnist_module.MNIST_SOURCE, sha256=pinned))
     asked = serve(monkeypatch, served)
     x, y = kp.datasets.mnist("test")
     np.testing.assert_array_equal(y, labels)
@@ -329,55 +333,43 @@ def test_truncated_download_is_rejected_and_not_kept(tmp_path, rng, monkeypatch)
     assert list((tmp_path / "cache" / "mnist").iterdir()) == []
 
 
-@needs_shared
-def test_housing_download_checks_the_sha256(tmp_path, monkeypatch):
-    real = (SHARED / "housing.data").read_bytes()
-    url = housing_module.HOUSING_SOURCE.mirrors[0] + "housing.data"
-    serve(monkeypatch, {url: real.replace(b"24.00", b"25.00", 1)})
-    with pytest.raises(CorruptFileError, match="SHA-256"):
-        kp.datasets.housing()
-    assert not (tmp_path / "cache" / "housing" / "housing.data").exists()
-    serve(monkeypatch, {url: real})
+# --- housing and tinyshakespeare (shipped with the package) ---------------------------------------------
+
+def shipped(name):
+    """The content of a data file shipped with knetpy."""
+    return gzip.decompress((Path(kp.datasets.__file__).parent / "files" / (name + ".gz")).read_bytes())
+
+
+def test_housing_is_shipped_and_read_offline(tmp_path, offline):
     x, y = kp.datasets.housing()
-    assert (tmp_path / "cache" / "housing" / "housing.data").read_bytes() == real
-    assert x.shape == (506, 13)
-
-
-# --- housing and tinyshakespeare ------------------------------------------------------------------------
-
-@needs_shared
-def test_housing_from_shared_data(monkeypatch):
-    x, y = kp.datasets.housing(SHARED / "housing.data")
+    assert offline == []  # nothing downloaded
     assert x.shape == (506, 13) and y.shape == (506, 1) and x.dtype == y.dtype == np.float32
     np.testing.assert_allclose(x[0, :3], [0.00632, 18.0, 2.31], rtol=1e-6)  # first line of the file
     assert y[0, 0] == np.float32(24.0) and y[-1, 0] == np.float32(11.9)
-    monkeypatch.setenv("KNETPY_DATA", str(SHARED))  # the file directly in a data folder
-    x2, y2 = kp.datasets.housing(download=False)
+    (tmp_path / "housing.data").write_bytes(shipped("housing.data"))  # a user's copy, by path
+    x2, y2 = kp.datasets.housing(tmp_path / "housing.data")
     np.testing.assert_array_equal(x2, x)
-    xs, ys = kp.datasets.housing(SHARED, standardize=True)
+    xs, ys = kp.datasets.housing(tmp_path, standardize=True)
     np.testing.assert_allclose(xs.mean(axis=0), 0, atol=1e-5)
     np.testing.assert_allclose(xs.std(axis=0), 1, rtol=1e-5)
     np.testing.assert_array_equal(ys, y)
 
 
-@needs_shared
 @pytest.mark.parametrize("damage", ["truncated", "edited"])
 def test_damaged_housing_file_is_refused(tmp_path, damage):
-    real = (SHARED / "housing.data").read_bytes()
+    real = shipped("housing.data")
     bad = real[:-100] if damage == "truncated" else real.replace(b"0.00632", b"0.00633")
     (tmp_path / "housing.data").write_bytes(bad)
     with pytest.raises(CorruptFileError, match="housing.data: SHA-256"):
         kp.datasets.housing(tmp_path)
 
 
-@needs_shared
-def test_tinyshakespeare_from_shared_data(tmp_path, monkeypatch):
-    corpus = kp.datasets.tinyshakespeare(SHARED / "tinyshakespeare.txt")
+def test_tinyshakespeare_is_shipped_and_read_offline(tmp_path, offline):
+    corpus = kp.datasets.tinyshakespeare()
+    assert offline == []
     assert len(corpus) == 1115394 and corpus.vocab_size == 65
     assert corpus.text.startswith("First Citizen:\nBefore we proceed any further")
     assert corpus.decode(corpus.data[:14]) == "First Citizen:"
-    monkeypatch.setenv("KNETPY_DATA", str(SHARED))
-    assert kp.datasets.tinyshakespeare(download=False).vocab == corpus.vocab
     (tmp_path / "tinyshakespeare.txt").write_text(corpus.text[:-1])
     with pytest.raises(CorruptFileError, match="SHA-256"):
         kp.datasets.tinyshakespeare(tmp_path)
@@ -565,7 +557,13 @@ def test_cifar10_download_is_checked_before_it_is_kept(tmp_path, rng, monkeypatc
     write_cifar_folder(tmp_path / "src" / "cifar-10-batches-py", rng)
     write_cifar_archive(tmp_path / "small.tar.gz", tmp_path / "src" / "cifar-10-batches-py")
     url = cifar_module.CIFAR10_SOURCE.mirrors[0] + "cifar-10-python.tar.gz"
-    serve(monkeypatch, {url: (tmp_path / "small.tar.gz").read_bytes()})
+    served = (tmp_path / "small.tar.gz").read_bytes()
+    serve(monkeypatch, {url: served})
+    with pytest.raises(CorruptFileError, match="SHA-256"):  # not the pinned archive
+        kp.datasets.cifar10("test")
+    assert list((tmp_path / "cache" / "cifar10").iterdir()) == []
+    pinned = dataclasses.replace(cifar_module.CIFAR10_SOURCE, sha256={"cifar-10-python.tar.gz": sha256_bytes(served)})
+    monkeypatch.setattr(cifar_module, "CIFAR10_SOURCE", pinned)
     with pytest.raises(CorruptFileError, match="holds 10000 images, found 3"):  # not the official archive
         kp.datasets.cifar10("test")
     assert list((tmp_path / "cache" / "cifar10").iterdir()) == []

@@ -29,6 +29,18 @@ def as_data_array(x, name: str, who: str):
     return x
 
 
+def require_real(x, name: str, who: str):
+    """A TypeError naming ``who``, ``name`` and the dtype unless ``x`` holds real numbers (bool, int, float).
+
+    Casting complex data to a float dtype would silently drop the imaginary part, so it is refused.
+    """
+    dtype = getattr(x, "dtype", None)
+    if dtype is None or dtype.kind in "biuf":
+        return
+    hint = " (a cast would drop the imaginary part; take .real or abs() explicitly)" if dtype.kind == "c" else ""
+    raise TypeError(f"{who}: {name} must hold real numbers, got an array of dtype {dtype}{hint}")
+
+
 def check_same_length(arrays: dict, who: str) -> int:
     """The common number of samples of the named arrays (``name -> array``); an error if they differ."""
     lengths = {name: len(a) for name, a in arrays.items()}

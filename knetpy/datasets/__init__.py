@@ -2,13 +2,14 @@
 
 Generated on the spot: :func:`spirals`, :func:`temporal_order`, :func:`echo`.
 Offline with scikit-learn (``pip install 'knetpy[data]'``): :func:`digits`.
-Loaded from files: :func:`mnist`, :func:`fashion_mnist`, :func:`cifar10`, :func:`housing`,
-:func:`tinyshakespeare` and any text via :class:`TextCorpus`.
+Shipped with the package (no download): :func:`housing`, :func:`tinyshakespeare`.
+Loaded from files: :func:`mnist`, :func:`fashion_mnist`, :func:`cifar10`, and any text via
+:class:`TextCorpus`.
 
 Loaders look for their files in ``path=``, then ``$KNETPY_DATA``, then the cache
 (``$KNETPY_CACHE`` or ``~/.cache/knetpy``), then system folders, and download what is missing into the
-cache, verified before use (see :mod:`knetpy.datasets.download`). Images come batch-first in the
-default dtype scaled to [0, 1], labels as int64.
+cache over https, checked against a pinned SHA-256 before use (see :mod:`knetpy.datasets.download`).
+Images come batch-first in the default dtype scaled to [0, 1], labels as int64.
 """
 
 from .cifar import CIFAR10_CLASSES, cifar10

@@ -12,19 +12,20 @@ Every loader looks for its files in this order and takes the first it finds:
 In the folders of 2 and 3 a dataset's files sit in a subfolder named after it (``mnist/``,
 ``fashion-mnist/``, ...); datasets whose file names are their own (``housing.data``) are also found
 directly in the folder. A download goes to a temporary file next to its destination, is verified
-(SHA-256 where the true digest is known, the file's structure otherwise) and only then renamed into
-place, so a damaged or half-finished download is never used.
+(its SHA-256 against the digest pinned in its :class:`Source`, then the file's structure) and only
+then renamed into place, so a damaged, tampered or half-finished download is never used. Only
+``https://`` mirrors are used: a plain-http URL is refused, and so is a redirect to one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
+import re
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ENV_DATA = "KNETPY_DATA"
@@ -46,7 +47,9 @@ class Source:
 
     ``name`` is its subfolder under the data folders and the cache; ``title`` names it in messages;
     ``mirrors`` are base URLs tried in turn; ``system_dirs`` are folders a system package fills;
-    ``flat_ok`` also accepts the files directly in a data folder (only for file names no other dataset uses).
+    ``flat_ok`` also accepts the files directly in a data folder (only for file names no other dataset uses);
+    ``sha256`` maps each file that may be downloaded (its name in the cache) to the SHA-256 of the file
+    as the mirrors serve it: nothing without a pinned digest is ever downloaded.
     """
 
     name: str
@@ -54,6 +57,24 @@ class Source:
     mirrors: tuple[str, ...]
     system_dirs: tuple[str, ...] = ()
     flat_ok: bool = True
+    sha256: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        for url in self.mirrors:
+            require_https(url, f"Source {self.name!r}")
+        for filename, digest in self.sha256.items():
+            if not (isinstance(digest, str) and _HEX64.fullmatch(digest)):
+                raise ValueError(f"Source {self.name!r}: the SHA-256 of {filename} must be 64 lowercase hex "
+                                 f"digits, got {digest!r}")
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def require_https(url: str, who: str) -> None:
+    """Raise ValueError unless ``url`` is an https URL (a plain-http download could be altered on the way)."""
+    if not (isinstance(url, str) and url.lower().startswith("https://")):
+        raise ValueError(f"{who}: refusing {url!r}: only https:// URLs are downloaded from")
 
 
 def cache_dir() -> Path:
@@ -137,12 +158,17 @@ def fetch(source: Source, filename: str, verify: Callable[[Path], object], *, re
           who: str = "") -> Path:
     """Download ``filename`` from the first mirror that serves it into the cache, verified; its path.
 
-    Every mirror is tried in turn. A download that fails verification is deleted and reported with a
-    CorruptFileError; when no mirror answers, a DatasetNotFoundError says where to put the file by hand.
+    Every mirror is tried in turn. The bytes must match ``source.sha256[filename]`` and then pass
+    ``verify``; a download that fails either is deleted and reported with a CorruptFileError; when no
+    mirror answers, a DatasetNotFoundError says where to put the file by hand.
     """
     import http.client  # here, not at the top: importing them costs ~20 ms that only a download needs
     import urllib.request
 
+    expected = source.sha256.get(filename)
+    if expected is None:
+        raise DatasetNotFoundError(f"{who}: no SHA-256 is pinned for {source.title} file {filename}, so it is not "
+                                   f"downloaded; {where_to_put(source, [filename])}")
     dest_dir = cache_dir() / source.name
     try:
         dest_dir.mkdir(parents=True, exist_ok=True)
@@ -154,11 +180,19 @@ def fetch(source: Source, filename: str, verify: Callable[[Path], object], *, re
     failures, damaged = [], False
     for base in source.mirrors:
         url = base + (remote_name or filename)
+        require_https(url, who)
         print(f"knetpy: downloading {url}", file=sys.stderr)
         fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=f".{filename}.", suffix=".part")
         try:
+            digest = hashlib.sha256()
             with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-                shutil.copyfileobj(response, out, 1 << 20)
+                final = getattr(response, "url", None) or url
+                if not final.lower().startswith("https://"):  # urllib follows redirects to http too
+                    raise CorruptFileError(f"the mirror redirected to the plain-http URL {final}")
+                for chunk in iter(lambda: response.read(1 << 20), b""):
+                    digest.update(chunk)
+                    out.write(chunk)
+            check_sha256(digest.hexdigest(), expected, url)
             verify(Path(tmp))
             os.replace(tmp, dest)  # atomic: readers see the old state or the whole verified file
             return dest

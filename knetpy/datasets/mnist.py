@@ -3,12 +3,13 @@
 Both come as four IDX files, plain or gzip-compressed, found by the lookup order of
 :mod:`knetpy.datasets.download` in the subfolder ``mnist/`` or ``fashion-mnist/``.
 
-Checks. Fashion-MNIST files must match the SHA-256 of their uncompressed content (one digest serves
-the ``.gz`` and the raw file alike, whoever compressed it). These digests were computed from the files
+Checks. Every file must match the SHA-256 of its uncompressed content (one digest serves the ``.gz``
+and the raw file alike, whoever compressed it); a download must also match the SHA-256 of the
+``.gz`` file as the mirrors serve it. The Fashion-MNIST content digests were computed from the files
 of Debian's ``dataset-fashion-mnist`` package, whose uncompressed content matches the MD5 sums
-published for the upstream files. No MNIST file could be checked that way here, so MNIST files are
-checked by structure: the IDX header and exact length, 28x28 uint8 images, uint8 labels 0-9, as
-many labels as images.
+published for the upstream files; the ``.gz`` digests and the MNIST digests are the ones widely
+published for the upstream files (TensorFlow Datasets and others). Then the structure is checked:
+the IDX header and exact length, 28x28 uint8 images, uint8 labels 0-9, as many labels as images.
 """
 
 from __future__ import annotations
@@ -18,22 +19,41 @@ import numpy as np
 from ..backend import get_dtype
 from ._validate import check_choice
 from .download import CorruptFileError, Source, check_sha256, obtain, sha256_bytes
-from .idx import parse_idx, read_bytes
+from .idx import parse_idx, read_idx_bytes
 
 MNIST_SOURCE = Source(
     name="mnist",
     title="MNIST",
-    mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
+    mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/"),
     flat_ok=False,  # MNIST and Fashion-MNIST use the same file names
+    sha256={  # the .gz files as served
+        "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+        "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+        "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+        "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+    },
 )
 FASHION_MNIST_SOURCE = Source(
     name="fashion-mnist",
     title="Fashion-MNIST",
-    mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-             "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/"),
+    mirrors=("https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",),
     system_dirs=("/usr/share/datasets/fashion-mnist",),  # Debian: apt-get install dataset-fashion-mnist
     flat_ok=False,
+    sha256={  # the .gz files as served
+        "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+        "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+        "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+        "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+    },
 )
+
+#: SHA-256 of each MNIST file's uncompressed IDX content.
+MNIST_SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
 
 #: SHA-256 of each Fashion-MNIST file's uncompressed IDX content.
 FASHION_MNIST_SHA256 = {
@@ -62,7 +82,7 @@ def mnist(split="train", *, path=None, flatten=False, download=True):
     the IDX files; without it they are looked up (``$KNETPY_DATA``, the cache) and, if
     ``download``, downloaded into the cache.
     """
-    return _load(MNIST_SOURCE, {}, split, path, flatten, download, who="kp.datasets.mnist")
+    return _load(MNIST_SOURCE, MNIST_SHA256, split, path, flatten, download, who="kp.datasets.mnist")
 
 
 def fashion_mnist(split="train", *, path=None, flatten=False, download=True):
@@ -70,7 +90,7 @@ def fashion_mnist(split="train", *, path=None, flatten=False, download=True):
 
     Same layout and options as :func:`mnist`; the label names are ``FASHION_MNIST_CLASSES``.
     Besides ``$KNETPY_DATA`` and the cache, Debian's ``/usr/share/datasets/fashion-mnist`` is searched.
-    Every file must match its known SHA-256.
+    Every file must match its known SHA-256 (so must MNIST's).
     """
     return _load(FASHION_MNIST_SOURCE, FASHION_MNIST_SHA256, split, path, flatten, download,
                  who="kp.datasets.fashion_mnist")
@@ -102,7 +122,7 @@ def _load_file(source, digests, stem, kind, path, download, who):
 
 def _read_checked(path, stem, kind, digests):
     """The array in one IDX file after its checksum (when known) and its structure are checked."""
-    data = read_bytes(path)
+    data = read_idx_bytes(path)
     if stem in digests:
         check_sha256(sha256_bytes(data), digests[stem], f"{path} (uncompressed content)")
     array = parse_idx(data, path)

@@ -17,13 +17,11 @@ import numpy as np
 
 from ..autograd import Tensor
 from ._validate import check_int
-from .download import Source, check_sha256, obtain, sha256_bytes, sha256_verifier
+from .download import Source, check_sha256, find_file, sha256_bytes
+from .shipped import shipped_bytes
 
-TINYSHAKESPEARE_SOURCE = Source(
-    name="tinyshakespeare",
-    title="tinyshakespeare",
-    mirrors=("https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/",),
-)
+# Shipped with knetpy (knetpy/datasets/files/, source and licence in the README there): nothing to download.
+TINYSHAKESPEARE_SOURCE = Source(name="tinyshakespeare", title="tinyshakespeare", mirrors=())
 TINYSHAKESPEARE_FILE = "tinyshakespeare.txt"
 TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 
@@ -164,13 +162,15 @@ class BPTTBatches:
 def tinyshakespeare(path=None, *, download=True) -> TextCorpus:
     """Karpathy's tinyshakespeare (1,115,394 characters, 65 distinct) as a :class:`TextCorpus`.
 
-    ``path`` is the text file or a folder holding ``tinyshakespeare.txt``; without it the file is
-    looked up (``$KNETPY_DATA``, the cache) and, if ``download``, downloaded into the cache.
-    Its SHA-256 is checked wherever it comes from.
+    ``path`` is the text file or a folder holding ``tinyshakespeare.txt``; without it the copy shipped
+    with knetpy (public domain, compressed) is read; ``download`` is accepted for compatibility.
+    Its SHA-256 is checked wherever it comes from. For any other text use :class:`TextCorpus`.
     """
-    file = obtain(TINYSHAKESPEARE_SOURCE, (TINYSHAKESPEARE_FILE,), TINYSHAKESPEARE_FILE,
-                  sha256_verifier(TINYSHAKESPEARE_SHA256), path=path, download=download, file_ok=True,
-                  remote_name="input.txt", who="kp.datasets.tinyshakespeare")
-    raw = file.read_bytes()
-    check_sha256(sha256_bytes(raw), TINYSHAKESPEARE_SHA256, file)
+    who = "kp.datasets.tinyshakespeare"
+    if path is None:
+        raw = shipped_bytes(TINYSHAKESPEARE_FILE, TINYSHAKESPEARE_SHA256, who)
+    else:
+        file = find_file(TINYSHAKESPEARE_SOURCE, (TINYSHAKESPEARE_FILE,), path, file_ok=True, who=who)
+        raw = file.read_bytes()
+        check_sha256(sha256_bytes(raw), TINYSHAKESPEARE_SHA256, file)
     return TextCorpus(raw.decode("utf-8"))

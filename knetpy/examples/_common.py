@@ -27,6 +27,9 @@ IMAGE_DATASETS = {
 }
 QUICK_TRAIN, QUICK_TEST = 2000, 500  # --quick keeps this many images of the large datasets
 TRAIN_REPORT_SIZE = 10_000  # 'trn' accuracy is measured on at most this many training images
+#: The learning-curve legend of the image classifiers trained with fit.
+CURVE_LABELS = {"loss": "train loss (mean over the epoch's batches)", "trn_acc": "train accuracy (after the epoch)",
+                "tst_acc": "test accuracy (after the epoch)"}
 
 
 class ExampleError(Exception):
@@ -240,7 +243,8 @@ class AccuracyReport(Callback):
     """After every epoch of ``fit``: train and test accuracy, printed as a Knet line and logged.
 
     ``trn`` is measured on at most TRAIN_REPORT_SIZE training images (in eval mode, after the
-    epoch, as Knet does), not averaged over the batches while the weights were changing.
+    epoch, as Knet does), not averaged over the batches while the weights were changing (that running
+    mean is fit's own ``accuracy``, which lags behind; the learning curve shows ``trn`` instead).
     The values go into the epoch logs (and so the History) as ``trn_acc`` and ``tst_acc``; those
     before training, printed as epoch 0, are kept as ``initial`` = (trn, tst).
     """
@@ -277,13 +281,16 @@ def save_checkpoint(obj, out):
     return path
 
 
-def save_curve(history, out, *, title, enabled=True, xlabel="epoch"):
-    """The learning-curve PNG ``out/learning_curve.png`` (None when disabled or matplotlib is missing)."""
+def save_curve(history, out, *, title, enabled=True, xlabel="epoch", labels=None, val_label="val"):
+    """The learning-curve PNG ``out/learning_curve.png`` (None when disabled or matplotlib is missing).
+
+    ``labels`` and ``val_label`` are passed on to :func:`knetpy.plot.learning_curve`.
+    """
     if not enabled:
         return None
     from ..plot import learning_curve
 
-    path = learning_curve(history, Path(out) / CURVE, title=title, xlabel=xlabel)
+    path = learning_curve(history, Path(out) / CURVE, title=title, xlabel=xlabel, labels=labels, val_label=val_label)
     if path is not None:
         print(f"saved {path}")
     return path
@@ -301,9 +308,16 @@ def fit_and_report(model, args, data, *, title):
     model(xtrn[:1])  # build the layers, so that summary() knows the shapes
     model.summary()
     report = AccuracyReport((xtrn, ytrn), (xtst, ytst))
-    history = model.fit(xtrn, ytrn, epochs=args.epochs, batch_size=args.batch_size, callbacks=[report])
+    from ..parallel import auto_blas_threads, largest_gemm_flops
+
+    # one BLAS thread when the model's GEMMs are too small for BLAS's threads to pay
+    with auto_blas_threads(largest_gemm_flops(model, xtrn[:args.batch_size])):
+        history = model.fit(xtrn, ytrn, epochs=args.epochs, batch_size=args.batch_size, callbacks=[report])
     checkpoint = save_checkpoint(model, args.out)
-    curve = save_curve(history, args.out, title=title, enabled=not args.no_plot)
+    # One training-accuracy curve: trn_acc, measured like tst_acc after each epoch (fit's running
+    # accuracy, averaged while the weights changed, would be a second, lagging one).
+    curves = {k: v for k, v in history.history.items() if k in CURVE_LABELS}
+    curve = save_curve(curves, args.out, title=title, enabled=not args.no_plot, labels=CURVE_LABELS)
     trn = [report.initial[0], *history["trn_acc"]]
     tst = [report.initial[1], *history["tst_acc"]]
     return {"trn_acc": trn, "tst_acc": tst, "loss": history["loss"], "checkpoint": checkpoint, "plot": curve}

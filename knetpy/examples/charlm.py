@@ -7,8 +7,8 @@ cut between them). Adam with the gradients clipped to global norm ``--clip``. Th
 text is held out: after every epoch it prints the loss (nats per character) on the training windows
 and on that held-out part, (:epoch, 1, :trn, 1.62, :dev, 1.58), then a sample of generated text.
 
-The default text is tinyshakespeare (kp.datasets.tinyshakespeare: $KNETPY_DATA, the cache, or a
-download); --path trains on any UTF-8 text file instead. The model is saved with its vocabulary;
+The default text is tinyshakespeare (kp.datasets.tinyshakespeare, shipped with knetpy); --path
+trains on any UTF-8 text file instead. The model is saved with its vocabulary;
 --generate N then writes N characters from the saved model without training:
 
     knetpy train charlm --epochs 3

@@ -6,8 +6,8 @@ from a small random start: the mean squared error falls from hundreds to about 3
 A fifth of the suburbs (a fixed random choice) is held out; features are standardized with the
 training rows' mean and standard deviation.
 
-The data file housing.data is found by kp.datasets.housing (--path FILE_OR_FOLDER, $KNETPY_DATA,
-the cache, or a download).
+The data is the copy of housing.data shipped with knetpy (kp.datasets.housing); --path FILE_OR_FOLDER
+reads another copy instead.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ def build_parser(prog=None):
     parser.add_argument("--steps", type=positive(int), default=None,
                         help="full-batch gradient steps (default: 100; 20 with --quick)")
     parser.add_argument("--lr", type=positive(float), default=0.1, help="learning rate (default: %(default)s)")
-    parser.add_argument("--path", default=None, help="housing.data, or a folder holding it")
+    parser.add_argument("--path", default=None,
+                        help="housing.data, or a folder holding it (default: the copy shipped with knetpy)")
     return parser
 
 

@@ -15,6 +15,7 @@ import knetpy as kp
 from knetpy.progress import progress
 
 from ._common import (
+    CURVE_LABELS,
     TRAIN_REPORT_SIZE,
     add_image_options,
     add_training_options,
@@ -79,7 +80,8 @@ def main(argv=None, prog=None):
         print(knet_line("epoch", epoch, "trn", trn[-1], "tst", tst[-1]), flush=True)
 
     checkpoint = save_checkpoint(w, args.out)
-    curve = save_curve(history, args.out, title=f"Softmax on {args.dataset}", enabled=not args.no_plot)
+    curve = save_curve(history, args.out, title=f"Softmax on {args.dataset}", enabled=not args.no_plot,
+                       labels=CURVE_LABELS)
     return {"trn_acc": trn, "tst_acc": tst, "loss": history["loss"], "checkpoint": checkpoint, "plot": curve}
 
 

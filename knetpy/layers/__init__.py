@@ -7,6 +7,7 @@ from . import base, core, normalization
 from .base import Layer
 from .conv import Conv1D, Conv2D, Conv2DTranspose, Conv3D
 from .core import Activation, Dense, Dropout, Embedding, Flatten, Lambda, Maxout, PReLU, Reshape
+from .inputs import Input
 from .normalization import BatchNorm, LayerNorm
 from .pooling import (
     AvgPool1D,

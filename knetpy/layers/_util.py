@@ -7,6 +7,7 @@ import operator
 
 from ..autograd import Tensor
 from ..backend import as_array
+from ..data._checks import require_real
 from ..ops import astype
 
 
@@ -31,6 +32,7 @@ def cast(x, dtype):
     """
     if x.dtype == dtype:
         return x
+    require_real(x, "the input", f"cast to {dtype}")
     if isinstance(x, Tensor):
         return astype(x, dtype)
     return x.astype(dtype)

@@ -161,7 +161,7 @@ class Flatten(Layer):
         x = as_input(x)
         if x.ndim < 1:
             raise ValueError(f"Flatten expects inputs with a batch axis, got shape {tuple(x.shape)}")
-        return ops.reshape(x, (x.shape[0], -1))
+        return ops.reshape(x, (x.shape[0], math.prod(x.shape[1:])))  # not -1: a batch of 0 is valid
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], math.prod(input_shape[1:]))

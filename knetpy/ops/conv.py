@@ -211,7 +211,7 @@ def _conv_matrix(w, x, geom, out_spatial, epilogue=None):
 
     def gemm(cols, rows):
         if g == 1:
-            xp.matmul(cols.reshape(rows.shape[0], -1), wm[0], out=rows)
+            xp.matmul(cols.reshape(rows.shape[0], cols.shape[-1]), wm[0], out=rows)  # no -1: 0 rows is valid
         else:
             # (G, rows, C_out/G) per group, then interleaved into the rows
             rows.reshape(-1, g, w.shape[0] // g)[...] = xp.matmul(cols.transpose(1, 0, 2), wm).transpose(1, 0, 2)
@@ -304,13 +304,15 @@ def _filter_grad_raw(x, gy, geom, kernel, cols=None):
 
     def product(cols, go):
         if g == 1:
-            return parallel.matmul(cols.reshape(go.shape[0], -1).T, go.reshape(go.shape[0], -1))[None]
+            # explicit sizes, not -1, which is ambiguous for an empty batch
+            rows = go.shape[0]
+            return parallel.matmul(cols.reshape(rows, cols.shape[-1]).T, go.reshape(rows, go.shape[-1]))[None]
         return xp.matmul(cols.transpose(1, 2, 0), go.transpose(1, 0, 2))
 
     if cols is not None:
         return weight_from_matrix(product(cols, grad_out), kernel, geom.flip)
     gather = WindowGather(pad_channels_last(x, geom.padding), kernel, geom.stride, geom.dilation, out_spatial, g)
-    if not _streaming(xp):  # every window at once, one large GEMM
+    if not _streaming(xp) or n == 0:  # every window at once, one large GEMM (zeros for an empty batch)
         buffer = gather.buffer(n)
         gather.fill(buffer, 0, n)
         wm = product(gather.cols(buffer, n), grad_out)

@@ -45,8 +45,9 @@ def _split(ufunc, python_op):
     return fn
 
 
-add = primitive(_binary("add", _split(np.add, lambda x, y: x + y)))
-sub = primitive(_binary("sub", _split(np.subtract, lambda x, y: x - y)))
+# reads=False: these VJPs use only the operands' shapes, so in-place edits after the op are harmless
+add = primitive(_binary("add", _split(np.add, lambda x, y: x + y)), reads=False)
+sub = primitive(_binary("sub", _split(np.subtract, lambda x, y: x - y)), reads=False)
 mul = primitive(_binary("mul", _split(np.multiply, lambda x, y: x * y)))
 div = primitive(_binary("div", lambda x, y: x / y))
 add.defvjp(lambda g, ans, x, y: unbroadcast(g, x), lambda g, ans, x, y: unbroadcast(g, y))
@@ -87,7 +88,7 @@ def _pow_vjp_y(g, ans, x, y):
 pow.defvjp(_pow_vjp_x, _pow_vjp_y)
 
 
-@primitive
+@primitive(reads=False)
 def neg(x):
     return -x
 
@@ -116,6 +117,7 @@ tanh = _unary("tanh", "Elementwise hyperbolic tangent.", np.tanh)
 square = _unary("square", "Elementwise x**2 (Knet's abs2).", np.square)
 
 exp.defvjp(lambda g, ans, x: g * ans)
+exp.prim.reads = False  # the VJP uses the output only
 log.defvjp(lambda g, ans, x: g / x)
 log1p.defvjp(lambda g, ans, x: g / (x + 1))
 expm1.defvjp(lambda g, ans, x: g * (ans + 1))

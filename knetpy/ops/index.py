@@ -24,7 +24,7 @@ def _is_basic(idx):
     return all(i is None or i is Ellipsis or isinstance(i, (int, slice, np.integer)) for i in items)
 
 
-@primitive
+@primitive(reads=False)
 def getitem(x, index=None):
     """``x[index]`` for slices, integers, integer arrays and boolean masks."""
     try:
@@ -33,7 +33,7 @@ def getitem(x, index=None):
         raise IndexError(f"index {index!r} is invalid for an array of shape {x.shape}: {e}") from None
 
 
-@primitive
+@primitive(reads=False)
 def scatter_add(g, index=None, shape=None):
     """Zeros of ``shape`` with ``g`` added at ``index`` (repeated indices accumulate)."""
     xp = array_namespace(g)

@@ -21,6 +21,11 @@ def _value(x):
     return x.value if isinstance(x, Tensor) else x
 
 
+def _is_half(x):
+    """float16 inputs: the exponentials and their sums are taken in float32, then rounded back."""
+    return getattr(x, "dtype", None) == np.float16
+
+
 @primitive
 def relu(x):
     """max(x, 0)."""
@@ -73,6 +78,8 @@ def _stable_max(x, axis):
 @primitive
 def logsumexp(x, axis=None, keepdims=False):
     """log(sum(exp(x), axis)) without overflow."""
+    if _is_half(x):
+        return logsumexp.__wrapped__(x.astype(np.float32), axis, keepdims).astype(x.dtype)
     xp = array_namespace(x)
     m = _stable_max(x, axis)
     out = xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True)) + m
@@ -94,6 +101,8 @@ logsumexp.defvjp(_logsumexp_vjp)
 @primitive
 def logp(x, axis=-1):
     """Log-softmax along ``axis``: x - logsumexp(x, axis)."""
+    if _is_half(x):
+        return logp.__wrapped__(x.astype(np.float32), axis).astype(x.dtype)
     xp = array_namespace(x)
     shifted = x - _stable_max(x, axis)
     return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
@@ -106,6 +115,8 @@ log_softmax = logp
 @primitive
 def softmax(x, axis=-1):
     """exp(x) / sum(exp(x), axis), computed without overflow."""
+    if _is_half(x):
+        return softmax.__wrapped__(x.astype(np.float32), axis).astype(x.dtype)
     xp = array_namespace(x)
     e = xp.exp(x - _stable_max(x, axis))
     return e / xp.sum(e, axis=axis, keepdims=True)
@@ -145,11 +156,15 @@ def _check_labels(scores, labels, axis, name):
 @primitive(saves=True)
 def _nll(scores, labels, axis=1, average=True):
     xp = array_namespace(scores)
-    lp = logp.__wrapped__(scores, axis)
+    half = _is_half(scores)
+    lp = logp.__wrapped__(scores.astype(np.float32) if half else scores, axis)
     picked = xp.take_along_axis(lp, xp.expand_dims(labels, axis), axis=axis)
     total = -xp.sum(picked)
     n = labels.size
-    return (total / n if average else total), lp
+    loss = total / n if average else total
+    if half:  # computed in float32, rounded once; the saved log-probabilities keep the input's dtype
+        return loss.astype(scores.dtype), lp.astype(scores.dtype)
+    return loss, lp
 
 
 def _nll_vjp(g, ans, lp, scores, labels, axis=1, average=True):

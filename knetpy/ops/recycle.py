@@ -34,7 +34,11 @@ def release(buffer):
 
 def _flush():
     while _released:
-        give(_released.pop())
+        try:
+            buffer = _released.pop()
+        except IndexError:  # another thread took the last one between the test and the pop
+            return
+        give(buffer)
 
 
 class _Owner:

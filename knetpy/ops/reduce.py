@@ -51,6 +51,11 @@ def _shape(x):
     return x.shape if hasattr(x, "shape") else np.shape(x)
 
 
+def _is_half(x):
+    """float16 arrays: their reductions accumulate in float32 and round once at the end."""
+    return getattr(x, "dtype", None) == np.float16
+
+
 def _names_axis(fwd):
     """``fwd`` with NumPy's bare out-of-range-axis error reworded to name the op and the shape
     (still an AxisError, so a ValueError and an IndexError as well)."""
@@ -72,13 +77,16 @@ def _names_axis(fwd):
 @primitive
 @_names_axis
 def sum(x, axis=None, keepdims=False):
-    """Sum over ``axis``."""
+    """Sum over ``axis`` (float16 accumulates in float32, as in NumPy's mean and PyTorch)."""
+    if _is_half(x):
+        return x.astype(np.float32).sum(axis=axis, keepdims=keepdims).astype(x.dtype)
     if hasattr(x, "sum"):
         return x.sum(axis=axis, keepdims=keepdims)
     return array_namespace(x).sum(x, axis=axis, keepdims=keepdims)
 
 
 sum.defvjp(lambda g, ans, x, axis=None, keepdims=False: _expand(g, _shape(x), axis, keepdims))
+sum.prim.reads = False  # the VJP uses x's shape only: in-place edits after the op are harmless
 
 
 @primitive
@@ -88,6 +96,9 @@ def mean(x, axis=None, keepdims=False):
     xp = array_namespace(x)
     if getattr(x, "dtype", None) is None or x.dtype.kind not in "fc":
         return xp.mean(x, axis=axis, keepdims=keepdims)
+    if _is_half(x):
+        # the sum of many float16 values overflows (or stalls at 2048) long before their mean does
+        return (x.astype(np.float32).sum(axis=axis, keepdims=keepdims) / _count(x.shape, axis)).astype(x.dtype)
     # sum / n directly: the same arithmetic as xp.mean without its Python-level overhead
     return x.sum(axis=axis, keepdims=keepdims) / _count(x.shape, axis)
 
@@ -130,6 +141,8 @@ amax, amin = max, min
 @_names_axis
 def var(x, axis=None, ddof=0, keepdims=False):
     """Variance over ``axis`` (``ddof=1`` for the unbiased estimate)."""
+    if _is_half(x):
+        return array_namespace(x).var(x.astype(np.float32), axis=axis, ddof=ddof, keepdims=keepdims).astype(x.dtype)
     return array_namespace(x).var(x, axis=axis, ddof=ddof, keepdims=keepdims)
 
 
@@ -155,6 +168,8 @@ def std(x, axis=None, ddof=0, keepdims=False):
 @_names_axis
 def prod(x, axis=None, keepdims=False):
     """Product over ``axis``."""
+    if _is_half(x):
+        return x.astype(np.float32).prod(axis=axis, keepdims=keepdims).astype(x.dtype)
     return array_namespace(x).prod(x, axis=axis, keepdims=keepdims)
 
 

@@ -35,6 +35,7 @@ import numpy as np
 
 from ..autograd import Param, Tensor
 from ..backend import array_namespace, get_dtype, rng, to_numpy
+from ..init import reserve
 from .elementwise import mul, tanh, where
 from .linalg import matmul
 from .lstm_fused import lstm_seq
@@ -377,6 +378,7 @@ def rnn_init(mode, input_size, hidden_size, num_layers=1, bidirectional=False, b
     weights = []
     for layer in range(num_layers):
         f_in = input_size if layer == 0 else D * H
+        reserve((D, f_in + H + 2, G * H))  # a loader's size limit (knetpy.init.allocation_budget)
         for _ in range(D):
             w_ih = Param(rng().uniform(-bound, bound, (f_in, G * H)).astype(dt))
             w_hh = Param(rng().uniform(-bound, bound, (H, G * H)).astype(dt))

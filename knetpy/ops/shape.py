@@ -16,7 +16,7 @@ def _ndim(x):
     return x.ndim if hasattr(x, "ndim") else np.ndim(x)
 
 
-@primitive
+@primitive(reads=False)
 def reshape(x, shape):
     """``x`` with a new shape (one entry may be -1)."""
     try:
@@ -41,7 +41,7 @@ def _perm(ndim, axes):
     return axes
 
 
-@primitive
+@primitive(reads=False)
 def _transpose(x, axes):
     return x.transpose(axes)
 
@@ -80,7 +80,7 @@ def moveaxis(x, source, destination):
     return _transpose(x, tuple(p))
 
 
-@primitive
+@primitive(reads=False)
 def sum_to(x, shape):
     """Sum ``x`` down to ``shape`` (the reverse of broadcasting)."""
     xshape = _shape(x)
@@ -101,7 +101,7 @@ def sum_to(x, shape):
         raise ValueError(f"sum_to: shape {xshape} does not broadcast from {shape}") from None
 
 
-@primitive
+@primitive(reads=False)
 def broadcast_to(x, shape):
     """``x`` broadcast to ``shape`` (a read-only view)."""
     xp = array_namespace(x)
@@ -200,7 +200,7 @@ def mat(x):
     return reshape(x, (shape[0] if shape else 1, -1))
 
 
-@primitive
+@primitive(reads=False)
 def _concatenate(*xs, axis=0):
     xp = array_namespace(*xs)
     try:
@@ -258,7 +258,7 @@ def split(x, indices_or_sections, axis=0):
     return out
 
 
-@primitive
+@primitive(reads=False)
 def flip(x, axis=None):
     """Reverse the order of elements along ``axis`` (all axes by default)."""
     return array_namespace(x).flip(x, axis=axis)
@@ -280,7 +280,7 @@ def _pad_width(pad_width, ndim):
     return tuple((int(a), int(b)) for a, b in pw)
 
 
-@primitive
+@primitive(reads=False)
 def _pad(x, pad_width, value):
     return array_namespace(x).pad(x, pad_width, mode="constant", constant_values=value)
 
@@ -301,14 +301,19 @@ def pad(x, pad_width, mode="constant", constant_values=0):
 
 @primitive
 def astype(x, dtype):
-    """``x`` converted to ``dtype`` (the gradient is converted back)."""
+    """``x`` converted to ``dtype``. The gradient is converted back; a cast to an integer or bool
+    dtype has none (its result is a constant, as every non-floating result is)."""
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"astype: {dtype!r} is not a dtype") from None
     return x.astype(dtype)
 
 
 astype.defvjp(lambda g, ans, x, dtype: astype(g, x.dtype))
 
 
-@primitive
+@primitive(reads=False)
 def identity(x):
     return x
 

@@ -32,7 +32,7 @@ from .schedules import (
     Schedule,
     StepLR,
 )
-from .sgd import SGD, Momentum, Nesterov
+from .sgd import SGD, Momentum, Nesterov, NesterovMomentum
 
 lr_scheduler = schedules  # PyTorch's spelling
 
@@ -41,6 +41,7 @@ __all__ = [
     "SGD",
     "Momentum",
     "Nesterov",
+    "NesterovMomentum",
     "Adagrad",
     "Adadelta",
     "RMSprop",

@@ -16,12 +16,14 @@ them stay valid and their dtype is kept.
 
 from __future__ import annotations
 
+import copy
+import inspect
 import numbers
 from collections import OrderedDict
 
 import numpy as np
 
-from ..autograd import Tensor, enable_grad
+from ..autograd import Tensor, enable_grad, mark_modified
 from ..backend import array_namespace, is_array, to_numpy
 from .clipping import clip_factor, squared_norm
 from .noise import add_gradient_noise
@@ -118,6 +120,14 @@ def prepare_gradients(names, values, grads, opts):
         if opt.grad_noise:
             out[i] = add_gradient_noise(out[i], opt.grad_noise, opt.grad_noise_decay, opt.iterations)
     return out
+
+
+def _is_count(v):
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 0
+
+
+def _is_scalar(v):
+    return v is None or isinstance(v, (bool, numbers.Real))
 
 
 class Optimizer:
@@ -217,15 +227,18 @@ class Optimizer:
         if closure is not None:
             with enable_grad():
                 loss = closure()
-        names, values, grads = [], [], []
+        names, values, grads, updated = [], [], [], []
         for name, p in self._params.items():
             if p.grad is not None:
                 names.append(name)
                 values.append(p.value)
                 grads.append(_leaf_value(p.grad))
+                updated.append(p)
         grads = prepare_gradients(names, values, grads, [self] * len(grads))
         for name, v, g in zip(names, values, grads):
             self._update_array(name, v, g)
+        # Graphs recorded before this step saw the old values: backward through them must fail.
+        mark_modified(*updated)
         self.iterations += 1
         return loss
 
@@ -300,34 +313,96 @@ class Optimizer:
         return {"meta": meta, "arrays": arrays}
 
     def load_state_dict(self, state_dict: dict):
-        """Restore hyper-parameters, counters and state saved by :meth:`state_dict` (arrays are copied)."""
+        """Restore hyper-parameters, counters and state saved by :meth:`state_dict` (arrays are copied).
+
+        Everything is checked first (structure, types, hyper-parameter values, shapes against the
+        bound parameters); on a ValueError nothing has changed.
+        """
+        cls = type(self).__name__
         meta, arrays = self._split_state_dict(state_dict)
-        state = {key: dict(scalars) for key, scalars in meta["state"].items()}
+        hyper = self._checked_hyper(meta["hyper"])
+        state = {}
+        for key, scalars in meta["state"].items():
+            step = scalars.get("step") if isinstance(scalars, dict) else None
+            if not _is_count(step) or not all(_is_scalar(v) for v in scalars.values()):
+                raise ValueError(f"{cls}.load_state_dict: state of {key!r} needs an integer 'step' and numbers")
+            state[key] = dict(scalars)
         for full, arr in arrays.items():
             key, _, name = full.rpartition("/")
-            if key not in state:
-                raise ValueError(
-                    f"{type(self).__name__}.load_state_dict: array {full!r} belongs to no saved parameter"
-                )
+            if key not in state or not name:
+                raise ValueError(f"{cls}.load_state_dict: array {full!r} belongs to no saved parameter")
+            if arr.dtype.kind != "f":
+                raise ValueError(f"{cls}.load_state_dict: state array {full!r} has dtype {arr.dtype}, not a float")
             state[key][name] = self._to_device(key, arr)
+        probe = copy.copy(self)  # the arrays the rule needs under the loaded options (amsgrad's maximum, ...)
+        probe._apply_hyper(hyper)
+        required = set(probe.init_state(np.zeros(1)))
+        for key, st in state.items():
+            shapes = {v.shape for v in st.values() if is_array(v)}
+            if not required <= set(st) or len(shapes) > 1:
+                raise ValueError(f"{cls}.load_state_dict: state of {key!r} needs arrays {sorted(required)} "
+                                 f"of one shape, got {sorted(k for k in st if k != 'step')}")
         self._check_state_against(self._params, state)
-        for name, value in meta["hyper"].items():
-            self._set_hyper(name, value)
+        self._apply_hyper(hyper)
         self.state = state
-        self.iterations = int(meta["iterations"])
+        self.iterations = meta["iterations"]
 
     def _split_state_dict(self, state_dict):
+        """``(meta, arrays)`` of a state dict, its structure checked."""
         cls = type(self).__name__
         if not isinstance(state_dict, dict) or set(state_dict) != {"meta", "arrays"}:
             raise ValueError(
                 f"{cls}.load_state_dict: expected a dict with keys 'meta' and 'arrays' from state_dict()"
             )
-        meta = state_dict["meta"]
-        if meta.get("optimizer") != cls:
+        meta, arrays = state_dict["meta"], state_dict["arrays"]
+        keys = {"optimizer", "hyper", "iterations", "state"}
+        if not isinstance(meta, dict) or set(meta) != keys:
+            raise ValueError(f"{cls}.load_state_dict: 'meta' must be a dict with keys {sorted(keys)}")
+        if meta["optimizer"] != cls:
             raise ValueError(
-                f"{cls}.load_state_dict: this state belongs to a {meta.get('optimizer')!r} optimizer"
+                f"{cls}.load_state_dict: this state belongs to a {meta['optimizer']!r} optimizer"
             )
-        return meta, state_dict["arrays"]
+        if not _is_count(meta["iterations"]) or not isinstance(meta["state"], dict):
+            raise ValueError(f"{cls}.load_state_dict: 'iterations' must be an integer >= 0 and 'state' a dict")
+        if not isinstance(arrays, dict) or not all(
+            isinstance(k, str) and isinstance(v, np.ndarray) for k, v in arrays.items()
+        ):
+            raise ValueError(f"{cls}.load_state_dict: 'arrays' must map names to NumPy arrays")
+        return meta, arrays
+
+    def _checked_hyper(self, hyper):
+        """``hyper`` checked by this class's constructor, which validates every value it takes.
+
+        Returns ``{name: value}`` as the constructor normalised them; a hyper-parameter the
+        constructor does not take is fixed by the class (Nesterov's ``nesterov``) and must agree.
+        """
+        cls = type(self)
+        names = COMMON_OPTIONS + self.hyper_names
+        if not isinstance(hyper, dict) or any(k not in names for k in hyper):
+            unknown = sorted(k for k in hyper if k not in names) if isinstance(hyper, dict) else hyper
+            raise ValueError(f"{cls.__name__}.load_state_dict: unknown hyper-parameters {unknown}")
+        sig = inspect.signature(cls.__init__).parameters
+        any_keyword = any(p.kind == p.VAR_KEYWORD for p in sig.values())
+        takes = {k for k in hyper if k != "lr" and (k in sig or (any_keyword and k in COMMON_OPTIONS))}
+        try:
+            fresh = cls(**{k: hyper[k] for k in takes})
+        except TypeError as e:
+            raise ValueError(f"{cls.__name__}.load_state_dict: invalid hyper-parameters ({e})") from None
+        out = {k: getattr(fresh, k) for k in takes}
+        for k, v in hyper.items():
+            if k not in takes and k != "lr" and v != fresh.hyperparameters()[k]:
+                raise ValueError(f"{cls.__name__}.load_state_dict: {k} is {fresh.hyperparameters()[k]!r} "
+                                 f"for this optimizer, got {v!r}")
+        if "lr" in hyper:
+            out["lr"] = check_lr(cls.__name__, hyper["lr"], allow_zero=True)
+        return out
+
+    def _apply_hyper(self, hyper):
+        for name, value in hyper.items():
+            if name == "lr":
+                self._lr = value
+            else:
+                setattr(self, name, value)
 
     def _to_device(self, key, arr):
         """A copy of a saved array on the device of parameter ``key`` (NumPy when unbound)."""

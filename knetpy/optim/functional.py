@@ -13,7 +13,7 @@ over all arrays updated in one call, as ``opt.step()`` does over its parameters.
 
 from __future__ import annotations
 
-from ..autograd import Tensor
+from ..autograd import Tensor, mark_modified
 from ..backend import is_array
 from ..tree import flatten, unflatten
 from .base import ARRAY_KEY, Optimizer, prepare_gradients
@@ -75,7 +75,7 @@ def update(params, grads, opts):
             f"{len(g_leaves)} and {len(o_leaves)} arrays (build opts with kp.optim.optimizers(params, ...))"
         )
     paths = _leaf_paths(treedef, len(p_leaves))
-    names, values, gradients, owners = [], [], [], []
+    names, values, gradients, owners, updated = [], [], [], [], []
     seen = set()
     for path, p, g, opt in zip(paths, p_leaves, g_leaves, o_leaves):
         if not isinstance(opt, Optimizer):
@@ -100,6 +100,7 @@ def update(params, grads, opts):
         values.append(value)
         gradients.append(g.value if isinstance(g, Tensor) else g)
         owners.append(opt)
+        updated.append(p)
     for i, g in enumerate(gradients):
         if not is_array(g):
             raise TypeError(f"update: grads{names[i]} must be an array, got {type(g).__name__}")
@@ -107,4 +108,5 @@ def update(params, grads, opts):
     for value, g, opt in zip(values, gradients, owners):
         opt._update_array(ARRAY_KEY, value, g)
         opt.iterations += 1
+    mark_modified(*updated)  # the tensors among them: graphs recorded before saw the old values
     return params

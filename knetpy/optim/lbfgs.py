@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..autograd import Tensor, enable_grad
+from ..autograd import Tensor, enable_grad, mark_modified
 from ..backend import array_namespace, to_numpy
 from .base import Optimizer, prepare_gradients
 from .clipping import squared_norm
@@ -113,6 +113,7 @@ class LBFGS(Optimizer):
             n = p.size
             p.value += (t * d[offset : offset + n]).reshape(p.shape)
             offset += n
+        mark_modified(*self._params.values())
 
     def _snapshot(self):
         return [p.value.copy() for p in self._params.values()]
@@ -120,6 +121,7 @@ class LBFGS(Optimizer):
     def _restore(self, snapshot):
         for p, saved in zip(self._params.values(), snapshot):
             p.value[...] = saved
+        mark_modified(*self._params.values())
 
     def _evaluate(self, closure):
         """Call the closure; return the penalised loss as a float and the flat gradient."""
@@ -267,9 +269,20 @@ class LBFGS(Optimizer):
 
     def load_state_dict(self, state_dict: dict):
         meta, arrays = self._split_state_dict(state_dict)
+        hyper = self._checked_hyper(meta["hyper"])
+        scalars = meta["state"]
+        if set(scalars) != set(self._SCALARS) or not all(
+            v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in scalars.values()
+        ):
+            raise ValueError(f"LBFGS.load_state_dict: 'state' must hold the numbers {list(self._SCALARS)}")
+        dims = {"d": 1, "prev_flat_grad": 1, "old_dirs": 2, "old_stps": 2, "ro": 1}
+        if not set(arrays) <= set(dims) or any(a.ndim != dims[k] or a.dtype.kind != "f" for k, a in arrays.items()):
+            raise ValueError(f"LBFGS.load_state_dict: 'arrays' must be float arrays among {list(dims)}")
+        if "old_dirs" in arrays and not (arrays["old_dirs"].shape == arrays["old_stps"].shape if "old_stps" in arrays else False):
+            raise ValueError("LBFGS.load_state_dict: 'old_dirs' and 'old_stps' must have the same shape")
         xp = array_namespace(next(iter(self._params.values())).value) if self._params else np
         st = self._fresh_state()
-        st.update(meta["state"])
+        st.update(scalars)
         for key in ("d", "prev_flat_grad"):
             if key in arrays:
                 st[key] = xp.array(arrays[key], copy=True)
@@ -278,10 +291,9 @@ class LBFGS(Optimizer):
             st["old_stps"] = [xp.array(v, copy=True) for v in arrays["old_stps"]]
             st["ro"] = [float(r) for r in arrays["ro"]]
         self._check_state_against(self._params, st)
-        for name, value in meta["hyper"].items():
-            self._set_hyper(name, value)
+        self._apply_hyper(hyper)
         self.state = st
-        self.iterations = int(meta["iterations"])
+        self.iterations = meta["iterations"]
 
     def _check_state_against(self, named, st):
         """The saved flat vectors must have as many elements as the bound parameters."""

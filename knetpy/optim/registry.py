@@ -24,8 +24,13 @@ OPTIMIZERS = {
 }
 
 
+# Other spellings (NumpyDL's class names), kept out of OPTIMIZERS so that each optimizer is listed once.
+_ALIASES = {"nesterovmomentum": "nesterov"}
+
+
 def _normalise(name: str) -> str:
-    return name.lower().replace("-", "").replace("_", "").replace(" ", "")
+    key = name.lower().replace("-", "").replace("_", "").replace(" ", "")
+    return _ALIASES.get(key, key)
 
 
 def resolve_class(optimizer):

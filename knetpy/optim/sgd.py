@@ -56,3 +56,6 @@ class Nesterov(SGD):
 
     def __init__(self, params=None, lr=1e-3, momentum=0.9, weight_decay=0.0, **options):
         super().__init__(params, lr, momentum, 0.0, weight_decay, nesterov=True, **options)
+
+
+NesterovMomentum = Nesterov  # NumpyDL's name
