@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 
+from .autograd import mark_modified
 from .backend import get_rng_state, rng, set_rng_state
 from .io import CheckpointError, _Decoder, _is_int, _read, assign, check_assign, load_into, save, weights_from
 
@@ -292,6 +293,7 @@ def restore_model_and_optimizer(state, model):
     def undo():
         for t, v in zip(tensors, values):
             t.value = v
+            mark_modified(t)
         vars(opt).clear()
         vars(opt).update(opt_before)
 

@@ -31,7 +31,7 @@ import zipfile
 
 import numpy as np
 
-from .autograd import Param, Tensor
+from .autograd import Param, Tensor, mark_modified
 from .backend import get_rng_state, set_rng_state, to_numpy
 from .init import AllocationRefused, allocation_budget
 
@@ -912,10 +912,12 @@ def assign(layer, params, state=None, path="<checkpoint>"):
     own = layer.params
     for name, arr in params.items():
         own[name].value = arr.astype(own[name].dtype, copy=True)
+        mark_modified(own[name])  # a backward through ops that saw the old values must refuse
     if state is not None:
         st = layer.state()
         for name, arr in state.items():
             st[name].value = arr.astype(st[name].dtype, copy=True)
+            mark_modified(st[name])
 
 
 def load_into(layer, info, arrays, path):

@@ -509,3 +509,16 @@ def test_non_numeric_input_names_the_op_and_the_dtype(call, op, what):
         call()
     assert type(info.value) is TypeError  # not NumPy's UFuncTypeError
     assert str(info.value).startswith(f"{op}:") and what in str(info.value)
+
+
+def test_loading_weights_between_forward_and_backward_raises(tmp_path):
+    model = kp.Sequential([kp.layers.Dense(3)])
+    x = np.ones((2, 4), "f")
+    model(x)
+    path = tmp_path / "w.ckpt"
+    kp.save(path, model)
+    for reload in (lambda: model.load_weights(path), lambda: model.load_state_dict(model.state_dict())):
+        out = kp.sum(model(x) * model(x))
+        reload()
+        with pytest.raises(RuntimeError, match="modified by an in-place operation"):
+            out.backward()

@@ -9,7 +9,7 @@ import threading
 from collections import OrderedDict, namedtuple
 from contextlib import contextmanager
 
-from ..autograd import Param, Tensor
+from ..autograd import Param, Tensor, mark_modified
 from ..backend import array_namespace
 from ..data._checks import require_real
 
@@ -262,6 +262,7 @@ class Layer:
                 xp.copyto(t.value, arr, casting="same_kind")
             else:  # a 0-d state kept as a NumPy scalar (a counter updated out of place)
                 t.value = xp.array(arr, dtype=t.value.dtype)
+            mark_modified(t)  # a backward through ops that saw the old values must refuse
         return IncompatibleKeys(missing, extra)
 
     def get_config(self):
