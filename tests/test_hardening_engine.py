@@ -5,6 +5,7 @@ import threading
 
 import numpy as np
 import pytest
+from thread_cases import run_threads
 
 import knetpy as kp
 from knetpy.autograd import primitive
@@ -27,24 +28,6 @@ def _mlp_loss(p, x, y):
     return kp.losses.cross_entropy(h @ p["w2"] + p["b2"], y)
 
 
-def _run_threads(n, target):
-    errors = []
-
-    def run(i):
-        try:
-            target(i)
-        except BaseException as e:  # noqa: BLE001 - reported to the main thread below
-            errors.append(e)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-
-
 def test_grad_in_8_threads_equals_one_thread():
     rng = np.random.default_rng(1)
     params = _mlp_params()
@@ -62,7 +45,7 @@ def test_grad_in_8_threads_equals_one_thread():
             for k in params:
                 np.testing.assert_array_equal(g[k], expected[i][k], err_msg=f"thread {i}, {k}")
 
-    _run_threads(8, work)
+    run_threads(8, work)
     assert kp.is_grad_enabled()
 
 
@@ -91,7 +74,7 @@ def test_concurrent_passes_through_shared_parameters():
                 for got, want in zip(grads(xs[i]), expected[i]):
                     np.testing.assert_array_equal(got, want)
 
-        _run_threads(8, work)
+        run_threads(8, work)
     finally:
         sys.setswitchinterval(old)
 
@@ -114,7 +97,7 @@ def test_concurrent_backward_into_shared_parameters_accumulates_every_pass():
     old = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)
     try:
-        _run_threads(8, lambda i: [backward(xs[i]) for _ in range(50)])
+        run_threads(8, lambda i: [backward(xs[i]) for _ in range(50)])
     finally:
         sys.setswitchinterval(old)
     np.testing.assert_allclose(w.grad, 50 * expected, rtol=1e-10)

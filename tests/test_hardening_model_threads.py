@@ -4,6 +4,7 @@ choose their train/eval mode for the calling thread only."""
 import threading
 
 import numpy as np
+from thread_cases import run_threads
 
 import knetpy as kp
 from knetpy.layers import BatchNorm, Dense, Dropout
@@ -25,24 +26,6 @@ def _running(model):
     return {k: np.array(v, copy=True) for k, v in model.get_weights().items() if "running" in k}
 
 
-def _run_threads(target, n):
-    errors = []
-
-    def guarded(i):
-        try:
-            target(i)
-        except BaseException as e:  # reported in the main thread, not lost in a worker
-            errors.append(e)
-
-    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-
-
 def test_concurrent_predicts_equal_the_single_thread_answer():
     x, y = _data()
     model = _model()
@@ -56,7 +39,7 @@ def test_concurrent_predicts_equal_the_single_thread_answer():
         for _ in range(100):
             results[i].append(model.predict(x))
 
-    _run_threads(work, 8)
+    run_threads(8, work)
     for outs in results:
         assert len(outs) == 100
         for out in outs:
@@ -77,7 +60,7 @@ def test_concurrent_evaluates_equal_the_single_thread_answer():
         for _ in range(30):
             results.append(model.evaluate(x, y))
 
-    _run_threads(work, 4)
+    run_threads(4, work)
     assert len(results) == 120 and all(r == expected for r in results)
 
 
@@ -112,7 +95,7 @@ def test_predict_in_other_threads_while_one_thread_fits():
     def run(i):
         (fitter if i == 0 else predictor)(i)
 
-    _run_threads(run, 5)
+    run_threads(5, run)
     assert seen["frozen"] > 0 and seen["same"] > 0
     # The fitting thread saw training mode all along: its BatchNorm statistics moved and its loss fell.
     assert training.history.history["loss"][-1] < training.history.history["loss"][0]
@@ -141,7 +124,7 @@ def test_predict_never_uses_dropout_while_another_thread_trains():
                 out = model.predict(x)
                 zeros.append(bool(np.all(out == 0)))
 
-    _run_threads(run, 4)
+    run_threads(4, run)
     assert zeros and not any(zeros)
 
 
