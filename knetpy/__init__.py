@@ -10,13 +10,19 @@ from . import (
     callbacks,
     data,
     datasets,
+    distributed,
     init,
     layers,
     losses,
     metrics,
+    models,
     ops,
     optim,
+    plot,
     regularizers,
+    rl,
+    seq2seq,
+    tune,
 )
 from .autograd import (
     AnomalyError,
@@ -31,6 +37,7 @@ from .autograd import (
     tensor,
 )
 from .backend import get_dtype, get_rng_state, set_dtype, set_rng_state, set_seed
+from .doctor import doctor
 from .functional import grad, hessian, hvp, jacobian, value_and_grad
 from .gradcheck import GradcheckError, gradcheck
 from .io import CheckpointError, load, load_weights, save

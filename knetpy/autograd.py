@@ -20,6 +20,7 @@ they are tensors, so the same VJP code records a new graph: that is how gradient
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -31,6 +32,7 @@ class _ThreadState(threading.local):
 
     grad_enabled = True  # record ops (no_grad / enable_grad / backprop switch it)
     anomaly = False  # detect_anomaly(): check every op's output and gradient for NaN/Inf
+    leaf_hook = None  # on_leaf_grad(fn): called with each leaf as soon as backward() has its gradient
 
 
 _state = _ThreadState()
@@ -517,6 +519,7 @@ def backprop(root, seed, inputs=None, create_graph=False, retain_graph=False):
     results = []
     handed = {id(seed)}  # arrays handed out as leaf gradients (the caller's seed counts as one)
     anomaly = bool(_anomaly_threads) and _state.anomaly
+    leaf_hook = _state.leaf_hook if inputs is None else None
     prev_mode = _set_grad_enabled(create_graph)
     try:
         for node in reversed(order):
@@ -538,6 +541,8 @@ def backprop(root, seed, inputs=None, create_graph=False, retain_graph=False):
                 else:
                     with _lock:  # threads backpropagating into shared parameters: no lost sums
                         node.grad = g if node.grad is None else node.grad + g
+                    if leaf_hook is not None:
+                        leaf_hook(node)
                 continue
             g = node._g
             if g is None:
@@ -623,6 +628,19 @@ def _check_versions(node, prim, args):
                 f"{edited._version}, changed after the op used it. Update it (or step the optimizer) after "
                 "backward(), or give the op a copy"
             )
+
+
+@contextmanager
+def on_leaf_grad(fn):
+    """Within the block, ``backward()`` in this thread calls ``fn(leaf)`` as soon as a leaf's gradient is
+    final (the leaf's ``.grad`` holds it), while the rest of the pass still runs: gradient all-reduce
+    starts on the last layers' gradients before the first layers' are computed."""
+    prev = _state.leaf_hook
+    _state.leaf_hook = fn
+    try:
+        yield
+    finally:
+        _state.leaf_hook = prev
 
 
 class AnomalyError(FloatingPointError):

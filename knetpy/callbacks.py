@@ -425,6 +425,61 @@ class CSVLogger(Callback):
             writer.writerow([epoch, *(logs.get(k, "") for k in self.keys)])
 
 
+class PlotHistory(Callback):
+    """Redraw the learning curves (:func:`knetpy.plot.learning_curve`) as a PNG at ``path`` every
+    ``every`` epochs and once more at the end, so a long run can be watched while it trains.
+
+    Each picture replaces the previous one atomically: a viewer never sees half a file. Extra keyword
+    arguments (``title``, ``labels``, ``val_label``) go to ``learning_curve``. Without matplotlib
+    it says so once on stderr and training goes on. A run resumed with ``fit(..., resume=True)``
+    keeps the epochs drawn before it stopped.
+    """
+
+    def __init__(self, path, every=1, **plot_args):
+        super().__init__()
+        self.path = os.fspath(path)
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"PlotHistory: every must be a whole number of epochs >= 1, got {every!r}")
+        self.every = every
+        self.plot_args = plot_args
+        self.history = {}
+        self.drawn = None  # the path of the last picture written
+        self._pending = False
+        self._enabled = True
+
+    def on_train_begin(self, logs=None):
+        from . import plot
+
+        self.history = {}
+        self._enabled = plot.available()
+        if not self._enabled:
+            plot._report(f"learning curve {self.path}", f"matplotlib is not installed ({plot.INSTALL_HINT})")
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
+        self._pending = True
+        if (epoch + 1) % self.every == 0:
+            self._draw()
+
+    def on_train_end(self, logs=None):
+        if self._pending:
+            self._draw()
+
+    def _draw(self):
+        from . import plot
+
+        self._pending = False
+        if self._enabled and self.history:
+            self.drawn = plot.learning_curve(self.history, self.path, **self.plot_args)
+
+    def state_dict(self):
+        return {"history": {k: list(v) for k, v in self.history.items()}}
+
+    def load_state_dict(self, state):
+        self.history = {k: [float(v) for v in values] for k, values in state["history"].items()}
+
+
 class LambdaCallback(Callback):
     """A callback from plain functions, e.g. ``LambdaCallback(on_epoch_end=lambda epoch, logs: ...)``.
 

@@ -2,6 +2,9 @@
 
     knetpy quickstart                 train a small CNN on handwritten digits, save it, show how to use it
     knetpy train NAME [options]       run an example (knetpy train --help lists them)
+    knetpy tune mlp --budget N        search an MLP's learning rate and size (hyperband, random, grid, golden)
+    knetpy doctor NAME                check an example's model before a long run (loss, gradients, lr, ...)
+    knetpy chat [--quick]             train (or load) a seq2seq chatbot and serve its page on localhost
     knetpy bench [--quick] [NAME ...] run the benchmark scripts of a source checkout
     knetpy info                       versions, BLAS, threads, GPU, optional extras and data found
 
@@ -22,7 +25,10 @@ from pathlib import Path
 
 COMMANDS = {
     "quickstart": "train a small CNN on an offline digits set, save it and show how to use it",
-    "train": "run an example: housing, softmax, mlp, lenet, charlm, spirals",
+    "train": "run an example: housing, softmax, mlp, lenet, charlm, spirals, resnet, reinforce, dqn",
+    "tune": "search hyper-parameters: knetpy tune mlp --budget N",
+    "doctor": "check a model before a long run: knetpy doctor mlp (lenet, charlm, ...)",
+    "chat": "train (or load) a seq2seq chatbot and serve its chat page on localhost",
     "bench": "run the benchmark scripts (in a source checkout)",
     "info": "version, backend, BLAS, threads, GPU, optional extras and datasets found",
 }
@@ -79,6 +85,39 @@ def train(argv) -> int:
         return 2
     example.main(rest, prog=f"knetpy train {name}")
     return 0
+
+
+# -- tune ------------------------------------------------------------------------------------------------
+#: What ``knetpy tune`` can search -> its module in knetpy.examples.
+TUNABLE = {"mlp": "tune_mlp"}
+
+
+def tune(argv) -> int:
+    """``knetpy tune NAME [options]``: a hyper-parameter search, printing its trials and the best configuration."""
+    import importlib
+
+    usage = f"usage: knetpy tune NAME [options]   (NAME: {', '.join(TUNABLE)}; knetpy tune NAME --help for options)"
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage)
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in TUNABLE:
+        close = difflib.get_close_matches(name, list(TUNABLE), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        print(f"{usage}\nknetpy tune: error: unknown search {name!r}{hint}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f".examples.{TUNABLE[name]}", __package__)
+    module.main(rest, prog=f"knetpy tune {name}")
+    return 0
+
+
+# -- doctor ----------------------------------------------------------------------------------------------
+def doctor(argv) -> int:
+    """``knetpy doctor NAME``: the training doctor's report on an example's model; status 1 on a problem."""
+    from .examples import _doctor
+
+    report = _doctor.main(argv, prog="knetpy doctor")
+    return 1 if report.problems else 0
 
 
 # -- bench -----------------------------------------------------------------------------------------------
@@ -165,6 +204,56 @@ def bench(argv) -> int:
     for name, outcome, seconds in results:
         print(f"| {name} | {outcome} | {seconds:.1f} |")
     return 0 if all(outcome in ("ok", "skipped") for _, outcome, _ in results) else 1
+
+
+# -- chat ------------------------------------------------------------------------------------------------
+def chat(argv) -> int:
+    """``knetpy chat``: train or load the chatbot, answer ``--ask`` questions, else serve its page."""
+    from .examples._common import ExampleError, positive
+
+    parser = argparse.ArgumentParser(
+        prog="knetpy chat",
+        description="Train a sequence-to-sequence chatbot with attention on knetpy's shipped dialogue pairs "
+                    "(or load the one saved in --out), then serve a chat page showing its answers and their "
+                    "attention weights. The page needs the extra 'chat': pip install 'knetpy[chat]'.")
+    parser.add_argument("--out", type=Path, default=Path("knetpy-runs/chat"),
+                        help="where the trained model is saved and looked for (default: %(default)s)")
+    parser.add_argument("--quick", action="store_true", help="train a smaller model for fewer epochs (about 20 seconds)")
+    parser.add_argument("--retrain", action="store_true", help="train even when a saved model exists")
+    parser.add_argument("--epochs", type=positive(int), default=None, help="epochs (default: 20; 10 with --quick)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument("--ask", action="append", metavar="TEXT",
+                        help="print the answer to TEXT and exit without serving (may be repeated)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default: %(default)s; 0 for any free one)")
+    args = parser.parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port must be in 0..65535, got {args.port}")
+    from . import chat as chatbot
+
+    if not args.ask:
+        try:
+            chatbot.require_web()  # before training, not after
+        except ImportError as e:
+            raise ExampleError(f"{e} (or use --ask TEXT to chat on the command line)") from None
+    try:
+        bot, _ = chatbot.train_or_load(args.out, quick=args.quick, retrain=args.retrain, epochs=args.epochs,
+                                       seed=args.seed, log=lambda line: print(line, flush=True))
+    except ValueError as e:  # a file in --out that is not a chatbot
+        raise ExampleError(f"{e}; use --retrain to replace it") from None
+    if args.ask:
+        for text in args.ask:
+            try:
+                print(f"> {text}\n{bot.reply(text)['answer']}")
+            except ValueError as e:
+                print(f"> {text}\n(refused: {e})")
+        return 0
+    try:
+        chatbot.serve(bot, args.host, args.port,
+                      announce=lambda url: print(f"chat page at {url} (Ctrl-C to stop)", flush=True))
+    except OSError as e:
+        raise ExampleError(str(e)) from None
+    return 0
 
 
 # -- info ------------------------------------------------------------------------------------------------
@@ -265,7 +354,7 @@ def info(argv) -> int:
     print("thread settings: " + (", ".join(f"{k}={v}" for k, v in env.items()) or "none set in the environment"))
     print(_gpu_line())
     extras = {"data": "scikit-learn", "plot": "matplotlib", "progress": "tqdm", "bench": "threadpoolctl",
-              "test": "torch"}
+              "rl": "gymnasium", "chat": "starlette", "test": "torch"}
     print("optional extras: " + ", ".join(
         f"{extra} ({pkg} {_package_version(pkg) or 'missing'})" for extra, pkg in extras.items()))
     for line in _dataset_lines():
@@ -273,7 +362,7 @@ def info(argv) -> int:
     return 0
 
 
-HANDLERS = {"quickstart": quickstart, "train": train, "bench": bench, "info": info}
+HANDLERS = {"quickstart": quickstart, "train": train, "tune": tune, "doctor": doctor, "chat": chat, "bench": bench, "info": info}
 
 
 def main(argv=None) -> int:

@@ -89,3 +89,13 @@ def gradcheck(f, *args, argnums=None, eps=1e-6, atol=1e-5, rtol=1e-4, seed=0, ma
 
 def _value(x):
     return x.value if isinstance(x, Tensor) else x
+
+
+def relative_error(analytic, numeric):
+    """The relative error of a gradient check as CS231n defines it, |a - n| / max(|a|, |n|), taken over
+    whole arrays with norms (one large element then sets the scale, so round-off in tiny elements
+    does not count): < 1e-7 is fine, > 1e-2 means the gradient is wrong. 0 when both are 0."""
+    a = np.asarray(to_numpy(_value(analytic)), dtype=np.float64)
+    n = np.asarray(to_numpy(_value(numeric)), dtype=np.float64)
+    scale = max(float(np.linalg.norm(a)), float(np.linalg.norm(n)))
+    return float(np.linalg.norm(a - n) / scale) if scale > 0 else 0.0

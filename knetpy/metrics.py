@@ -9,8 +9,10 @@ from __future__ import annotations
 import difflib
 import functools
 
+import numpy as np
+
 from .autograd import Tensor
-from .backend import array_namespace, is_array
+from .backend import array_namespace, is_array, to_numpy
 
 
 def _values(pred, target, who):
@@ -96,6 +98,64 @@ def top_k_accuracy(pred, target, k=5):
     label_score = xp.take_along_axis(pred, xp.expand_dims(labels, 1), axis=1)
     higher = (pred > label_score).sum(axis=1)
     return float(xp.mean(higher < k))
+
+
+def predicted_labels(pred, threshold=0.5, who="predicted_labels"):
+    """The predicted class per sample as int64 (N,): arg-max of scores (N, C), or for one output per
+    sample, (N,) or (N, 1) floats, ``pred > threshold``; integer labels (N,) are returned as they are."""
+    pred = to_numpy(pred.value if isinstance(pred, Tensor) else pred)
+    if pred.ndim == 2 and pred.shape[1] > 1:
+        return pred.argmax(axis=1).astype(np.int64)
+    if pred.ndim == 1 and pred.dtype.kind in "iub":
+        return pred.astype(np.int64)
+    if pred.ndim == 1 or (pred.ndim == 2 and pred.shape[1] == 1):
+        return (pred.reshape(-1) > threshold).astype(np.int64)
+    raise ValueError(f"{who}: predictions must be class scores (N, C) or labels (N,), got shape {pred.shape}")
+
+
+def confusion_matrix(pred, target, num_classes=None, normalize=None, threshold=0.5):
+    """The confusion matrix as a NumPy array (C, C): row ``i``, column ``j`` counts the samples of true
+    class ``i`` predicted as class ``j`` (scikit-learn's layout), so correct ones lie on the diagonal.
+
+    ``pred`` is class scores (N, C) (the arg-max is the prediction), integer labels (N,), or one
+    binary output per sample compared with ``threshold``; ``target`` is integer labels (N,) or one-hot
+    rows (N, C). ``num_classes`` defaults to the number of score columns, else the largest label + 1.
+    ``normalize``: None (counts, int64), ``'true'`` (each row sums to 1: the recall of each class on
+    the diagonal), ``'pred'`` (each column sums to 1: the precision) or ``'all'`` (the whole matrix
+    sums to 1). A row or column without samples stays 0 instead of dividing by zero.
+    """
+    who = "confusion_matrix"
+    if normalize not in (None, "true", "pred", "all"):
+        raise ValueError(f"{who}: normalize must be None, 'true', 'pred' or 'all', got {normalize!r}")
+    scores = to_numpy(pred.value if isinstance(pred, Tensor) else pred)
+    target = to_numpy(target.value if isinstance(target, Tensor) else target)
+    if scores.ndim == 0 or target.ndim == 0 or scores.shape[0] != target.shape[0]:
+        raise ValueError(f"{who}: pred of shape {scores.shape} and target of shape {target.shape} need the same "
+                         "number of samples")
+    guess = predicted_labels(scores, threshold, who)
+    if target.ndim == 2 and target.shape[1] > 1:
+        truth = target.argmax(axis=1)  # one-hot rows
+    elif target.dtype.kind in "iub" and target.size == len(target):
+        truth = target.reshape(-1).astype(np.int64)
+    else:
+        raise TypeError(f"{who}: target must be integer labels (N,) or one-hot rows (N, C), got shape "
+                        f"{target.shape} of dtype {target.dtype}")
+    if num_classes is None:
+        scored = scores.shape[1] if scores.ndim == 2 and scores.shape[1] > 1 else 0
+        num_classes = max(scored, int(truth.max(initial=0)) + 1, int(guess.max(initial=0)) + 1)
+    num_classes = int(num_classes)
+    for name, labels in (("target", truth), ("pred", guess)):
+        bad = labels[(labels < 0) | (labels >= num_classes)]
+        if bad.size:
+            raise ValueError(f"{who}: {name} holds label {int(bad[0])}, outside 0..{num_classes - 1} "
+                             f"for num_classes={num_classes}")
+    counts = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(counts, (truth, guess), 1)
+    if normalize is None:
+        return counts
+    axis = {"true": 1, "pred": 0, "all": None}[normalize]
+    total = counts.sum(axis=axis, keepdims=axis is not None)
+    return np.divide(counts, total, out=np.zeros(counts.shape), where=total > 0)
 
 
 _REGISTRY = {

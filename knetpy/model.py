@@ -10,7 +10,6 @@ and define ``forward``, or stack layers in a :class:`Sequential`::
 
 from __future__ import annotations
 
-import math
 import numbers
 import os
 import warnings
@@ -21,12 +20,10 @@ import numpy as np
 from . import callbacks as _callbacks
 from . import metrics as _metrics
 from .autograd import Tensor, no_grad
-from .backend import array_namespace, get_dtype, get_rng_state, set_rng_state
+from .backend import array_namespace, get_dtype, set_rng_state
 from .checkpoint import (
     Checkpointer,
-    Progress,
     read_training_state,
-    restore_callbacks_and_rng,
     restore_model_and_optimizer,
 )
 from .data._checks import as_data_array, check_batch_size, check_same_length, require_real
@@ -260,6 +257,8 @@ class Model(Layer):
         resume=False,
         checkpoint_every=None,
         check_finite=False,
+        distributed=False,
+        plot=None,
     ):
         """Train for ``epochs`` passes over ``(x, y)``; returns a :class:`~knetpy.callbacks.History`.
 
@@ -287,6 +286,15 @@ class Model(Layer):
         step, right after that step); the checkpoint on disk stays the last good one.
         ``check_finite=True`` also refuses NaN or Inf in the data (inputs and targets, validation
         data included), naming the array and the sample, before anything trains on it.
+
+        ``plot=path`` redraws the learning curves as a PNG at ``path`` after every epoch (a
+        :class:`~knetpy.callbacks.PlotHistory` callback), so a long run can be watched while it trains.
+
+        ``distributed=True`` trains data-parallel on every rank started by ``mpiexec`` (see
+        :mod:`knetpy.distributed`): each rank takes its share of the arrays (``batch_size`` per rank,
+        the same shuffled order on every rank), gradients are averaged every step, rank 0 prints the
+        figures averaged over all ranks and alone writes ``checkpoint``. ``kp.distributed.LocalSGD(k)``
+        or ``kp.distributed.EASGD(k, rho)`` instead average the parameters every k steps.
         """
         who = "fit"
         self._require_compiled(who)
@@ -295,6 +303,9 @@ class Model(Layer):
         if verbose not in (0, 1, 2):
             raise ValueError(f"{who}: verbose must be 0, 1 or 2, got {verbose!r}")
         saver = self._checkpointer(checkpoint, resume, checkpoint_every, initial_epoch, who)
+        from .distributed.strategies import resolve
+
+        strategy = resolve(distributed, who)
         check_batches = bool(check_finite) and _is_batch_source(x)  # arrays are checked once, up front
         x, y, validation_data = self._split_validation(x, y, validation_data, validation_split, who, check_finite)
         train = self._batches(x, y, batch_size, shuffle, who, check_finite=check_finite)
@@ -302,6 +313,10 @@ class Model(Layer):
         if validation_data is not None:
             val = self._validation_batches(validation_data, batch_size, who, check_finite)
         self._ready(train, who)
+        if strategy is not None and isinstance(train, Minibatch):  # after _ready, which reads the arrays
+            from .distributed import DistributedMinibatch
+
+            train = DistributedMinibatch(train.x, train.y, train.batch_size, shuffle=bool(shuffle))
         _warn_double_squash(self, self._loss, who)
         resumed = None
         if resume and os.path.exists(saver.path):
@@ -309,46 +324,26 @@ class Model(Layer):
             restore_model_and_optimizer(resumed, self)  # checks every shape before training starts
             saver.last = resumed.progress
 
+        if plot is not None:
+            callbacks = list(callbacks or []) + [_callbacks.PlotHistory(plot)]
         history = _callbacks.History()
         steps = len(train) if hasattr(train, "__len__") else None
+        dp = None
+        if strategy is not None:
+            from .distributed.strategies import DataParallel
+
+            dp = DataParallel(self, strategy, who)
+            callbacks, verbose = dp.prepare(train, callbacks, verbose)
         run = {"epochs": epochs, "steps": steps, "verbose": verbose}
         cbs = _callbacks.CallbackList(list(callbacks or []) + [history], self, run)
         self.history = history
         self.stop_training = False
-        # Training mode for this thread only: the model's own mode, seen by other threads, is left alone.
-        with thread_mode(self, True):
-            cbs.on_train_begin()
-            position = Progress(epoch=initial_epoch)
-            if resumed is not None:
-                restore_callbacks_and_rng(resumed, cbs.callbacks)
-                position = resumed.progress
-                history.history = {k: list(v) for k, v in position.history.items()}
-                history.epoch = list(position.history_epochs)
-                self.stop_training = position.stopped
-            step = position.step
-            epoch = position.epoch
-            while epoch < epochs and not self.stop_training:
-                cbs.on_epoch_begin(epoch)
-                bar = None
-                if verbose:
-                    bar = ProgressBar(steps or 0, prefix=f"Epoch {epoch + 1}/{epochs}", mode="auto" if verbose == 1 else "line")
-                inside = resumed if resumed is not None and position.batch and epoch == position.epoch else None
-                logs, step = self._train_epoch(train, cbs, bar, epoch, epochs, step, saver, inside, check_batches)
-                if val is not None:
-                    for key, value in self._evaluate_batches(val, check_batches).items():
-                        logs["val_" + key] = value
-                if bar is not None:
-                    bar.close(logs)
-                cbs.on_epoch_end(epoch, logs)
-                epoch += 1
-                if saver is not None:
-                    done = Progress(
-                        epoch=epoch, step=step, stopped=self.stop_training,
-                        history=history.history, history_epochs=history.epoch,
-                    )
-                    saver.save(done, cbs.callbacks)
-            cbs.on_train_end()
-        return history
+        from .training import run as run_loop
+
+        return run_loop(
+            self, train, val, cbs, history, epochs=epochs, initial_epoch=initial_epoch,
+            verbose=verbose, saver=saver, resumed=resumed, check_batches=check_batches, dp=dp,
+        )
 
     def _checkpointer(self, checkpoint, resume, every, initial_epoch, who):
         """The writer of fit's training checkpoints (None without ``checkpoint``), after checking the options."""
@@ -370,111 +365,6 @@ class Model(Layer):
                 "(a resumed run continues from the epoch its checkpoint records)"
             )
         return Checkpointer(checkpoint, self, every)
-
-    def _train_epoch(self, batches, cbs, bar, epoch, epochs, step, saver=None, resume_at=None, check_batches=False):
-        """One pass over the training batches: forward, loss, backward, step, zero_grad.
-
-        ``resume_at`` (a training state read from a checkpoint written inside this epoch) makes the
-        pass continue after the batches that checkpoint had done, with the same shuffled order.
-        """
-        loss_fn, metrics, opt = self._loss, self._metrics, self.optimizer
-        batch_begin, batch_end = cbs.batch_begin, cbs.batch_end
-        live = bar is not None and bar.bar
-        uses_closure = _needs_closure(opt)
-        untrained = getattr(self, "_untrained", ())  # frozen, or outside the optimizer's parameters
-        every = saver.every if saver is not None else None
-        n_batches = len(batches) if hasattr(batches, "__len__") else None
-        loss_sum = 0.0
-        metric_sums = [0.0] * len(metrics)
-        seen = 0
-        first = 0
-        if resume_at is not None:
-            done = resume_at.progress
-            epoch_rng = done.epoch_rng
-            batch_iter = _skip_done_batches(batches, resume_at, "fit")
-            first = done.batch
-            loss_sum, seen = done.totals["loss"], done.totals["seen"]
-            metric_sums = list(done.totals["metrics"])
-        else:
-            # The generator's state before the shuffled order is drawn, for checkpoints inside the epoch.
-            epoch_rng = get_rng_state() if every else None
-            batch_iter = iter(batches)
-        for i, batch in enumerate(batch_iter, start=first):
-            xb, yb = _split_batch(batch, "fit")
-            if check_batches:
-                _require_finite_batch(xb, yb, "fit", f" of the batch at index {i} of epoch {epoch + 1}")
-            n = len(xb)
-            for cb in batch_begin:
-                cb.on_batch_begin(i, {"size": n})
-            step += 1
-            if uses_closure:
-                value, out = self._closure_step(xb, yb)
-            else:
-                out = self(xb)
-                loss = loss_fn(out, yb)
-                if i == first:  # once per epoch (a resumed run starts past step 1)
-                    _check_loss(loss)
-                value = float(loss.value)
-            if not math.isfinite(value):
-                kept = f" {saver.describe()}" if saver is not None else ""
-                raise FloatingPointError(
-                    f"fit: the loss is {value} at epoch {epoch + 1}/{epochs}, step {step} (batch index {i} of the "
-                    f"epoch, {n} samples); {'its L-BFGS step has run' if uses_closure else 'the weights were not updated with it'}. "
-                    "Lower the learning rate, check the "
-                    f"data for NaN/Inf (fit(..., check_finite=True)), or clip the gradients (e.g. the optimizer's clip_norm).{kept}"
-                )
-            if not uses_closure:
-                loss.backward()
-                for p in untrained:
-                    p.grad = None
-                opt.step()
-                opt.zero_grad()
-            loss_sum += value * n
-            seen += n
-            if metrics:
-                pred = out.value
-                for j, (_, fn) in enumerate(metrics):
-                    metric_sums[j] += float(fn(pred, yb)) * n
-            if batch_end:
-                for cb in batch_end:
-                    cb.on_batch_end(i, {"loss": value, "size": n})
-            if every and step % every == 0 and i + 1 != n_batches:  # the last batch gets the epoch's checkpoint
-                history = self.history
-                position = Progress(
-                    epoch=epoch, batch=i + 1, step=step, history=history.history, history_epochs=history.epoch,
-                    epoch_rng=epoch_rng, totals={"loss": loss_sum, "metrics": metric_sums, "seen": seen},
-                )
-                saver.save(position, cbs.callbacks)
-            if live:
-                bar.update(i + 1, self._averages(loss_sum, metric_sums, seen))
-            elif bar is not None:
-                bar.done = i + 1
-            if self.stop_training:
-                break
-        if seen == 0:
-            raise ValueError("fit: the training data yielded no batches (all dropped, or an empty loader)")
-        return self._averages(loss_sum, metric_sums, seen), step
-
-    def _closure_step(self, xb, yb):
-        """One step of an optimizer that re-evaluates the loss itself (L-BFGS): the loss and output it saw first."""
-        opt, loss_fn = self.optimizer, self._loss
-        first = []
-
-        def closure():
-            opt.zero_grad()
-            out = self(xb)
-            loss = loss_fn(out, yb)
-            if not first:
-                _check_loss(loss)
-                first.append((float(loss.value), out))
-            loss.backward()
-            for p in getattr(self, "_untrained", ()):
-                p.grad = None
-            return loss
-
-        opt.step(closure)
-        opt.zero_grad()
-        return first[0]
 
     def _averages(self, loss_sum, metric_sums, seen):
         logs = {"loss": loss_sum / seen}

@@ -1,4 +1,7 @@
-"""Pictures of a training run: learning curves and 2-D decision boundaries, saved as PNG files.
+"""Pictures of a model and its training, saved as PNG files: learning curves, first-layer filters,
+activation maps, image grids (misclassified examples among them), confusion matrices, 2-D decision
+boundaries and learning-rate range tests. Each file is written atomically (a temporary file renamed
+over it), so a picture redrawn during training is never seen half-written.
 
 Drawing needs matplotlib, the optional extra ``plot`` (``pip install 'knetpy[plot]'``). Without it
 (or when the file cannot be written) each function prints one line saying why to stderr and returns
@@ -42,21 +45,28 @@ def _report(what, reason):
     print(f"knetpy: {what} not written: {reason}", file=sys.stderr)
 
 
-def _new_figure(width, height):
-    """A matplotlib Figure drawn without pyplot (no GUI backend, no global state)."""
+def _new_figure(width, height, layout="constrained"):
+    """A matplotlib Figure on the Agg canvas, drawn without pyplot (no GUI backend, no global state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+    fig = Figure(figsize=(width, height), dpi=100, layout=layout)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def _save(fig, path, what):
+    """Write ``fig`` as a PNG atomically (a reader never sees half a file), then free the figure."""
+    from .io import atomic_write
+
     path = Path(os.fspath(path))
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, format="png")
+        atomic_write(path, lambda f: fig.savefig(f, format="png"))
     except (OSError, ValueError) as e:  # unwritable folder, full disk, a path matplotlib refuses
         _report(what, f"{type(e).__name__}: {e}")
         return None
+    finally:
+        fig.clear()  # break the figure's reference cycles now rather than at the next garbage collection
     return path
 
 
@@ -192,3 +202,487 @@ def decision_boundary(classifiers, x, y, path, *, title=None, resolution=200):
     if title:
         fig.suptitle(title)
     return _save(fig, path, "decision-boundary plot")
+
+
+# -- filters, activations, images, confusion matrix, lr range test ----------------------------------
+_TILE = 0.9  # inches per tile of a grid
+
+
+def _grid_shape(n, ncols=None):
+    """(rows, cols) of a grid of ``n`` tiles: about square unless ``ncols`` is given."""
+    cols = int(ncols) if ncols else int(np.ceil(np.sqrt(n)))
+    cols = max(1, min(cols, n))
+    return int(np.ceil(n / cols)), cols
+
+
+def _square_side(n):
+    side = int(round(np.sqrt(n)))
+    return side if side * side == n else None
+
+
+def _image_shape(n_values, image_shape, who):
+    """The (H, W) or (C, H, W) that ``n_values`` numbers form: ``image_shape``, or a square guessed."""
+    if image_shape is not None:
+        image_shape = tuple(int(s) for s in image_shape)
+        if int(np.prod(image_shape)) != n_values:
+            raise ValueError(f"{who}: image_shape {image_shape} holds {int(np.prod(image_shape))} values, "
+                             f"not the {n_values} of each row")
+        return image_shape
+    if _square_side(n_values):
+        return (_square_side(n_values),) * 2
+    if n_values % 3 == 0 and _square_side(n_values // 3):
+        return (3,) + (_square_side(n_values // 3),) * 2
+    raise ValueError(f"{who}: rows of {n_values} values are not a square image; pass image_shape=(H, W) or (C, H, W)")
+
+
+def _as_images(images, image_shape, who):
+    """``images`` as (N, H, W) grey or (N, H, W, 3) colour: from (N, H, W), (N, 1|3, H, W),
+    (N, H, W, 1|3) or flat rows (N, D) with ``image_shape``."""
+    a = to_numpy(getattr(images, "value", images)).astype(np.float64)
+    if a.ndim == 2:
+        a = a.reshape((len(a),) + _image_shape(a.shape[1], image_shape, who))
+    if a.ndim == 4 and a.shape[1] in (1, 3):
+        a = np.moveaxis(a, 1, -1)  # channels first, as knetpy's layers take them
+    if a.ndim == 4 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim == 3 or (a.ndim == 4 and a.shape[-1] == 3):
+        return a
+    raise ValueError(f"{who}: expected images (N, H, W), (N, 1 or 3, H, W) or (N, H, W, 1 or 3), "
+                     f"or flat rows with image_shape; got shape {a.shape}")
+
+
+def _unit_range(tile):
+    """``tile`` scaled to [0, 1] (a constant tile becomes mid grey), so that each one uses the whole range."""
+    lo, hi = np.nanmin(tile), np.nanmax(tile)
+    return np.full_like(tile, 0.5) if hi - lo < 1e-12 else (tile - lo) / (hi - lo)
+
+
+def _mosaic(tiles, ncols=None, pad=1):
+    """One image of the (H, W) or (H, W, 3) ``tiles`` in a grid, ``pad`` pixels of NaN (grey) or white between."""
+    rows, cols = _grid_shape(len(tiles), ncols)
+    h, w = tiles[0].shape[:2]
+    fill = 1.0 if tiles[0].ndim == 3 else np.nan
+    out = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad, *tiles[0].shape[2:]), fill)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, cols)
+        out[r * (h + pad):r * (h + pad) + h, c * (w + pad):c * (w + pad) + w] = tile
+    return out, rows, cols
+
+
+def _class_name(c, class_names):
+    return str(class_names[c]) if class_names is not None and 0 <= c < len(class_names) else str(c)
+
+
+def _named_layers(model, prefix=""):
+    """(path, layer) of every layer inside ``model``, depth first: '0', '1.conv', ... as in parameter names."""
+    from .layers.base import Layer
+
+    for key, child in model._children():
+        if isinstance(child, Layer):
+            yield prefix + key, child
+            yield from _named_layers(child, f"{prefix}{key}.")
+
+
+def _find_layer(model, layer, who):
+    """The layer ``layer`` names in ``model``: a Layer, a position in a Sequential, or a path / name."""
+    from .layers.base import Layer
+
+    if isinstance(layer, Layer):
+        return layer
+    if isinstance(layer, (int, np.integer)) and not isinstance(layer, bool):
+        if not hasattr(model, "__getitem__") or not hasattr(model, "__len__"):
+            raise TypeError(f"{who}: a layer index needs a Sequential; pass the layer itself or its name "
+                            f"for a {type(model).__name__}")
+        if not -len(model) <= layer < len(model):
+            raise ValueError(f"{who}: layer index {layer} is out of range for a model of {len(model)} layers")
+        return model[int(layer)]
+    if isinstance(layer, str):
+        named = list(_named_layers(model))
+        for path, found in named:
+            if layer in (path, found.name):
+                return found
+        known = ", ".join(f"{p} ({type(lay).__name__})" for p, lay in named) or "none"
+        raise ValueError(f"{who}: no layer named {layer!r}; the model's layers are: {known}")
+    raise TypeError(f"{who}: layer must be a Layer, an index or a name, got {type(layer).__name__}")
+
+
+def _weights_of(source, layer, who):
+    """The weight array to draw and where it came from: a Conv2D's (F, C, kh, kw) or a Dense's (n_in, n_out)."""
+    from .layers.base import Layer
+    from .layers.conv import Conv2D
+    from .layers.core import Dense
+
+    if not isinstance(source, Layer):
+        w = to_numpy(getattr(source, "value", source))
+        if w.ndim not in (2, 4):
+            raise ValueError(f"{who}: weights must be a Conv2D's (filters, channels, kh, kw) or a Dense's "
+                             f"(n_in, n_out), got shape {w.shape}")
+        return w, "weights"
+    if layer is not None:
+        found = _find_layer(source, layer, who)
+    elif isinstance(source, (Conv2D, Dense)):
+        found = source
+    else:
+        found = next((lay for _, lay in _named_layers(source) if isinstance(lay, (Conv2D, Dense))), None)
+        if found is None:
+            raise ValueError(f"{who}: {type(source).__name__} has no Conv2D or Dense layer whose weights could be drawn")
+    if not isinstance(found, (Conv2D, Dense)):
+        raise TypeError(f"{who}: can draw the weights of a Conv2D or a Dense layer, got {type(found).__name__}")
+    if getattr(found, "w", None) is None:
+        raise ValueError(f"{who}: the {type(found).__name__} is not built yet; call the model on data first "
+                         "or give its first layer input_shape=")
+    return to_numpy(found.w.value), type(found).__name__
+
+
+def filter_grid(model, path, *, layer=None, image_shape=None, channel=None, class_names=None, max_filters=64,
+                title=None):
+    """Draw the weights of a first layer as a grid of small images and save a PNG.
+
+    ``model`` is a model (its first Conv2D or Dense layer is drawn, or the one ``layer`` names: an
+    index, a name or the layer), a layer, or a weight array. A Conv2D's weights (filters, channels,
+    kh, kw) give one tile per filter, in colour when it reads 3 channels and in grey when it reads 1
+    (otherwise input channel ``channel``, default 0). A Dense layer's weights (n_in, n_out) give one
+    tile per output unit, its n_in weights reshaped to ``image_shape`` ((H, W) or (C, H, W); square
+    images are guessed): for a linear classifier these are the class templates, titled by
+    ``class_names``. Each tile is scaled to its own range. Returns the path written, or None (reason
+    on stderr) when matplotlib is missing or the file cannot be written.
+    """
+    who = "filter_grid"
+    w, source = _weights_of(model, layer, who)
+    if w.ndim == 4:
+        if w.shape[1] == 3 and channel is None:
+            tiles = [np.moveaxis(f, 0, -1) for f in w]
+            note = "RGB"
+        else:
+            c = 0 if channel is None else int(channel)
+            if not 0 <= c < w.shape[1]:
+                raise ValueError(f"{who}: channel {c} is out of range for filters of {w.shape[1]} input channels")
+            tiles = list(w[:, c])
+            note = "" if w.shape[1] == 1 else f"input channel {c} of {w.shape[1]}"
+        labels = None
+    else:
+        tiles = list(_as_images(w.T, image_shape, who))  # column j: the weights into unit j
+        labels = [_class_name(j, class_names) for j in range(len(tiles))]
+        note = "templates"
+    n_total = len(tiles)
+    tiles = [_unit_range(t.astype(np.float64)) for t in tiles[:max_filters]]
+    if not available():
+        _report("filter grid", f"matplotlib is not installed ({INSTALL_HINT})")
+        return None
+    rows, cols = _grid_shape(len(tiles))
+    fig = _new_figure(cols * _TILE + 0.4, rows * _TILE + 0.7)
+    if labels is None:
+        ax = fig.subplots()
+        image, _, _ = _mosaic(tiles)
+        ax.imshow(image, cmap=_with_gaps("gray"), interpolation="nearest", vmin=0, vmax=1)
+        ax.set_axis_off()
+    else:
+        axes = fig.subplots(rows, cols, squeeze=False).ravel()
+        for ax, tile, label in zip(axes, tiles, labels):
+            ax.imshow(tile, cmap="gray", interpolation="nearest", vmin=0, vmax=1)
+            ax.set_title(label, fontsize=8)
+        for ax in axes:
+            ax.set_axis_off()
+    shown = f"{len(tiles)} of {n_total}" if len(tiles) < n_total else f"{n_total}"
+    kind = "units" if w.ndim == 2 else "filters"
+    fig.suptitle(title or f"{source}{' ' + note if note else ''}: {shown} {kind}", fontsize=10)
+    return _save(fig, path, "filter grid")
+
+
+def _with_gaps(name):
+    """Colour map ``name`` with NaN (the gaps of a mosaic) drawn in a colour the map lacks."""
+    from matplotlib import colormaps
+
+    # A white gap would merge with the white pixels of a grey tile.
+    return colormaps[name].with_extremes(bad="#9ecae1" if name == "gray" else "white")
+
+
+def _one_sample(model, x):
+    """``x`` as a batch of one: a sample without the batch axis gains one (when the model knows its input rank)."""
+    x = to_numpy(getattr(x, "value", x))
+    first = model[0] if hasattr(model, "__getitem__") and hasattr(model, "__len__") and len(model) else model
+    known = getattr(first, "input_shape", None)
+    if known is not None and x.ndim == len(known) - 1:
+        return x[None]
+    return x[:1] if x.ndim and len(x) > 1 else x
+
+
+def layer_output(model, x, layer):
+    """What ``layer`` (a Layer of ``model``, its index in a Sequential, or its name) outputs when
+    ``model`` runs on ``x``, in eval mode without recording gradients, as a NumPy array.
+
+    A Sequential's own layers run one after the other up to that one; any other layer is watched
+    during one forward pass of the whole model (its first call is kept), so it works for subclassed
+    models. While that pass runs the layer is observed through its instance, so do not train the
+    same model from another thread at that moment.
+    """
+    from .autograd import no_grad
+    from .layers.base import thread_mode
+
+    who = "layer_output"
+    target = _find_layer(model, layer, who)
+    with no_grad(), thread_mode(model, False):
+        steps = list(model) if hasattr(model, "__iter__") and hasattr(model, "__len__") else []
+        if any(step is target for step in steps):
+            out = x
+            for step in steps:
+                out = step(out)
+                if step is target:
+                    return to_numpy(getattr(out, "value", out))
+        recorded = []
+        own = target.__dict__.get("forward")
+
+        def watched(*args, **kwargs):
+            out = (own or type(target).forward.__get__(target))(*args, **kwargs)
+            recorded.append(out)
+            return out
+
+        target.forward = watched
+        try:
+            model(x)
+        finally:
+            if own is None:
+                del target.forward
+            else:
+                target.forward = own
+    if not recorded:
+        raise ValueError(f"{who}: the {type(target).__name__} given was not called when the model ran; "
+                         "is it a layer of this model?")
+    return to_numpy(getattr(recorded[0], "value", recorded[0]))
+
+
+def activation_maps(model, x, layer, path, *, max_channels=64, title=None):
+    """Draw what ``layer`` outputs for the input ``x`` (a batch, of which the first sample is used, or
+    one sample without its batch axis once the model knows its input shape): one map per channel of a convolution's (1, C, H, W) output,
+    all on one colour scale so that weak and dead (all-zero) channels show as dark; other outputs
+    (N, F) or (N, C, L) as one heat map. ``layer`` is an index in a Sequential, a layer's name or
+    path ('3', 'block.conv1'), or the layer itself (for subclassed models). Save a PNG; returns the
+    path, or None (reason on stderr) when matplotlib is missing or the file cannot be written.
+    """
+    who = "activation_maps"
+    x = _one_sample(model, x)
+    out = layer_output(model, x, layer)
+    name = type(_find_layer(model, layer, who)).__name__
+    if not available():
+        _report("activation maps", f"matplotlib is not installed ({INSTALL_HINT})")
+        return None
+    out = out[0].astype(np.float64)
+    lo, hi = float(np.nanmin(out)), float(np.nanmax(out))
+    if hi - lo < 1e-12:
+        hi = lo + 1.0
+    if out.ndim == 3:
+        maps = list(out[:max_channels])
+        image, rows, cols = _mosaic(maps)
+        fig = _new_figure(cols * _TILE + 1.2, rows * _TILE + 0.7)
+        shown = f"{len(maps)} of {out.shape[0]}" if len(maps) < out.shape[0] else f"{out.shape[0]}"
+        heading = f"{name} output {out.shape[1]}x{out.shape[2]}: {shown} channels"
+    elif out.ndim <= 1:  # one value per unit (a Dense layer): bars read better than a strip of colour
+        out = out.reshape(-1)
+        fig = _new_figure(min(12.0, 3 + 0.12 * out.size), 3.5)
+        ax = fig.subplots()
+        ax.bar(np.arange(out.size), out, color=_PALETTE[1], width=0.8)
+        ax.axhline(0, color="black", linewidth=0.6)
+        ax.set_xlabel("unit")
+        ax.set_ylabel("output")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        fig.suptitle(title or f"{name} output: {out.size} units", fontsize=10)
+        return _save(fig, path, "activation maps")
+    else:
+        image = out.reshape(out.shape[0], -1)
+        fig = _new_figure(8, 1.5 + min(4.0, 0.15 * image.shape[0]))
+        heading = f"{name} output of shape {tuple(out.shape)}"
+    ax = fig.subplots()
+    shown_image = ax.imshow(image, cmap=_with_gaps("viridis"), vmin=lo, vmax=hi, interpolation="nearest",
+                            aspect="equal" if out.ndim == 3 else "auto")
+    ax.set_axis_off()
+    fig.colorbar(shown_image, ax=ax, shrink=0.8, label="activation")
+    fig.suptitle(title or heading, fontsize=10)
+    return _save(fig, path, "activation maps")
+
+
+def image_grid(images, path, *, labels=None, pred=None, class_names=None, image_shape=None, max_images=64,
+               ncols=None, title=None):
+    """Draw images in a grid, each titled by its label, and save a PNG.
+
+    ``images`` are (N, H, W), (N, 1 or 3, H, W) as knetpy's layers take them, (N, H, W, 1 or 3), or
+    flat rows (N, D) with ``image_shape``. ``labels`` are the true classes (N,) (or one-hot rows);
+    ``pred`` the predictions, as class scores (N, C) or labels (N,): then each title reads
+    ``pred`` over ``true``, green when right and red when wrong. ``class_names`` turns class numbers
+    into words. Each image is scaled to its own range. Returns the path written, or None (reason on
+    stderr) when matplotlib is missing or the file cannot be written.
+    """
+    from .metrics import predicted_labels
+
+    who = "image_grid"
+    imgs = _as_images(images, image_shape, who)
+    n = len(imgs)
+    truth = None if labels is None else _true_labels(labels, n, who)
+    guess = None if pred is None else predicted_labels(pred, who=who)
+    if guess is not None and len(guess) != n:
+        raise ValueError(f"{who}: {n} images but {len(guess)} predictions")
+    if not n:
+        raise ValueError(f"{who}: no images to draw")
+    if not available():
+        _report("image grid", f"matplotlib is not installed ({INSTALL_HINT})")
+        return None
+    shown = min(n, int(max_images))
+    rows, cols = _grid_shape(shown, ncols)
+    text_rows = (truth is not None) + (guess is not None)
+    fig = _new_figure(cols * 1.1 + 0.3, rows * (1.1 + 0.18 * text_rows) + 0.5)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for i, ax in enumerate(axes):
+        ax.set_axis_off()
+        if i >= shown:
+            continue
+        ax.imshow(_unit_range(imgs[i]), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        if guess is not None and truth is not None:
+            right = guess[i] == truth[i]
+            text = (_class_name(guess[i], class_names) if right else
+                    f"pred: {_class_name(guess[i], class_names)}\ntrue: {_class_name(truth[i], class_names)}")
+            ax.set_title(text, fontsize=8, color="#2ca02c" if right else "#d62728")
+        elif guess is not None or truth is not None:
+            ax.set_title(_class_name((guess if truth is None else truth)[i], class_names), fontsize=8)
+    if title or shown < n:
+        fig.suptitle(title or f"{shown} of {n} images", fontsize=10)
+    return _save(fig, path, "image grid")
+
+
+def _true_labels(labels, n, who):
+    y = to_numpy(getattr(labels, "value", labels))
+    if y.ndim == 2 and y.shape[1] > 1:
+        y = y.argmax(axis=1)
+    if y.shape != (n,) or y.dtype.kind not in "iub":
+        raise ValueError(f"{who}: labels must be {n} integer classes (N,) or one-hot rows, got shape {y.shape} "
+                         f"of dtype {y.dtype}")
+    return y.astype(np.int64)
+
+
+def misclassified_indices(pred, labels):
+    """The indices of the samples that ``pred`` (scores (N, C) or labels (N,)) gets wrong against the
+    true ``labels``, the most confident mistakes (highest winning score) first when scores are given."""
+    from .metrics import predicted_labels
+
+    who = "misclassified_indices"
+    scores = to_numpy(getattr(pred, "value", pred))
+    guess = predicted_labels(scores, who=who)
+    truth = _true_labels(labels, len(guess), who)
+    wrong = np.flatnonzero(guess != truth)
+    if scores.ndim == 2 and scores.shape[1] > 1:
+        wrong = wrong[np.argsort(-scores[wrong].max(axis=1), kind="stable")]
+    return wrong
+
+
+def misclassified(images, labels, pred, path, *, class_names=None, image_shape=None, max_images=36, title=None):
+    """Draw the images that ``pred`` (``model.predict(images)``: scores (N, C), or labels (N,)) gets
+    wrong, the most confident mistakes first, each titled with the prediction and the true class;
+    save a PNG. With no mistakes the picture says so. Returns the path written, or None (reason on
+    stderr) when matplotlib is missing or the file cannot be written.
+    """
+    who = "misclassified"
+    imgs = _as_images(images, image_shape, who)
+    scores = to_numpy(getattr(pred, "value", pred))
+    if scores.ndim == 0 or len(scores) != len(imgs):
+        raise ValueError(f"{who}: {len(imgs)} images but predictions of shape {scores.shape}")
+    wrong = misclassified_indices(scores, labels)
+    heading = title or f"misclassified: {len(wrong)} of {len(imgs)}"
+    if len(wrong) == 0:
+        if not available():
+            _report("misclassified examples", f"matplotlib is not installed ({INSTALL_HINT})")
+            return None
+        fig = _new_figure(4, 1.5)
+        fig.text(0.5, 0.5, f"no misclassified examples among {len(imgs)}", ha="center", va="center")
+        return _save(fig, path, "misclassified examples")
+    truth = _true_labels(labels, len(imgs), who)
+    if len(wrong) > max_images:
+        heading += f" (the {max_images} most confident shown)" if scores.ndim == 2 else f" ({max_images} shown)"
+    return image_grid(imgs[wrong], path, labels=truth[wrong], pred=scores[wrong], class_names=class_names,
+                      max_images=max_images, title=heading)
+
+
+def confusion_matrix(pred, labels, path, *, class_names=None, normalize=None, title=None):
+    """Draw the confusion matrix of ``pred`` (scores (N, C) or labels (N,)) against the true
+    ``labels``: rows are true classes, columns predicted ones, each cell showing its count (or, with
+    ``normalize`` 'true' / 'pred' / 'all', the fraction; see :func:`knetpy.metrics.confusion_matrix`).
+    Save a PNG; returns the path, or None (reason on stderr) when matplotlib is missing or the file
+    cannot be written.
+    """
+    from .metrics import confusion_matrix as compute
+
+    matrix = compute(pred, labels, num_classes=len(class_names) if class_names is not None else None,
+                     normalize=normalize)
+    if not available():
+        _report("confusion matrix", f"matplotlib is not installed ({INSTALL_HINT})")
+        return None
+    c = len(matrix)
+    names = [_class_name(i, class_names) for i in range(c)]
+    side = min(12.0, max(4.0, 0.5 * c + 2.5))
+    fig = _new_figure(side + 1.0, side)
+    ax = fig.subplots()
+    shown = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1 if normalize else max(1, int(matrix.max())))
+    fig.colorbar(shown, ax=ax, shrink=0.8, label="fraction" if normalize else "count")
+    if c <= 30:  # beyond that the numbers no longer fit in the cells
+        top = matrix.max() if matrix.max() > 0 else 1
+        for (i, j), v in np.ndenumerate(matrix):
+            text = f"{v:.2f}" if normalize else f"{v:d}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=8 if c > 12 else 10,
+                    color="white" if v > 0.55 * top else "black")
+    ax.set_xticks(range(c), names, rotation=45 if max(map(len, names)) > 2 else 0, ha="right" if
+                  max(map(len, names)) > 2 else "center")
+    ax.set_yticks(range(c), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    what = {None: "counts", "true": "each row sums to 1", "pred": "each column sums to 1", "all": "fractions of all"}
+    ax.set_title(title or f"confusion matrix ({what[normalize]})", fontsize=10)
+    return _save(fig, path, "confusion matrix")
+
+
+def lr_range_test(result, path, *, title=None):
+    """Draw a learning-rate range test: the loss against the learning rate on a log axis, with the
+    suggested rate marked. ``result`` is ``{"lr": [...], "loss": [...], "suggested": lr}`` (as the
+    training doctor returns; ``suggested`` may be missing or None) or an object with those
+    attributes. Once the loss has blown up past twice its first value the y axis stops there, so
+    the useful part stays readable. Returns the path written, or None (reason on stderr) when
+    matplotlib is missing or the file cannot be written.
+    """
+    who = "lr_range_test"
+    get = result.get if isinstance(result, dict) else lambda k, d=None: getattr(result, k, d)
+    if get("lr") is None or get("loss") is None:
+        raise ValueError(f"{who}: expected {{'lr': [...], 'loss': [...], 'suggested': lr}}, got "
+                         f"{sorted(result) if isinstance(result, dict) else type(result).__name__}")
+    lr = np.asarray(get("lr"), dtype=np.float64).ravel()
+    loss = np.asarray(get("loss"), dtype=np.float64).ravel()
+    suggested = get("suggested")
+    if lr.shape != loss.shape or lr.size < 2:
+        raise ValueError(f"{who}: needs as many losses as learning rates (at least 2), got {lr.size} rates and "
+                         f"{loss.size} losses")
+    if not np.all(np.isfinite(lr) & (lr > 0)):
+        raise ValueError(f"{who}: learning rates must be positive and finite for a log axis")
+    if not available():
+        _report("lr range test", f"matplotlib is not installed ({INSTALL_HINT})")
+        return None
+    finite = np.isfinite(loss)
+    fig = _new_figure(6, 4)
+    ax = fig.subplots()
+    ax.plot(lr[finite], loss[finite], marker="o" if lr.size <= 30 else None, markersize=3, color=_PALETTE[1])
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("loss")
+    ax.grid(True, alpha=0.3)
+    if finite.any():
+        first, lowest = loss[finite][0], loss[finite].min()
+        cap = first + max(first - lowest, abs(first))  # twice the first loss, or more when it started negative
+        if loss[finite].max() > cap:
+            ax.set_ylim(lowest - 0.05 * (cap - lowest), cap)
+    if not finite.all():
+        ax.axvline(lr[~finite][0], color="#7f7f7f", linestyle=":", label=f"loss not finite from {lr[~finite][0]:.2g}")
+    if suggested is not None:
+        s = float(suggested)
+        order = np.argsort(lr[finite])
+        at = np.interp(np.log(s), np.log(lr[finite][order]), loss[finite][order]) if finite.sum() >= 2 else None
+        ax.axvline(s, color=_PALETTE[0], linestyle="--", label=f"suggested lr {s:.2g}")
+        if at is not None:
+            ax.plot([s], [at], marker="o", color=_PALETTE[0], markersize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    ax.set_title(title or "learning-rate range test", fontsize=10)
+    return _save(fig, path, "lr range test")

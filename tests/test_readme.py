@@ -55,8 +55,12 @@ def _check_primitive(out):
     assert _numbers(out) == [12.0, 12.0]
 
 
+def _check_rl(out):
+    assert out.splitlines() == ["[2.71 1.9  1.  ]", "[2.8 0.5]"]
+
+
 # What the README says each block prints, by section; every block runs, checked or not.
-CHECKS = {"A short tour": _check_tour, "Models, layers, training": _check_models, "Writing a new primitive": _check_primitive}
+CHECKS = {"Reinforcement learning": _check_rl, "A short tour": _check_tour, "Models, layers, training": _check_models, "Writing a new primitive": _check_primitive}
 
 
 def test_readme_has_the_checked_blocks():

@@ -2,7 +2,7 @@
 
 Generated on the spot: :func:`spirals`, :func:`temporal_order`, :func:`echo`.
 Offline with scikit-learn (``pip install 'knetpy[data]'``): :func:`digits`.
-Shipped with the package (no download): :func:`housing`, :func:`tinyshakespeare`.
+Shipped with the package (no download): :func:`housing`, :func:`tinyshakespeare`, :func:`dialogue`.
 Loaded from files: :func:`mnist`, :func:`fashion_mnist`, :func:`cifar10`, and any text via
 :class:`TextCorpus`.
 
@@ -13,6 +13,7 @@ Images come batch-first in the default dtype scaled to [0, 1], labels as int64.
 """
 
 from .cifar import CIFAR10_CLASSES, cifar10
+from .dialogue import Vocabulary, detokenize, dialogue, tokenize
 from .digits import digits
 from .download import CorruptFileError, DatasetNotFoundError, cache_dir
 from .housing import HOUSING_FEATURES, housing

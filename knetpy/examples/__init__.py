@@ -18,6 +18,9 @@ EXAMPLES = {
     "lenet": "LeNet convolutional network on MNIST-format images (Conv2D, MaxPool2D, fit)",
     "charlm": "character-level LSTM language model on a text; --generate N samples from it",
     "spirals": "linear model against an MLP on the 3-class spirals, with decision boundaries",
+    "resnet": "ResNet-20-style network (kp.models) on CIFAR-10, or a synthetic CIFAR-format set when it is missing",
+    "reinforce": "REINFORCE with a learned baseline on CartPole-v1 (policy gradient, kp.grad; needs gymnasium)",
+    "dqn": "DQN on CartPole-v1: replay buffer, target network, epsilon-greedy, Huber loss (needs gymnasium)",
 }
 
 

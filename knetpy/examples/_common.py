@@ -117,6 +117,32 @@ def add_training_options(parser, *, epochs, batch_size, lr, optimizer=None):
                             help=f"one of {', '.join(names)} (default: %(default)s)")
 
 
+def add_distributed_option(parser):
+    """``--distributed``: data-parallel training on the ranks started by ``mpiexec -n P``."""
+    parser.add_argument("--distributed", action="store_true",
+                        help="train data-parallel on every process started by mpiexec -n P (needs mpi4py: "
+                             "pip install 'knetpy[distributed]'); --batch-size is per process, rank 0 prints and saves")
+
+
+@contextlib.contextmanager
+def main_rank_output(distributed):
+    """Under ``--distributed`` only rank 0 prints: the other ranks' output goes nowhere."""
+    if not distributed:
+        yield
+        return
+    from .. import distributed as dist
+
+    dist.init()
+    if dist.is_main():
+        print(f"data-parallel on {dist.world_size()} ranks (mpiexec), batch size per rank", flush=True)
+        yield
+        return
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
 def add_image_options(parser):
     """``--dataset`` (fashion, mnist or digits) and ``--path`` (the folder of the IDX files)."""
     listed = "; ".join(f"{k}: {v}" for k, v in IMAGE_DATASETS.items())
@@ -296,9 +322,10 @@ def save_curve(history, out, *, title, enabled=True, xlabel="epoch", labels=None
     return path
 
 
-def fit_and_report(model, args, data, *, title):
+def fit_and_report(model, args, data, *, title, callbacks=()):
     """Compile, summarise and ``fit`` an image classifier, printing Knet-style accuracy lines; save it.
 
+    ``callbacks`` run before the accuracy report each epoch (so an epoch timer leaves it out).
     Returns per-epoch accuracies (index 0: before training), the losses and the saved files.
     """
     from ..optim import get as get_optimizer
@@ -311,8 +338,16 @@ def fit_and_report(model, args, data, *, title):
     from ..parallel import auto_blas_threads, largest_gemm_flops
 
     # one BLAS thread when the model's GEMMs are too small for BLAS's threads to pay
+    distributed = getattr(args, "distributed", False)
     with auto_blas_threads(largest_gemm_flops(model, xtrn[:args.batch_size])):
-        history = model.fit(xtrn, ytrn, epochs=args.epochs, batch_size=args.batch_size, callbacks=[report])
+        history = model.fit(xtrn, ytrn, epochs=args.epochs, batch_size=args.batch_size,
+                            callbacks=[*callbacks, report],
+                            distributed=distributed)
+    if distributed:
+        from .. import distributed as dist
+
+        if not dist.is_main():  # rank 0 saves; every rank holds the same weights
+            return {"trn_acc": [], "tst_acc": [], "loss": history["loss"], "checkpoint": None, "plot": None}
     checkpoint = save_checkpoint(model, args.out)
     # One training-accuracy curve: trn_acc, measured like tst_acc after each epoch (fit's running
     # accuracy, averaged while the weights changed, would be a second, lagging one).

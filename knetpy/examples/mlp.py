@@ -15,11 +15,13 @@ import knetpy as kp
 from knetpy.layers import Dense, Dropout, Flatten
 
 from ._common import (
+    add_distributed_option,
     add_image_options,
     add_training_options,
     describe_images,
     fit_and_report,
     load_images,
+    main_rank_output,
     make_parser,
     parse,
     positive,
@@ -36,6 +38,7 @@ def build_parser(prog=None):
     parser.add_argument("--hidden", type=positive(int), nargs="+", default=[64],
                         help="sizes of the hidden layers (default: 64)")
     parser.add_argument("--dropout", type=float, default=0.0, help="dropout before each hidden layer (default: 0)")
+    add_distributed_option(parser)
     return parser
 
 
@@ -56,11 +59,12 @@ def main(argv=None, prog=None):
     args = parse(parser, argv)
     if not 0 <= args.dropout < 1:
         parser.error(f"--dropout must be in [0, 1), got {args.dropout}")
-    kp.set_seed(args.seed)
-    xtrn, ytrn, xtst, ytst = load_images(args.dataset, args.path, quick=args.quick, seed=args.seed)
-    print(describe_images(args.dataset, xtrn, xtst))
-    model = build_model(args.hidden, dropout=args.dropout)
-    return fit_and_report(model, args, (xtrn, ytrn, xtst, ytst), title=f"MLP on {args.dataset}")
+    with main_rank_output(args.distributed):
+        kp.set_seed(args.seed)
+        xtrn, ytrn, xtst, ytst = load_images(args.dataset, args.path, quick=args.quick, seed=args.seed)
+        print(describe_images(args.dataset, xtrn, xtst))
+        model = build_model(args.hidden, dropout=args.dropout)
+        return fit_and_report(model, args, (xtrn, ytrn, xtst, ytst), title=f"MLP on {args.dataset}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,192 @@
+"""The training loop behind :meth:`knetpy.Model.fit`: epochs, batches, checkpoints, resuming, and
+data-parallel training over several ranks. ``fit`` checks its arguments and prepares the data; this
+module runs the loop."""
+
+from __future__ import annotations
+
+import math
+
+from .backend import get_rng_state
+from .checkpoint import Progress, restore_callbacks_and_rng
+from .layers.base import thread_mode
+from .model import _check_loss, _needs_closure, _require_finite_batch, _skip_done_batches, _split_batch
+from .progress import ProgressBar
+
+
+def run(model, train, val, cbs, history, *, epochs, initial_epoch, verbose, saver, resumed, check_batches, dp=None):
+    """Epochs ``initial_epoch`` (or the resumed one) to ``epochs - 1``; returns ``history``.
+
+    ``dp`` (a :class:`knetpy.distributed.strategies.DataParallel`) keeps the ranks together: rank
+    0's weights and generator on every rank at the start, averaged gradients or parameters, epoch
+    figures over all ranks, and checkpoints written by rank 0 only.
+    """
+    steps = len(train) if hasattr(train, "__len__") else None
+    writes = saver is not None and (dp is None or dp.is_main)
+    # Training mode for this thread only: the model's own mode, seen by other threads, is left alone.
+    with thread_mode(model, True):
+        cbs.on_train_begin()
+        position = Progress(epoch=initial_epoch)
+        if resumed is not None:
+            restore_callbacks_and_rng(resumed, cbs.callbacks)
+            position = resumed.progress
+            history.history = {k: list(v) for k, v in position.history.items()}
+            history.epoch = list(position.history_epochs)
+            model.stop_training = position.stopped
+        if dp is not None:
+            dp.start()  # after resuming: every rank read the same checkpoint, rank 0's state wins anyway
+        step = position.step
+        epoch = position.epoch
+        while epoch < epochs and not model.stop_training:
+            cbs.on_epoch_begin(epoch)
+            bar = None
+            if verbose:
+                bar = ProgressBar(steps or 0, prefix=f"Epoch {epoch + 1}/{epochs}", mode="auto" if verbose == 1 else "line")
+            inside = resumed if resumed is not None and position.batch and epoch == position.epoch else None
+            logs, step = train_epoch(model, train, cbs, bar, epoch, epochs, step, saver, inside, check_batches, dp)
+            if val is not None:
+                for key, value in model._evaluate_batches(val, check_batches).items():
+                    logs["val_" + key] = value
+            if bar is not None:
+                bar.close(logs)
+            cbs.on_epoch_end(epoch, logs)
+            if dp is not None:
+                model.stop_training = dp.any_stop(model.stop_training)
+            epoch += 1
+            if saver is not None:
+                done = Progress(
+                    epoch=epoch, step=step, stopped=model.stop_training,
+                    history=history.history, history_epochs=history.epoch,
+                )
+                if writes:
+                    saver.save(done, cbs.callbacks)
+                else:
+                    saver.last = done
+        cbs.on_train_end()
+    return history
+
+
+def train_epoch(model, batches, cbs, bar, epoch, epochs, step, saver=None, resume_at=None, check_batches=False, dp=None):
+    """One pass over the training batches: forward, loss, backward, step, zero_grad.
+
+    ``resume_at`` (a training state read from a checkpoint written inside this epoch) makes the
+    pass continue after the batches that checkpoint had done, with the same shuffled order.
+    """
+    loss_fn, metrics, opt = model._loss, model._metrics, model.optimizer
+    batch_begin, batch_end = cbs.batch_begin, cbs.batch_end
+    live = bar is not None and bar.bar
+    uses_closure = _needs_closure(opt)
+    untrained = getattr(model, "_untrained", ())  # frozen, or outside the optimizer's parameters
+    every = saver.every if saver is not None else None
+    n_batches = len(batches) if hasattr(batches, "__len__") else None
+    sync_stop = dp is not None and bool(batch_begin or batch_end)  # a callback may stop one rank only
+    loss_sum = 0.0
+    metric_sums = [0.0] * len(metrics)
+    seen = 0
+    first = 0
+    if resume_at is not None:
+        done = resume_at.progress
+        epoch_rng = done.epoch_rng
+        batch_iter = _skip_done_batches(batches, resume_at, "fit")
+        first = done.batch
+        if dp is None or dp.is_main:  # under MPI the checkpoint holds the sums over all ranks: rank 0 takes them
+            loss_sum, seen = done.totals["loss"], done.totals["seen"]
+            metric_sums = list(done.totals["metrics"])
+    else:
+        # The generator's state before the shuffled order is drawn, for checkpoints inside the epoch.
+        epoch_rng = get_rng_state() if every else None
+        batch_iter = iter(batches)
+    for i, batch in enumerate(batch_iter, start=first):
+        xb, yb = _split_batch(batch, "fit")
+        if check_batches:
+            _require_finite_batch(xb, yb, "fit", f" of the batch at index {i} of epoch {epoch + 1}")
+        n = len(xb)
+        for cb in batch_begin:
+            cb.on_batch_begin(i, {"size": n})
+        step += 1
+        if uses_closure:
+            value, out = closure_step(model, xb, yb)
+        else:
+            out = model(xb)
+            loss = loss_fn(out, yb)
+            if i == first:  # once per epoch (a resumed run starts past step 1)
+                _check_loss(loss)
+            value = float(loss.value)
+        if not math.isfinite(value):
+            kept = f" {saver.describe()}" if saver is not None else ""
+            where = f" on rank {dp.rank}" if dp is not None and dp.size > 1 else ""
+            raise FloatingPointError(
+                f"fit: the loss is {value}{where} at epoch {epoch + 1}/{epochs}, step {step} (batch index {i} of the "
+                f"epoch, {n} samples); {'its L-BFGS step has run' if uses_closure else 'the weights were not updated with it'}. "
+                "Lower the learning rate, check the "
+                f"data for NaN/Inf (fit(..., check_finite=True)), or clip the gradients (e.g. the optimizer's clip_norm).{kept}"
+            )
+        if not uses_closure:
+            if dp is None:
+                loss.backward()
+            else:
+                dp.backward(loss)  # averages the gradients over the ranks (synchronous SGD)
+            for p in untrained:
+                p.grad = None
+            opt.step()
+            opt.zero_grad()
+            if dp is not None:
+                dp.after_step(step)  # local SGD and EASGD average the parameters every few steps
+        loss_sum += value * n
+        seen += n
+        if metrics:
+            pred = out.value
+            for j, (_, fn) in enumerate(metrics):
+                metric_sums[j] += float(fn(pred, yb)) * n
+        if batch_end:
+            for cb in batch_end:
+                cb.on_batch_end(i, {"loss": value, "size": n})
+        if every and step % every == 0 and i + 1 != n_batches:  # the last batch gets the epoch's checkpoint
+            totals = loss_sum, metric_sums, seen
+            if dp is not None:
+                dp.sync_state()
+                totals = dp.totals(*totals)
+            history = model.history
+            position = Progress(
+                epoch=epoch, batch=i + 1, step=step, history=history.history, history_epochs=history.epoch,
+                epoch_rng=epoch_rng, totals={"loss": totals[0], "metrics": totals[1], "seen": totals[2]},
+            )
+            if dp is None or dp.is_main:
+                saver.save(position, cbs.callbacks)
+            else:
+                saver.last = position
+        if live:
+            bar.update(i + 1, model._averages(loss_sum, metric_sums, seen))
+        elif bar is not None:
+            bar.done = i + 1
+        if sync_stop:
+            model.stop_training = dp.any_stop(model.stop_training)
+        if model.stop_training:
+            break
+    if seen == 0:
+        raise ValueError("fit: the training data yielded no batches (all dropped, or an empty loader)")
+    if dp is not None:
+        loss_sum, metric_sums, seen = dp.totals(loss_sum, metric_sums, seen)
+        dp.sync_state()
+    return model._averages(loss_sum, metric_sums, seen), step
+
+
+def closure_step(model, xb, yb):
+    """One step of an optimizer that re-evaluates the loss itself (L-BFGS): the loss and output it saw first."""
+    opt, loss_fn = model.optimizer, model._loss
+    first = []
+
+    def closure():
+        opt.zero_grad()
+        out = model(xb)
+        loss = loss_fn(out, yb)
+        if not first:
+            _check_loss(loss)
+            first.append((float(loss.value), out))
+        loss.backward()
+        for p in getattr(model, "_untrained", ()):
+            p.grad = None
+        return loss
+
+    opt.step(closure)
+    opt.zero_grad()
+    return first[0]
