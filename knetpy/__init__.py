@@ -8,9 +8,13 @@ from . import (
     activations,
     backend,
     callbacks,
+    classical,
+    cluster,
     data,
     datasets,
     distributed,
+    ebm,
+    generative,
     init,
     layers,
     losses,
@@ -23,6 +27,7 @@ from . import (
     rl,
     seq2seq,
     tune,
+    uncertainty,
 )
 from .autograd import (
     AnomalyError,
@@ -47,5 +52,6 @@ from .parallel import get_num_threads, set_num_threads
 from .tree import flatten as tree_flatten
 from .tree import tree_map
 from .tree import unflatten as tree_unflatten
+from .uncertainty import mc_dropout_predict
 
 __version__ = "0.1.0"

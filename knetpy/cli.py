@@ -2,6 +2,7 @@
 
     knetpy quickstart                 train a small CNN on handwritten digits, save it, show how to use it
     knetpy train NAME [options]       run an example (knetpy train --help lists them)
+    knetpy lab NAME [options]         run a course lab (knetpy lab --list lists them)
     knetpy tune mlp --budget N        search an MLP's learning rate and size (hyperband, random, grid, golden)
     knetpy doctor NAME                check an example's model before a long run (loss, gradients, lr, ...)
     knetpy chat [--quick]             train (or load) a seq2seq chatbot and serve its page on localhost
@@ -26,6 +27,7 @@ from pathlib import Path
 COMMANDS = {
     "quickstart": "train a small CNN on an offline digits set, save it and show how to use it",
     "train": "run an example: housing, softmax, mlp, lenet, charlm, spirals, resnet, reinforce, dqn",
+    "lab": "run a course lab: knetpy lab --list shows them",
     "tune": "search hyper-parameters: knetpy tune mlp --budget N",
     "doctor": "check a model before a long run: knetpy doctor mlp (lenet, charlm, ...)",
     "chat": "train (or load) a seq2seq chatbot and serve its chat page on localhost",
@@ -60,31 +62,41 @@ def quickstart(argv) -> int:
     return 0 if result["accuracy"] >= result["target"] else 1
 
 
-# -- train -----------------------------------------------------------------------------------------------
-def _examples_listing():
-    from .examples import EXAMPLES
+# -- train and lab ---------------------------------------------------------------------------------------
+def _listing(registry, title):
+    width = max(map(len, registry), default=0)
+    lines = [f"  {name:<{width}}  {text}" for name, text in registry.items()]
+    return f"{title}:\n" + "\n".join(lines)
 
-    width = max(map(len, EXAMPLES))
-    lines = [f"  {name:<{width}}  {text}" for name, text in EXAMPLES.items()]
-    return "examples:\n" + "\n".join(lines)
+
+def _run_program(argv, command, registry, get) -> int:
+    """``knetpy COMMAND NAME [options]``: run one program of ``registry`` with its own options."""
+    usage = f"usage: knetpy {command} NAME [options]   (knetpy {command} NAME --help for the options of one)"
+    if not argv or argv[0] in ("-h", "--help", "--list"):
+        print(usage + "\n\n" + _listing(registry, "examples" if command == "train" else "labs"))
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    try:
+        program = get(name)
+    except ValueError as e:
+        print(f"{usage}\nknetpy {command}: error: {e}", file=sys.stderr)
+        return 2
+    program.main(rest, prog=f"knetpy {command} {name}")
+    return 0
 
 
 def train(argv) -> int:
     """``knetpy train NAME [options]``: run one example with its own options."""
-    from .examples import get
+    from .examples import EXAMPLES, get
 
-    usage = "usage: knetpy train NAME [options]   (knetpy train NAME --help for the options of one)"
-    if not argv or argv[0] in ("-h", "--help", "--list"):
-        print(usage + "\n\n" + _examples_listing())
-        return 0 if argv else 2
-    name, rest = argv[0], argv[1:]
-    try:
-        example = get(name)
-    except ValueError as e:
-        print(f"{usage}\nknetpy train: error: {e}", file=sys.stderr)
-        return 2
-    example.main(rest, prog=f"knetpy train {name}")
-    return 0
+    return _run_program(argv, "train", EXAMPLES, get)
+
+
+def lab(argv) -> int:
+    """``knetpy lab NAME [options]``: run one course lab with its own options."""
+    from .examples.labs import LABS, get
+
+    return _run_program(argv, "lab", LABS, get)
 
 
 # -- tune ------------------------------------------------------------------------------------------------
@@ -362,7 +374,7 @@ def info(argv) -> int:
     return 0
 
 
-HANDLERS = {"quickstart": quickstart, "train": train, "tune": tune, "doctor": doctor, "chat": chat, "bench": bench, "info": info}
+HANDLERS = {"quickstart": quickstart, "train": train, "lab": lab, "tune": tune, "doctor": doctor, "chat": chat, "bench": bench, "info": info}
 
 
 def main(argv=None) -> int:

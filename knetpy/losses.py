@@ -407,6 +407,25 @@ def kl_div(log_pred, target, log_target=False, reduction="mean"):
     return _reduce(loss, reduction)
 
 
+def kl_normal(mu, logvar, reduction="mean"):
+    """KL(N(mu, diag(exp(logvar))) || N(0, I)): a VAE encoder's Gaussian against the standard normal prior.
+
+    In closed form, per sample: 0.5 * sum(mu**2 + exp(logvar) - 1 - logvar) over every axis but the
+    first (the batch). ``mu`` and ``logvar`` have the same shape (N, latent...). ``reduction``:
+    ``"mean"`` over the batch (the default), ``"sum"``, or ``"none"`` (one value per sample).
+    """
+    name = "kl_normal"
+    _check_reduction(reduction, name)
+    mu = _as_input(mu, name, "mean")
+    logvar = _as_target(logvar, mu, name, "log-variance", "mean")
+    if mu.ndim < 1:
+        raise ValueError(f"{name}: mu needs a batch axis, got shape {tuple(mu.shape)}")
+    terms = mu * mu + exp(logvar) - logvar - 1.0
+    axes = tuple(range(1, mu.ndim))
+    per_sample = (_sum(terms, axis=axes) if axes else terms) * 0.5
+    return _reduce(per_sample, reduction)
+
+
 # -- metric learning ----------------------------------------------------------------------------------------
 def contrastive(x1, x2, same, margin=1.0, reduction="mean"):
     """Contrastive loss for siamese pairs (Hadsell, Chopra & LeCun, 2006).
@@ -736,3 +755,6 @@ def takes_binary_logits(loss):
     if fn is binary_crossentropy:
         return bool(params.get("from_logits", False))
     return any(fn is f for f in (bce_with_logits, ops.bce, ops.logistic))
+
+
+from . import ebm as energy  # noqa: E402, F401  (kp.losses.energy; ebm needs the helpers above)

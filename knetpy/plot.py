@@ -529,6 +529,14 @@ def image_grid(images, path, *, labels=None, pred=None, class_names=None, image_
     rows, cols = _grid_shape(shown, ncols)
     text_rows = (truth is not None) + (guess is not None)
     fig = _new_figure(cols * 1.1 + 0.3, rows * (1.1 + 0.18 * text_rows) + 0.5)
+    if not text_rows:  # no titles: one picture of all the tiles, many times faster than an axes per tile
+        mosaic, _, _ = _mosaic([_unit_range(t) for t in imgs[:shown]], cols)
+        ax = fig.subplots()
+        ax.set_axis_off()
+        ax.imshow(mosaic, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        if title or shown < n:
+            fig.suptitle(title or f"{shown} of {n} images", fontsize=10)
+        return _save(fig, path, "image grid")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for i, ax in enumerate(axes):
         ax.set_axis_off()
@@ -686,3 +694,148 @@ def lr_range_test(result, path, *, title=None):
         ax.legend()
     ax.set_title(title or "learning-rate range test", fontsize=10)
     return _save(fig, path, "lr range test")
+
+
+# -- attention --------------------------------------------------------------------------------------------
+def attention_map(weights, path, *, queries=None, keys=None, titles=None, title=None):
+    """Draw attention weights as heat maps, one per head: rows are queries, columns keys; save a PNG.
+
+    ``weights`` is (Lq, Lk) or (heads, Lq, Lk) (one sample's weights, as
+    ``kp.layers.MultiHeadAttention`` returns them averaged or with ``average_attn_weights=False``);
+    ``queries`` and ``keys`` label the rows and columns (the tokens, say), ``titles`` the panels.
+    Colours run from 0 to 1. Returns the path written, or None (reason on stderr) when matplotlib is
+    missing or the file cannot be written.
+    """
+    who = "attention_map"
+    w = to_numpy(getattr(weights, "value", weights)).astype(np.float64)
+    if w.ndim == 2:
+        w = w[None]
+    if w.ndim != 3 or 0 in w.shape:
+        raise ValueError(f"{who}: weights must be (Lq, Lk) or (heads, Lq, Lk), got shape {w.shape}")
+    heads, lq, lk = w.shape
+    for labels, size, what in ((queries, lq, "queries"), (keys, lk, "keys")):
+        if labels is not None and len(labels) != size:
+            raise ValueError(f"{who}: {len(labels)} {what} labels for {size} {what}")
+    if titles is not None and len(titles) != heads:
+        raise ValueError(f"{who}: {len(titles)} titles for {heads} heads")
+    if not available():
+        _report("attention map", f"matplotlib is not installed ({INSTALL_HINT})")
+        return None
+    rows, cols = _grid_shape(heads)
+    side = min(4.0, max(2.0, 0.3 * max(lq, lk)))
+    fig = _new_figure(cols * side + 1.0, rows * side + 0.6)
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    shown = None
+    for h, ax in enumerate(axes):
+        if h >= heads:
+            ax.axis("off")
+            continue
+        shown = ax.imshow(w[h], cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+        ax.set_xticks(range(lk), [str(k) for k in keys] if keys is not None else range(lk), fontsize=7)
+        ax.set_yticks(range(lq), [str(q) for q in queries] if queries is not None else range(lq), fontsize=7)
+        ax.set_xlabel("key", fontsize=8)
+        ax.set_ylabel("query", fontsize=8)
+        if titles is not None or heads > 1:
+            ax.set_title(str(titles[h]) if titles is not None else f"head {h}", fontsize=9)
+    fig.colorbar(shown, ax=list(axes[:heads]), shrink=0.8, label="weight")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path, "attention map")
+
+
+# -- generative models: latent codes and sample distributions --------------------------------------------
+def latent_scatter(points, labels, path, *, class_names=None, title=None, max_points=5000):
+    """Draw 2-D codes (an encoder's latent means, an embedding) as points coloured by class; save a PNG.
+
+    ``points`` is (N, 2), ``labels`` (N,) integer classes (or None for one colour); at most
+    ``max_points`` of them are drawn (the first ones). Returns the path written, or None (reason on
+    stderr) when matplotlib is missing or the file cannot be written.
+    """
+    who = "latent_scatter"
+    p = to_numpy(getattr(points, "value", points)).astype(np.float64)
+    if p.ndim != 2 or p.shape[1] != 2 or not len(p):
+        raise ValueError(f"{who}: points must be (N, 2) with N > 0, got shape {p.shape}")
+    y = None if labels is None else _true_labels(labels, len(p), who)
+    if not available():
+        _report("latent scatter", f"matplotlib is not installed ({INSTALL_HINT})")
+        return None
+    n = min(len(p), int(max_points))
+    fig = _new_figure(5.5, 4.5)
+    ax = fig.subplots()
+    if y is None:
+        ax.scatter(p[:n, 0], p[:n, 1], s=4, color=_PALETTE[1])
+    else:
+        for c in np.unique(y[:n]):
+            at = y[:n] == c
+            ax.scatter(p[:n][at, 0], p[:n][at, 1], s=4, color=_PALETTE[int(c) % len(_PALETTE)],
+                       label=_class_name(int(c), class_names))
+        ax.legend(fontsize=7, markerscale=3, loc="best")
+    ax.set_xlabel("z[0]")
+    ax.set_ylabel("z[1]")
+    ax.grid(True, alpha=0.3)
+    ax.set_title(title or f"{n} codes", fontsize=10)
+    return _save(fig, path, "latent scatter")
+
+
+def sample_histogram(samples, path, *, pdf=None, bins=50, title=None):
+    """Histograms (as densities) of 1-D samples, optionally over a known density; save a PNG.
+
+    ``samples`` maps a legend text to an array of values (or is one array); ``pdf`` is a function of
+    an array of x values returning the density to draw on top (say, the target a GAN should match).
+    Returns the path written, or None (reason on stderr) when matplotlib is missing or the file
+    cannot be written.
+    """
+    who = "sample_histogram"
+    series = samples if isinstance(samples, dict) else {"samples": samples}
+    arrays = {str(k): to_numpy(getattr(v, "value", v)).astype(np.float64).ravel() for k, v in series.items()}
+    if not arrays or any(a.size == 0 or not np.isfinite(a).all() for a in arrays.values()):
+        raise ValueError(f"{who}: every series needs finite values, got sizes {[a.size for a in arrays.values()]}")
+    if not available():
+        _report("sample histogram", f"matplotlib is not installed ({INSTALL_HINT})")
+        return None
+    lo = min(a.min() for a in arrays.values())
+    hi = max(a.max() for a in arrays.values())
+    edges = np.linspace(lo, hi + 1e-9, int(bins) + 1)
+    fig = _new_figure(6, 4)
+    ax = fig.subplots()
+    for i, (name, a) in enumerate(arrays.items()):
+        ax.hist(a, bins=edges, density=True, alpha=0.45, color=_PALETTE[(i + 1) % len(_PALETTE)], label=name)
+    if pdf is not None:
+        xs = np.linspace(lo, hi, 400)
+        ax.plot(xs, np.asarray(pdf(xs), dtype=np.float64), color=_PALETTE[0], label="target density")
+    ax.set_ylabel("density")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or "samples", fontsize=10)
+    return _save(fig, path, "sample histogram")
+
+
+def predictive_band(x, mean, std, path, *, x_train=None, y_train=None, truth=None, k=2.0, title=None):
+    """A 1-D regression's predictive mean with a band of ``k`` standard deviations; save a PNG.
+
+    ``x``, ``mean`` and ``std`` are 1-D (or (N, 1)) arrays over a grid; the training points, if given,
+    are drawn as dots and ``truth`` (a function of x) as a dashed line. Returns the path written, or
+    None (reason on stderr) when matplotlib is missing or the file cannot be written.
+    """
+    who = "predictive_band"
+    xs, mu, sd = (to_numpy(getattr(a, "value", a)).astype(np.float64).ravel() for a in (x, mean, std))
+    if not (xs.size == mu.size == sd.size) or xs.size == 0:
+        raise ValueError(f"{who}: x, mean and std need the same number of points, got {xs.size}, {mu.size}, {sd.size}")
+    if not available():
+        _report("predictive band", f"matplotlib is not installed ({INSTALL_HINT})")
+        return None
+    order = np.argsort(xs)
+    xs, mu, sd = xs[order], mu[order], sd[order]
+    fig = _new_figure(6, 4)
+    ax = fig.subplots()
+    ax.fill_between(xs, mu - k * sd, mu + k * sd, color=_lighten(_PALETTE[0], 0.6), label=f"mean ± {k:g} std")
+    ax.plot(xs, mu, color=_PALETTE[0], label="predictive mean")
+    if truth is not None:
+        ax.plot(xs, np.asarray(truth(xs), dtype=np.float64), "--", color="#555555", label="truth")
+    if x_train is not None and y_train is not None:
+        ax.plot(to_numpy(x_train).ravel(), to_numpy(y_train).ravel(), ".", color=_PALETTE[1], markersize=3,
+                label="training data")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or "predictive uncertainty", fontsize=10)
+    return _save(fig, path, "predictive band")

@@ -62,10 +62,11 @@ class DataLoader:
     Arrays are gathered in one vectorised step (slices, so views, when not shuffled). Giving
     ``collate`` for arrays makes the loader hand it the list of samples instead, as for a dataset.
     ``shuffle`` draws a new order every epoch from :func:`knetpy.backend.rng`; ``drop_last`` leaves out
-    a final partial batch.
+    a final partial batch. ``transform``, if given, is applied to every batch as it is yielded (e.g. a
+    :class:`knetpy.data.augment.Compose` of augmentations, which gets ``(x, y)`` for a tuple of arrays).
     """
 
-    def __init__(self, data, batch_size=32, shuffle=False, drop_last=False, collate=None):
+    def __init__(self, data, batch_size=32, shuffle=False, drop_last=False, collate=None, transform=None):
         who = "DataLoader"
         self.batch_size = check_batch_size(batch_size, who)
         self.shuffle = bool(shuffle)
@@ -73,6 +74,9 @@ class DataLoader:
         if collate is not None and not callable(collate):
             raise TypeError(f"{who}: collate must be a function of a list of samples, got {type(collate).__name__}")
         self.collate = collate
+        if transform is not None and not callable(transform):
+            raise TypeError(f"{who}: transform must be a function of a batch, got {type(transform).__name__}")
+        self.transform = transform
         self.data = data
         self._kind, self._arrays = self._classify(data, who)
         if self._kind == "dataset":
@@ -117,6 +121,13 @@ class DataLoader:
         return tuple(rows)
 
     def __iter__(self):
+        if self.transform is None:
+            yield from self._batches()
+        else:
+            for batch in self._batches():
+                yield self.transform(batch)
+
+    def _batches(self):
         like = None if self._kind == "dataset" else next(iter(self._arrays.values()))
         selectors = batch_indices(self.n_samples, self.batch_size, self.shuffle, self.drop_last, like)
         if self._kind == "dataset" or self.collate is not None:

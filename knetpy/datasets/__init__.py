@@ -1,6 +1,7 @@
 """Datasets: generators for the course toy problems, and loaders for the classic benchmarks.
 
-Generated on the spot: :func:`spirals`, :func:`temporal_order`, :func:`echo`.
+Generated on the spot: :func:`spirals`, :func:`temporal_order`, :func:`echo`, :func:`blobs`,
+:func:`linearly_separable`, :func:`xor`.
 Offline with scikit-learn (``pip install 'knetpy[data]'``): :func:`digits`.
 Shipped with the package (no download): :func:`housing`, :func:`tinyshakespeare`, :func:`dialogue`.
 Loaded from files: :func:`mnist`, :func:`fashion_mnist`, :func:`cifar10`, and any text via
@@ -12,6 +13,7 @@ cache over https, checked against a pinned SHA-256 before use (see :mod:`knetpy.
 Images come batch-first in the default dtype scaled to [0, 1], labels as int64.
 """
 
+from .blobs import blobs, linearly_separable, xor
 from .cifar import CIFAR10_CLASSES, cifar10
 from .dialogue import Vocabulary, detokenize, dialogue, tokenize
 from .digits import digits
@@ -23,3 +25,4 @@ from .safe_pickle import UnsafePickleError
 from .sequences import TEMPORAL_ORDER_SYMBOLS, echo, temporal_order
 from .text import BPTTBatches, TextCorpus, tinyshakespeare
 from .toy import spirals
+from .words import WordCorpus, tinyshakespeare_words

@@ -58,10 +58,16 @@ class Vocabulary:
             raise ValueError("Vocabulary: tokens must be distinct")
 
     @classmethod
-    def build(cls, texts, min_count=1):
-        """The tokens of ``texts`` seen at least ``min_count`` times, most frequent first."""
+    def build(cls, texts, min_count=1, max_size=None):
+        """The tokens of ``texts`` seen at least ``min_count`` times, most frequent first (ties
+        alphabetically); ``max_size`` caps the vocabulary, the special tokens included."""
+        if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, int)
+                                     or max_size <= len(SPECIALS)):
+            raise ValueError(f"Vocabulary.build: max_size must be an int > {len(SPECIALS)} (the special "
+                             f"tokens count), got {max_size!r}")
         counts = Counter(tok for text in texts for tok in tokenize(text))
-        return cls(sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t)))
+        tokens = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
+        return cls(tokens if max_size is None else tokens[: max_size - len(SPECIALS)])
 
     def __len__(self):
         return len(self.tokens)

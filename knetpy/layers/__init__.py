@@ -4,9 +4,28 @@ Each module holds one family; every layer is also available here as ``kp.layers.
 """
 
 from . import base, core, normalization
+from .attention import (
+    MultiHeadAttention,
+    PositionalEmbedding,
+    PositionalEncoding,
+    TransformerEncoderLayer,
+    sinusoidal_encoding,
+)
 from .base import Layer
 from .conv import Conv1D, Conv2D, Conv2DTranspose, Conv3D
-from .core import Activation, Dense, Dropout, Embedding, Flatten, Lambda, Maxout, PReLU, Reshape
+from .core import (
+    Activation,
+    AlphaDropout,
+    Dense,
+    Dropout,
+    Dropout2D,
+    Embedding,
+    Flatten,
+    Lambda,
+    Maxout,
+    PReLU,
+    Reshape,
+)
 from .inputs import Input
 from .normalization import BatchNorm, LayerNorm
 from .pooling import (
@@ -19,6 +38,8 @@ from .pooling import (
     GlobalMaxPool1D,
     GlobalMaxPool2D,
     GlobalMaxPool3D,
+    LPPool1D,
+    LPPool2D,
     MaxPool1D,
     MaxPool2D,
     MaxPool3D,

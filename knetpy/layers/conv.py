@@ -16,13 +16,16 @@ from ._util import as_input, cast, config_repr, fmt_shape, positive_int
 from .base import Layer
 
 
-def _padding_option(padding, rank, layer):
-    """'valid', 'same', or ints per dimension -> 'valid' | 'same' | tuple."""
+def _padding_option(padding, rank, layer, causal=False):
+    """'valid', 'same' (or 'causal' where allowed), or ints per dimension -> that name | tuple."""
     if isinstance(padding, str):
         key = padding.lower()
-        if key not in ("valid", "same"):
+        names = ("valid", "same", "causal") if causal else ("valid", "same")
+        if key not in names:
+            hint = "" if causal or key != "causal" else " ('causal' is for Conv1D only)"
             raise ValueError(
-                f"{layer}: padding must be 'valid', 'same' or an int / tuple of ints, got {padding!r}"
+                f"{layer}: padding must be {', '.join(map(repr, names))} or an int / tuple of ints, "
+                f"got {padding!r}{hint}"
             )
         return key
     return per_axis(padding, rank, "padding", layer, 0)
@@ -59,7 +62,7 @@ class _Conv(Layer):
         self.kernel_size = per_axis(kernel_size, self.rank, "kernel_size", layer, 1)
         self.strides = per_axis(strides, self.rank, "strides", layer, 1)
         self.dilation = per_axis(dilation, self.rank, "dilation", layer, 1)
-        self.padding = _padding_option(padding, self.rank, layer)
+        self.padding = _padding_option(padding, self.rank, layer, causal=self.rank == 1)
         self.groups = positive_int(groups, "groups", layer)
         if self.filters % self.groups:
             raise ValueError(f"{layer}: filters={self.filters} is not divisible by groups={self.groups}")
@@ -92,6 +95,8 @@ class _Conv(Layer):
         """(padding for conv4, explicit (before, after) pads or None)."""
         if self.padding == "valid":
             return 0, None
+        if self.padding == "causal":  # all the padding before: output t sees inputs up to t only
+            return 0, [(self.dilation[0] * (self.kernel_size[0] - 1), 0)]
         if self.padding != "same":
             return self.padding, None
         pads = [_same_padding(*a) for a in zip(spatial, self.kernel_size, self.strides, self.dilation)]
@@ -109,7 +114,7 @@ class _Conv(Layer):
             )
         x = cast(x, self.w.dtype)
         padding, explicit = self._conv_padding(x.shape[2:])
-        if explicit is not None:  # 'same' with an odd total: one more zero after than before
+        if explicit is not None:  # 'same' with an odd total (one more zero after than before), or 'causal'
             x = ops.pad(x, ((0, 0), (0, 0), *explicit))
         args = (padding, self.strides, self.dilation, 1, self.groups)
         if self.b is not None and self._act in (activations.linear, activations.relu):
@@ -150,7 +155,13 @@ class _Conv(Layer):
 
 
 class Conv1D(_Conv):
-    """1-D convolution over (N, C, X) inputs (cross-correlation; see :class:`Conv2D`)."""
+    """1-D convolution over (N, C, X) inputs (cross-correlation; see :class:`Conv2D`).
+
+    For sequences, ``padding='causal'`` pads ``dilation * (kernel_size - 1)`` zeros before the
+    sequence only, so the output at step t depends on the inputs up to t and never on later ones
+    (WaveNet's and temporal convolutional networks' layer); stack it with growing ``dilation``
+    (1, 2, 4, ...) for a receptive field that grows exponentially with depth.
+    """
 
     rank = 1
 

@@ -151,6 +151,62 @@ class Dropout(Layer):
     __repr__ = config_repr
 
 
+def _keep_mask(layer, x, shape):
+    """Training-time keep mask (1 kept, 0 dropped) of ``shape`` in ``x``'s dtype, and ``x``'s value."""
+    xv = _value(x)
+    if xv.dtype.kind != "f":
+        raise TypeError(f"{type(layer).__name__} expects floating inputs, got dtype {xv.dtype}")
+    keep = (backend.rng().random(shape, dtype=np.float32) >= layer.p).astype(xv.dtype)
+    xp = array_namespace(xv)
+    return (keep if xp is np else xp.asarray(keep)), xv
+
+
+class Dropout2D(Dropout):
+    """Channel dropout (PyTorch's ``Dropout2d``, Keras' ``SpatialDropout2D``): in training, zero whole
+    channels of (N, C, *spatial) inputs with probability ``p`` and scale the rest by 1 / (1 - p).
+
+    Neighbouring pixels of a feature map are strongly correlated, so dropping single pixels barely
+    regularises a convolutional net; dropping the whole map does. Eval mode: the identity.
+    """
+
+    def forward(self, x):
+        x = as_input(x)
+        if not self.training or self.p == 0.0:
+            return x
+        shape = tuple(_value(x).shape)
+        if len(shape) < 3:
+            raise ValueError(f"Dropout2D expects inputs of shape (N, C, *spatial), got {_shape_text(shape)}")
+        keep, xv = _keep_mask(self, x, shape[:2] + (1,) * (len(shape) - 2))
+        return x * (keep * xv.dtype.type(0.0 if self.p == 1.0 else 1.0 / (1.0 - self.p)))
+
+
+#: SELU's negative saturation value, -scale * alpha: what AlphaDropout sets dropped units to.
+_SELU_SATURATION = -1.0507009873554804934193349852946 * 1.6732632423543772848170429916717
+
+
+class AlphaDropout(Dropout):
+    """Dropout for self-normalising (SELU) networks (Klambauer et al. 2017; PyTorch's ``AlphaDropout``).
+
+    In training, each element is set with probability ``p`` to SELU's saturation value
+    alpha' = -scale * alpha (about -1.758) rather than to 0, then the result is mapped affinely,
+    ``a * x' + b`` with ``a = ((1 - p) (1 + p alpha'^2))^(-1/2)`` and ``b = -a alpha' p``, so inputs of
+    mean 0 and variance 1 keep mean 0 and variance 1. Eval mode: the identity.
+    """
+
+    def forward(self, x):
+        x = as_input(x)
+        if not self.training or self.p == 0.0:
+            return x
+        if self.p == 1.0:  # PyTorch's limit: everything dropped, a = 0
+            return x * 0.0
+        keep, xv = _keep_mask(self, x, _value(x).shape)
+        p, sat, dtype = self.p, _SELU_SATURATION, xv.dtype.type
+        a = ((1 - p) * (1 + p * sat**2)) ** -0.5
+        b = -a * sat * p
+        # a * (keep * x + (1 - keep) * sat) + b, gradient a * keep
+        return x * (keep * dtype(a)) + ((1 - keep) * dtype(a * sat) + dtype(b))
+
+
 class Flatten(Layer):
     """(N, d1, d2, ...) -> (N, d1 * d2 * ...), keeping the batch axis."""
 

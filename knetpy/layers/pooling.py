@@ -1,4 +1,4 @@
-"""Pooling layers: MaxPool1D/2D/3D, AvgPool1D/2D/3D and global average / max pooling.
+"""Pooling layers: MaxPool1D/2D/3D, AvgPool1D/2D/3D, LPPool1D/2D and global average / max pooling.
 
 Inputs are (N, C, *spatial); each layer calls :func:`knetpy.pool` (or the global pools) and has no
 parameters.
@@ -117,6 +117,49 @@ class AvgPool3D(_AvgPool):
     """Average pooling over (N, C, D, H, W) inputs (see :class:`AvgPool2D`)."""
 
     rank = 3
+
+
+class _LPPool(Layer):
+    rank = None
+
+    def __init__(self, p, pool_size=2, strides=None, name=None):
+        super().__init__(name)
+        layer = type(self).__name__
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p < float("inf"):
+            raise ValueError(f"{layer}: p must be a finite number > 0, got {p!r}")
+        self.p = p
+        self.pool_size = per_axis(pool_size, self.rank, "pool_size", layer, 1)
+        self.strides = (
+            self.pool_size if strides is None else per_axis(strides, self.rank, "strides", layer, 1)
+        )
+
+    def forward(self, x):
+        x = as_input(x)
+        _check_rank(self, x.shape, self.rank)
+        return ops.lp_pool(x, self.p, self.pool_size, self.strides)
+
+    def compute_output_shape(self, input_shape):
+        _check_rank(self, input_shape, self.rank)
+        spatial = tuple(1 + (s - w) // st for s, w, st in zip(input_shape[2:], self.pool_size, self.strides))
+        return (*input_shape[:2], *spatial)
+
+    def get_config(self):
+        return {"p": self.p, "pool_size": list(self.pool_size), "strides": list(self.strides), "name": self.name}
+
+    __repr__ = config_repr
+
+
+class LPPool1D(_LPPool):
+    """Power-average pooling ``(sum x^p)^(1/p)`` over windows of (N, C, X) inputs (see :func:`knetpy.lp_pool`):
+    ``p = 1`` sums each window, large ``p`` approaches max pooling. ``strides`` defaults to ``pool_size``."""
+
+    rank = 1
+
+
+class LPPool2D(_LPPool):
+    """Power-average pooling over (N, C, H, W) inputs (see :class:`LPPool1D`)."""
+
+    rank = 2
 
 
 class _GlobalPool(Layer):

@@ -1,6 +1,7 @@
 """The differentiable primitives, each with its vector-Jacobian product beside its forward."""
 
 from .conv import conv4, conv4_bias, deconv4
+from .dot_attention import attention, attention_weights, scaled_dot_product_attention
 from .elementwise import (
     abs,
     abs2,
@@ -55,7 +56,7 @@ from .nn import (
     softmax,
     softplus,
 )
-from .pool import global_avg_pool, global_max_pool, max_unpool, pool
+from .pool import global_avg_pool, global_max_pool, lp_pool, max_unpool, pool
 from .reduce import amax, amin, argmax, argmin, max, mean, min, prod, std, sum, var
 from .resize import unpool, upsample
 from .response_norm import lrn

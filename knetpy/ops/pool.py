@@ -423,3 +423,27 @@ def global_max_pool(x, keepdims=False):
         raise ValueError(f"global_max_pool: x must be (N, C, *spatial), got shape {shape}")
     y = pool(x, window=tuple(shape[2:]))
     return y if keepdims else reshape(y, tuple(shape[:2]))
+
+
+def lp_pool(x, p, window=2, stride=None):
+    """Power-average (LP) pooling: ``(sum of x^p over each window)^(1/p)``, PyTorch's ``lp_pool1d/2d/3d``.
+
+    ``p = 1`` is sum pooling (average pooling times the window size), ``p = 2`` the window's L2
+    norm, and as ``p`` grows it tends to max pooling (of ``|x|`` for even ``p``). ``x`` is (N, C,
+    *spatial); ``window`` and ``stride`` (default: the window) as in :func:`pool`, no padding. As in
+    PyTorch, a non-integer ``p`` needs non-negative inputs (a negative base is NaN), and a window of
+    zeros has an infinite gradient for ``p > 1``. Built from differentiable ops (power, average
+    pooling), which give its gradient.
+    """
+    from .elementwise import mul, pow
+
+    fn = "lp_pool"
+    if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)) or not (
+        0 < p < math.inf
+    ):
+        raise ValueError(f"{fn}: p must be a finite number > 0, got {p!r}")
+    geom = pool_geometry(fn, x, window, 0, stride)
+    p = float(p)
+    powered = x if p == 1 else pow(x, p)
+    sums = mul(_avg_pool(powered, geom=geom, count_padding=True), float(math.prod(geom.window)))
+    return sums if p == 1 else pow(sums, 1.0 / p)

@@ -361,9 +361,10 @@ def rnnforw(
 def rnn_init(mode, input_size, hidden_size, num_layers=1, bidirectional=False, bias=True, dtype=None):
     """Fresh weights for :func:`rnnforw`: a list of ``(w_ih, w_hh, b_ih, b_hh)`` Params.
 
-    Weights are uniform in (-1/sqrt(H), 1/sqrt(H)) as in PyTorch; biases are zero except the LSTM
-    forget gate, whose b_ih block starts at 1 (so the cell remembers by default, as in Knet and Keras).
-    With ``bias=False`` the biases are None.
+    Weights and both biases are uniform in (-1/sqrt(H), 1/sqrt(H)), PyTorch's scheme (random
+    biases matter for relu cells: with zero biases more units start dead for some inputs); the LSTM
+    forget gate's b_ih block is shifted by +1 on top (so the cell remembers by default, as in Knet and
+    Keras). With ``bias=False`` the biases are None.
     """
     mode = check_mode(mode)
     dt = np.dtype(get_dtype() if dtype is None else dtype)
@@ -383,10 +384,10 @@ def rnn_init(mode, input_size, hidden_size, num_layers=1, bidirectional=False, b
             w_ih = Param(rng().uniform(-bound, bound, (f_in, G * H)).astype(dt))
             w_hh = Param(rng().uniform(-bound, bound, (H, G * H)).astype(dt))
             if bias:
-                b_ih = np.zeros(G * H, dtype=dt)
+                b_ih = rng().uniform(-bound, bound, G * H).astype(dt)
                 if mode == "lstm":
-                    b_ih[H : 2 * H] = 1
-                b_ih, b_hh = Param(b_ih), Param(np.zeros(G * H, dtype=dt))
+                    b_ih[H : 2 * H] += 1
+                b_ih, b_hh = Param(b_ih), Param(rng().uniform(-bound, bound, G * H).astype(dt))
             else:
                 b_ih = b_hh = None
             weights.append((w_ih, w_hh, b_ih, b_hh))

@@ -6,6 +6,11 @@ the machinery every rule shares. Two styles drive the same rule:
 * object style: ``opt = Adam(model.params); loss.backward(); opt.step(); opt.zero_grad()``;
 * functional style (Knet): ``opts = optimizers(w, Adam); update(w, kp.grad(loss)(w, x, y), opts)``.
 
+The object style also takes parameter groups, as ``torch.optim`` does: a list of dicts, each with its
+``"params"`` and any option or hyper-parameter of its own (the others come from the constructor)::
+
+    Adam([{"params": body.parameters(), "lr": 1e-4}, {"params": head.parameters()}], lr=1e-3)
+
 Before the rule sees a gradient, the pipeline (shared by both styles, :func:`prepare_gradients`)
 clips it by value, then by the global norm over all arrays updated together, then adds annealed
 Gaussian noise. Weight decay comes last, inside the step, as in ``torch.optim``: coupled L2
@@ -88,6 +93,33 @@ def named_parameters(params, owner: str) -> OrderedDict:
     if not out:
         raise ValueError(f"{owner}: got an empty parameter list")
     return out
+
+
+def _as_groups(params):
+    """``params`` as a list of parameter-group dicts, or None when it is a plain collection of parameters."""
+    if isinstance(params, (list, tuple)) and params and all(isinstance(g, dict) for g in params):
+        with_params = ["params" in g for g in params]
+        if all(with_params):
+            return list(params)
+        if any(with_params):
+            raise ValueError("every parameter group must be a dict with a 'params' entry; "
+                             f"group {with_params.index(False)} has none")
+    return None
+
+
+def _regroup(named, saved):
+    """Groups rebuilt from parameter names ``"<group>.<name>"`` and the groups' saved options, or None."""
+    if not isinstance(saved, list) or not all(isinstance(g, dict) and "params" not in g for g in saved):
+        return None
+    parts = {}
+    for name, p in named.items():
+        head, _, rest = name.partition(".")
+        if not (head.isdigit() and rest and int(head) < len(saved)):
+            return None
+        parts.setdefault(int(head), OrderedDict())[rest] = p
+    if len(parts) != len(saved):
+        return None
+    return [{"params": parts[i], **saved[i]} for i in range(len(saved))]
 
 
 def prepare_gradients(names, values, grads, opts):
@@ -176,6 +208,12 @@ class Optimizer:
         #: Per-array state: parameter name -> {"step": int, state arrays...}. Inspect freely.
         self.state = {}
         self._params = None
+        #: One dict per parameter group: its ``"params"``, its ``"lr"`` and the options it overrides.
+        #: Change a group's rate with ``opt.param_groups[i]["lr"] = ...``.
+        self.param_groups = []
+        self._group_names = []  # parameter names of each group, in self._params
+        self._group_ratios = []  # each group's lr / the optimizer's lr, kept when opt.lr is set
+        self._grouped = False  # bound to parameter groups (their options then go into state_dict)
         if params is not None:
             self.bind(params)
 
@@ -188,14 +226,81 @@ class Optimizer:
     def lr(self, value):
         # Unlike at construction, 0 is accepted here: schedules legitimately reach it (cosine annealing).
         self._lr = check_lr(type(self).__name__, value, allow_zero=True)
+        # Schedules set opt.lr: every group follows, keeping its ratio to the optimizer's rate.
+        for group, ratio in zip(self.param_groups, self._group_ratios):
+            if ratio is not None:
+                group["lr"] = self._lr * ratio
 
     # -- parameters --------------------------------------------------------------------------------
     def bind(self, params):
-        """Attach the parameters to train (list, dict, generator or layer of kp.Param); returns self."""
-        named = named_parameters(params, type(self).__name__)
+        """Attach the parameters to train; returns self.
+
+        ``params`` is a list, dict, generator or layer of kp.Param, or a list of parameter groups:
+        dicts ``{"params": ..., "lr": ..., other options}``. A group's parameters are named
+        ``"<group index>.<name>"``; a parameter may belong to one group only. A group's ``lr`` keeps
+        its ratio to the optimizer's: ``opt.lr = x`` (as schedules do) sets it to ``x * ratio``.
+        """
+        cls = type(self).__name__
+        groups = _as_groups(params)
+        saved = self.__dict__.pop("_saved_groups", None)  # from load_state_dict before bind (kp.load)
+        if groups is None and saved is not None:
+            groups = _regroup(named_parameters(params, cls), saved)
+        if groups is None:
+            named = named_parameters(params, cls)
+            param_groups, names, ratios = [{"params": list(named.values()), "lr": self._lr}], [list(named)], [1.0]
+        else:
+            named, param_groups, names, ratios, owner = OrderedDict(), [], [], [], {}
+            for i, group in enumerate(groups):
+                sub = named_parameters(group["params"], f"{cls} param_groups[{i}]")
+                for name, p in sub.items():
+                    if id(p) in owner:
+                        raise ValueError(f"{cls}: parameter {name!r} of param_groups[{i}] is also in param_groups"
+                                         f"[{owner[id(p)]}]; a parameter may belong to one group only")
+                    owner[id(p)] = i
+                    named[f"{i}.{name}"] = p
+                hyper = self._group_hyper(group, f"param_groups[{i}]")
+                lr = hyper.get("lr", self._lr)
+                param_groups.append({"params": list(sub.values()), **hyper, "lr": lr})
+                names.append([f"{i}.{name}" for name in sub])
+                ratios.append(lr / self._lr if self._lr else None)
+            self._check_groups_allowed(param_groups)
         self._check_state_against(named, self.state)
         self._params = named
+        self.param_groups, self._group_names, self._group_ratios = param_groups, names, ratios
+        self._grouped = groups is not None
         return self
+
+    def _group_hyper(self, group, where):
+        """The options a group sets (all but ``params``), checked as the constructor checks them."""
+        cls = type(self).__name__
+        own = {k: v for k, v in group.items() if k != "params"}
+        unknown = sorted(k for k in own if k not in COMMON_OPTIONS + self.hyper_names)
+        if unknown:
+            raise ValueError(f"{cls}: {where} sets unknown options {unknown}; it may set "
+                             f"{', '.join(COMMON_OPTIONS + self.hyper_names)}")
+        try:
+            checked = self._checked_hyper({**self.hyperparameters(), **own}, where)
+        except ValueError as e:  # the constructor's message, said of the group
+            raise ValueError(str(e) if where in str(e) else f"{cls}.{where}: {e}") from None
+        return {k: checked.get(k, v) for k, v in own.items()}
+
+    def _check_groups_allowed(self, param_groups):
+        """Hook for optimizers that cannot give groups options of their own (LBFGS)."""
+
+    def _rule_for(self, group):
+        """The optimizer that updates ``group``: self, or a copy with the group's options (same state)."""
+        own = {}
+        for k, v in group.items():
+            if k == "params":
+                continue
+            current = self._lr if k == "lr" else getattr(self, k)
+            if v != current:
+                own[k] = check_lr(type(self).__name__, v, allow_zero=True) if k == "lr" else v
+        if not own:
+            return self
+        view = copy.copy(self)  # shares self.state, so the moments it creates are the optimizer's
+        view._apply_hyper(own)
+        return view
 
     @property
     def params(self) -> OrderedDict:
@@ -227,16 +332,20 @@ class Optimizer:
         if closure is not None:
             with enable_grad():
                 loss = closure()
-        names, values, grads, updated = [], [], [], []
-        for name, p in self._params.items():
-            if p.grad is not None:
-                names.append(name)
-                values.append(p.value)
-                grads.append(_leaf_value(p.grad))
-                updated.append(p)
-        grads = prepare_gradients(names, values, grads, [self] * len(grads))
-        for name, v, g in zip(names, values, grads):
-            self._update_array(name, v, g)
+        names, values, grads, rules, updated = [], [], [], [], []
+        for group, group_names in zip(self.param_groups, self._group_names):
+            rule = self._rule_for(group)
+            for name in group_names:
+                p = self._params[name]
+                if p.grad is not None:
+                    names.append(name)
+                    values.append(p.value)
+                    grads.append(_leaf_value(p.grad))
+                    rules.append(rule)
+                    updated.append(p)
+        grads = prepare_gradients(names, values, grads, rules)
+        for name, v, g, rule in zip(names, values, grads, rules):
+            rule._update_array(name, v, g)
         # Graphs recorded before this step saw the old values: backward through them must fail.
         mark_modified(*updated)
         self.iterations += 1
@@ -310,6 +419,9 @@ class Optimizer:
             "iterations": self.iterations,
             "state": meta_state,
         }
+        if getattr(self, "_grouped", False):
+            meta["groups"] = [{k: list(v) if isinstance(v, tuple) else v for k, v in g.items() if k != "params"}
+                              for g in self.param_groups]
         return {"meta": meta, "arrays": arrays}
 
     def load_state_dict(self, state_dict: dict):
@@ -336,16 +448,41 @@ class Optimizer:
             state[key][name] = self._to_device(key, arr)
         probe = copy.copy(self)  # the arrays the rule needs under the loaded options (amsgrad's maximum, ...)
         probe._apply_hyper(hyper)
-        required = set(probe.init_state(np.zeros(1)))
+        groups = self._loaded_groups(probe, meta.get("groups"))
+        required = {}
+        for group, group_names in zip(groups, self._group_names):
+            need = set(probe._rule_for(group).init_state(np.zeros(1)))
+            required.update(dict.fromkeys(group_names, need))
         for key, st in state.items():
+            need = required.get(key) or set(probe.init_state(np.zeros(1)))
             shapes = {v.shape for v in st.values() if is_array(v)}
-            if not required <= set(st) or len(shapes) > 1:
-                raise ValueError(f"{cls}.load_state_dict: state of {key!r} needs arrays {sorted(required)} "
+            if not need <= set(st) or len(shapes) > 1:
+                raise ValueError(f"{cls}.load_state_dict: state of {key!r} needs arrays {sorted(need)} "
                                  f"of one shape, got {sorted(k for k in st if k != 'step')}")
         self._check_state_against(self._params, state)
         self._apply_hyper(hyper)
+        self.param_groups = groups
+        if "_saved_groups" in vars(probe):
+            self._saved_groups = probe._saved_groups
         self.state = state
         self.iterations = meta["iterations"]
+
+    def _loaded_groups(self, probe, saved):
+        """New param-group dicts with the options saved in a state dict (checked; the current ones if none)."""
+        cls = type(self).__name__
+        if saved is not None and not self.param_groups:
+            probe._saved_groups = saved  # bind() puts the groups back (kp.load binds after loading the state)
+        if saved is None or not self.param_groups:
+            # No options saved per group (an ungrouped optimizer, an older file): rates follow the loaded lr.
+            return [dict(g, lr=probe._lr * r) if r is not None else g
+                    for g, r in zip(self.param_groups, self._group_ratios)]
+        if not isinstance(saved, list) or len(saved) != len(self.param_groups) or not all(
+            isinstance(g, dict) for g in saved
+        ):
+            raise ValueError(f"{cls}.load_state_dict: 'groups' must be a list of {len(self.param_groups)} "
+                             "dicts, one per param group of this optimizer")
+        return [{**g, **probe._group_hyper(s, f"load_state_dict (saved param_groups[{i}])")}
+                for i, (g, s) in enumerate(zip(self.param_groups, saved))]
 
     def _split_state_dict(self, state_dict):
         """``(meta, arrays)`` of a state dict, its structure checked."""
@@ -356,8 +493,9 @@ class Optimizer:
             )
         meta, arrays = state_dict["meta"], state_dict["arrays"]
         keys = {"optimizer", "hyper", "iterations", "state"}
-        if not isinstance(meta, dict) or set(meta) != keys:
-            raise ValueError(f"{cls}.load_state_dict: 'meta' must be a dict with keys {sorted(keys)}")
+        if not isinstance(meta, dict) or not keys <= set(meta) <= keys | {"groups"}:
+            raise ValueError(f"{cls}.load_state_dict: 'meta' must be a dict with keys {sorted(keys)} "
+                             "(and 'groups')")
         if meta["optimizer"] != cls:
             raise ValueError(
                 f"{cls}.load_state_dict: this state belongs to a {meta['optimizer']!r} optimizer"
@@ -370,7 +508,7 @@ class Optimizer:
             raise ValueError(f"{cls}.load_state_dict: 'arrays' must map names to NumPy arrays")
         return meta, arrays
 
-    def _checked_hyper(self, hyper):
+    def _checked_hyper(self, hyper, where="load_state_dict"):
         """``hyper`` checked by this class's constructor, which validates every value it takes.
 
         Returns ``{name: value}`` as the constructor normalised them; a hyper-parameter the
@@ -380,18 +518,18 @@ class Optimizer:
         names = COMMON_OPTIONS + self.hyper_names
         if not isinstance(hyper, dict) or any(k not in names for k in hyper):
             unknown = sorted(k for k in hyper if k not in names) if isinstance(hyper, dict) else hyper
-            raise ValueError(f"{cls.__name__}.load_state_dict: unknown hyper-parameters {unknown}")
+            raise ValueError(f"{cls.__name__}.{where}: unknown hyper-parameters {unknown}")
         sig = inspect.signature(cls.__init__).parameters
         any_keyword = any(p.kind == p.VAR_KEYWORD for p in sig.values())
         takes = {k for k in hyper if k != "lr" and (k in sig or (any_keyword and k in COMMON_OPTIONS))}
         try:
             fresh = cls(**{k: hyper[k] for k in takes})
         except TypeError as e:
-            raise ValueError(f"{cls.__name__}.load_state_dict: invalid hyper-parameters ({e})") from None
+            raise ValueError(f"{cls.__name__}.{where}: invalid hyper-parameters ({e})") from None
         out = {k: getattr(fresh, k) for k in takes}
         for k, v in hyper.items():
             if k not in takes and k != "lr" and v != fresh.hyperparameters()[k]:
-                raise ValueError(f"{cls.__name__}.load_state_dict: {k} is {fresh.hyperparameters()[k]!r} "
+                raise ValueError(f"{cls.__name__}.{where}: {k} is {fresh.hyperparameters()[k]!r} "
                                  f"for this optimizer, got {v!r}")
         if "lr" in hyper:
             out["lr"] = check_lr(cls.__name__, hyper["lr"], allow_zero=True)

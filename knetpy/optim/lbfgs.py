@@ -69,6 +69,12 @@ class LBFGS(Optimizer):
         super().__init__(params, lr, **options)
         self.state = self._fresh_state()
 
+    def _check_groups_allowed(self, param_groups):
+        # One quasi-Newton direction and line search over all parameters: a rate per group has no meaning.
+        if len(param_groups) > 1 or set(param_groups[0]) != {"params", "lr"} or param_groups[0]["lr"] != self._lr:
+            raise ValueError("LBFGS: parameter groups with options of their own are not supported (one "
+                             "quasi-Newton step moves all parameters together); pass the parameters in one list")
+
     @staticmethod
     def _fresh_state():
         # One state for the whole flat vector. Curvature pairs: y (gradient change), s (step), 1/(y.s).
