@@ -72,14 +72,14 @@ def contractive_penalty(encode, x, projections=None, reduction="mean"):
     # An input requiring a gradient makes each kp.grad below record its backward pass (create_graph).
     x_in = x if isinstance(x, Tensor) and x.requires_grad else Tensor(xv, requires_grad=is_grad_enabled())
     with no_grad():
-        code = _raw(encode(xv))
+        code = np.asarray(_raw(encode(xv)))
     if code.ndim < 1 or code.shape[0] != xv.shape[0]:
         raise ValueError(f"{name}: encode must return one code per sample: {xv.shape[0]} inputs gave "
-                         f"codes of shape {tuple(code.shape)}")
+                         f"codes of shape {code.shape}")
     axes = tuple(range(1, xv.ndim))
     if projections is None:
         units = int(np.prod(code.shape[1:]))
-        directions = (np.eye(units, dtype=code.dtype)[j].reshape(code.shape[1:]) for j in range(units))
+        directions = (_unit(units, j, code) for j in range(units))
         count = 1
     else:
         directions = (rng().standard_normal(code.shape).astype(code.dtype) for _ in range(projections))
@@ -96,6 +96,13 @@ def contractive_penalty(encode, x, projections=None, reduction="mean"):
     if isinstance(per_sample, Tensor) and not _needs_grad(per_sample):
         return per_sample.value  # nothing to differentiate (plain arrays in): a plain array out, as ops do
     return per_sample
+
+
+def _unit(size, j, code):
+    """The j-th basis vector of one sample's code space, shaped like one code."""
+    v = np.zeros(size, dtype=code.dtype)
+    v[j] = 1
+    return v.reshape(code.shape[1:])
 
 
 def _needs_grad(t):
@@ -121,7 +128,7 @@ def corrupt(x, noise="gaussian", level=0.3, low=0.0, high=1.0):
     """
     name = "corrupt"
     xv = _floating(x, name, "x")
-    if not (isinstance(level, (int, float)) and level >= 0):
+    if isinstance(level, bool) or not isinstance(level, (int, float, np.number)) or not level >= 0:
         raise ValueError(f"{name}: level must be a number >= 0, got {level!r}")
     g = rng()
     if noise == "gaussian":

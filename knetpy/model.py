@@ -558,8 +558,7 @@ class Sequential(Model):
     def _probe_new_layer(self, layer):
         """Build ``layer`` now, as Keras does, when the model's input shape is known (an ``Input`` first,
         or a first layer given ``input_shape=``): one zero sample runs through it, in eval mode."""
-        first = self._layers[0]
-        shape = first.input_shape if isinstance(first, Layer) and first.built else None
+        shape = _known_input_shape(self._layers[0])
         if shape is None or None in shape[1:]:
             return
         steps, out = [layer], getattr(self, "_probe", None)
@@ -596,6 +595,15 @@ class Sequential(Model):
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+def _known_input_shape(layer):
+    """The input shape ``layer`` was built for or declared, looking into a nested Sequential's first layer."""
+    if isinstance(layer, Layer) and layer.built:
+        return layer.input_shape
+    if isinstance(layer, Sequential) and layer._layers:
+        return _known_input_shape(layer._layers[0])
+    return None
+
+
 @contextmanager
 def _inference_mode(model):
     """Eval mode and no gradient recording, both for the calling thread only: the model is not changed,

@@ -302,3 +302,10 @@ def test_conv_model_on_an_empty_batch():
     model = kp.Sequential(Conv2D(4, 3, activation="relu"), MaxPool2D(), Flatten(), Dense(2))
     model(np.zeros((2, 1, 8, 8), np.float32))
     assert model(np.zeros((0, 1, 8, 8), np.float32)).shape == (0, 2)
+
+
+def test_layers_after_a_nested_sequential_with_input_shape_build_at_once():
+    inner = kp.Sequential([kp.layers.Dense(5, input_shape=(3,)), kp.layers.Dense(4)])
+    outer = kp.Sequential([inner, kp.layers.Dense(2)])
+    assert outer.count_params() == (3 * 5 + 5) + (5 * 4 + 4) + (4 * 2 + 2)  # before any call
+    assert outer.predict(np.ones((2, 3), "f")).shape == (2, 2)

@@ -12,7 +12,7 @@ the images G makes from a fixed batch of noise (samples_epochN.png, and samples.
 the grids show the same 64 codes turning into clothes. It also measures how far the mean generated
 image is from the mean training image (MSE), before training and after each epoch. Fashion-MNIST is
 used when its files are on this machine, else scikit-learn's digits (it says so). ``--quick`` trains on
-1,000 images for one epoch in seconds; the full run (all 60,000 images, 5 epochs) takes a long while
+2,000 images for one epoch in seconds; the full run (all 60,000 images, 5 epochs) takes a long while
 on a CPU.
 """
 
@@ -32,7 +32,7 @@ LEAKY = {"name": "leaky_relu", "alpha": 0.2}
 
 def build_parser(prog=None):
     parser = make_parser(NAME, __doc__, prog or f"knetpy lab {NAME}")
-    add_data_options(parser, train=(60000, 1000))
+    add_data_options(parser, train=(60000, 2000))
     add_sized_option(parser, "--epochs", 5, 1, help="passes over the training images")
     parser.add_argument("--noise-dim", type=positive(int), default=64, help="size of z (default: %(default)s)")
     parser.add_argument("--batch-size", type=positive(int), default=64, help="images per step (default: %(default)s)")

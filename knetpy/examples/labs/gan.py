@@ -4,8 +4,9 @@ The generator G maps noise z ~ N(0, I) through a small MLP to one number; the di
 MLP, scores numbers as real (from the target) or fake (from G). They are trained in turn, the Knet
 way (weights in lists, ``kp.value_and_grad``, ``kp.optim.update``): D on ``bce(D(real), 1) +
 bce(D(fake), 0)``, G on the non-saturating ``bce(D(G(z)), 1)``. D also sees the standard deviation of
-its whole minibatch (the minibatch-stddev feature of Karras et al., 2018), which stops G from
-shrinking its spread (without it, --no-mbstd, the std is typically off by 0.1 to 0.6).
+its whole minibatch (the minibatch-stddev feature of Karras et al., 2018), so a wrong spread is easy
+to spot and G gets it right (without it, --no-mbstd, the std typically ends 0.1 to 0.4 off, either way;
+the mean is matched regardless).
 
 The outcome: G's samples have the target's mean and std within TOLERANCE (0.25 each), printed with
 both losses every few hundred steps; a histogram of the samples over the target density
