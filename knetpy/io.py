@@ -269,6 +269,22 @@ def remove_stale_temporaries(path):
     return removed
 
 
+def _file_mode(path):
+    """The permissions ``open(path, 'w')`` would give: the old file's, else 0o666 less the umask."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except OSError:
+        pass
+    try:  # the umask without os.umask(), which would change it for every thread for a moment
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o644
+
+
 def atomic_write(path, write):
     """Call ``write(fileobj)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``.
 
@@ -286,6 +302,7 @@ def atomic_write(path, write):
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode(path))  # mkstemp's 0o600 would hide the file from the user's group
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -842,3 +842,16 @@ def test_state_of_objects_that_are_not_optimizers_still_loads_as_state(tmp_path)
 
 def teardown_module():
     shutil.rmtree(WORK, ignore_errors=True)
+
+
+def test_saved_files_get_the_permissions_open_would_give(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    path = tmp_path / "m.ckpt"
+    kp.save(path, {"w": np.ones(3, "f")})
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
+    os.chmod(path, 0o600)  # a file the user restricted stays restricted when saved again
+    kp.save(path, {"w": np.zeros(3, "f")})
+    assert os.stat(path).st_mode & 0o777 == 0o600
