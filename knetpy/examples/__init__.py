@@ -24,13 +24,19 @@ EXAMPLES = {
 }
 
 
+def lookup(package, registry, kind, name):
+    """The module ``package.name`` of a program listed in ``registry``; an unknown name raises
+    ValueError naming the ``kind`` of program and suggesting the closest name."""
+    if name not in registry:
+        close = difflib.get_close_matches(str(name), list(registry), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown {kind} {name!r}{hint} ({kind}s: {', '.join(registry)})")
+    return importlib.import_module(f"{package}.{name}")
+
+
 def get(name):
     """The module of example ``name``; an unknown name raises ValueError suggesting the closest."""
-    if name not in EXAMPLES:
-        close = difflib.get_close_matches(str(name), list(EXAMPLES), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown example {name!r}{hint} (examples: {', '.join(EXAMPLES)})")
-    return importlib.import_module(f"{__name__}.{name}")
+    return lookup(__name__, EXAMPLES, "example", name)
 
 
 def run(name, argv=(), prog=None):

@@ -154,14 +154,8 @@ class BasicBlock(_Block):
         return {"filters": self.filters, "strides": self.strides, "name": self.name}
 
 
-class Bottleneck(_Block):
-    """ResNet's bottleneck block: 1x1 conv to ``width``, 3x3 conv (grouped for ResNeXt), 1x1 conv to
-    ``4 * filters``, each with BN, plus the shortcut, ReLU.
-
-    ``width = filters * base_width / 64 * groups``: 64 and 1 give ResNet-50; ``groups=32,
-    base_width=4`` ResNeXt-50 32x4d; ``base_width=128`` Wide ResNet-50-2. The stride sits on the 3x3
-    convolution (torchvision's "ResNet v1.5").
-    """
+class _Bottleneck(_Block):
+    """What the two bottleneck blocks share: their options, the 3x3 width, the 4x expansion."""
 
     expansion = 4
 
@@ -170,8 +164,25 @@ class Bottleneck(_Block):
         self.filters, self.strides = int(filters), int(strides)
         self.groups, self.base_width = int(groups), int(base_width)
 
+    def _width(self):
+        return max(1, int(self.filters * (self.base_width / 64.0))) * self.groups  # at least 1 per group
+
+    def get_config(self):
+        return {"filters": self.filters, "strides": self.strides, "groups": self.groups,
+                "base_width": self.base_width, "name": self.name}
+
+
+class Bottleneck(_Bottleneck):
+    """ResNet's bottleneck block: 1x1 conv to ``width``, 3x3 conv (grouped for ResNeXt), 1x1 conv to
+    ``4 * filters``, each with BN, plus the shortcut, ReLU.
+
+    ``width = filters * base_width / 64 * groups``: 64 and 1 give ResNet-50; ``groups=32,
+    base_width=4`` ResNeXt-50 32x4d; ``base_width=128`` Wide ResNet-50-2. The stride sits on the 3x3
+    convolution (torchvision's "ResNet v1.5").
+    """
+
     def _make(self, channels):
-        width = max(1, int(self.filters * (self.base_width / 64.0))) * self.groups  # at least 1 per group
+        width = self._width()
         out = self.filters * self.expansion
         self.conv1, self.bn1 = conv(width, 1), BatchNorm()
         self.conv2, self.bn2 = conv(width, 3, self.strides, 1, groups=self.groups), BatchNorm()
@@ -192,10 +203,6 @@ class Bottleneck(_Block):
         y = relu(self.bn1(self.conv1(x)))
         y = relu(self.bn2(self.conv2(y)))
         return relu(self.bn3(self.conv3(y)) + identity)
-
-    def get_config(self):
-        return {"filters": self.filters, "strides": self.strides, "groups": self.groups,
-                "base_width": self.base_width, "name": self.name}
 
 
 class PreActBlock(_Block):
@@ -238,18 +245,12 @@ class PreActBlock(_Block):
         return {"filters": self.filters, "strides": self.strides, "dropout": self.dropout, "name": self.name}
 
 
-class PreActBottleneck(_Block):
+class PreActBottleneck(_Bottleneck):
     """Pre-activation bottleneck: BN-ReLU-conv1x1, BN-ReLU-conv3x3, BN-ReLU-conv1x1 (4x), plus the shortcut."""
 
-    expansion = 4
-
-    def __init__(self, filters, strides=1, groups=1, base_width=64, name=None):
-        super().__init__(name)
-        self.filters, self.strides = int(filters), int(strides)
-        self.groups, self.base_width = int(groups), int(base_width)
 
     def _make(self, channels):
-        width = max(1, int(self.filters * (self.base_width / 64.0))) * self.groups  # at least 1 per group
+        width = self._width()
         out = self.filters * self.expansion
         self.bn1, self.conv1 = BatchNorm(), conv(width, 1)
         self.bn2, self.conv2 = BatchNorm(), conv(width, 3, self.strides, 1, groups=self.groups)
@@ -271,10 +272,6 @@ class PreActBottleneck(_Block):
         y = self.conv1(pre)
         y = self.conv2(relu(self.bn2(y)))
         return self.conv3(relu(self.bn3(y))) + identity
-
-    def get_config(self):
-        return {"filters": self.filters, "strides": self.strides, "groups": self.groups,
-                "base_width": self.base_width, "name": self.name}
 
 
 # -- multi-branch blocks ---------------------------------------------------------------------------------

@@ -9,8 +9,7 @@ the module only puts them together.
 
 from __future__ import annotations
 
-import difflib
-import importlib
+from .. import lookup
 
 #: Lab name -> what it teaches. Kept in course order.
 LABS = {
@@ -34,11 +33,7 @@ LABS = {
 
 def get(name):
     """The module of lab ``name``; an unknown name raises ValueError suggesting the closest."""
-    if name not in LABS:
-        close = difflib.get_close_matches(str(name), list(LABS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown lab {name!r}{hint} (labs: {', '.join(LABS)})")
-    return importlib.import_module(f"{__name__}.{name}")
+    return lookup(__name__, LABS, "lab", name)
 
 
 def run(name, argv=(), prog=None):
