@@ -113,6 +113,13 @@ class _Block(Layer):
                 shape = walk(layer, shape)
         return shape
 
+    def _residual(self, main, shortcut, shape, build):
+        """The output shape of the ``main`` path; the ``shortcut`` (if any) is walked from the same input."""
+        out = self._path(main, shape, build)
+        if shortcut is not None:
+            self._path([shortcut], shape, build)
+        return out
+
     __repr__ = config_repr
 
 
@@ -139,10 +146,7 @@ class BasicBlock(_Block):
             self.downsample = Sequential(conv(out, 1, self.strides), BatchNorm())
 
     def _shape_of(self, shape, build):
-        out = self._path([self.conv1, self.bn1, self.conv2, self.bn2], shape, build)
-        if self.downsample is not None:
-            self._path([self.downsample], shape, build)
-        return out
+        return self._residual([self.conv1, self.bn1, self.conv2, self.bn2], self.downsample, shape, build)
 
     def forward(self, x):
         x = as_input(x)
@@ -192,10 +196,7 @@ class Bottleneck(_Bottleneck):
             self.downsample = Sequential(conv(out, 1, self.strides), BatchNorm())
 
     def _shape_of(self, shape, build):
-        out = self._path([self.conv1, self.bn1, self.conv2, self.bn2, self.conv3, self.bn3], shape, build)
-        if self.downsample is not None:
-            self._path([self.downsample], shape, build)
-        return out
+        return self._residual([self.conv1, self.bn1, self.conv2, self.bn2, self.conv3, self.bn3], self.downsample, shape, build)
 
     def forward(self, x):
         x = as_input(x)
@@ -227,10 +228,7 @@ class PreActBlock(_Block):
             self.shortcut = conv(self.filters, 1, self.strides)
 
     def _shape_of(self, shape, build):
-        out = self._path([self.bn1, self.conv1, self.drop, self.bn2, self.conv2], shape, build)
-        if self.shortcut is not None:
-            self._path([self.shortcut], shape, build)
-        return out
+        return self._residual([self.bn1, self.conv1, self.drop, self.bn2, self.conv2], self.shortcut, shape, build)
 
     def forward(self, x):
         x = as_input(x)
@@ -260,10 +258,7 @@ class PreActBottleneck(_Bottleneck):
             self.shortcut = conv(out, 1, self.strides)
 
     def _shape_of(self, shape, build):
-        out = self._path([self.bn1, self.conv1, self.bn2, self.conv2, self.bn3, self.conv3], shape, build)
-        if self.shortcut is not None:
-            self._path([self.shortcut], shape, build)
-        return out
+        return self._residual([self.bn1, self.conv1, self.bn2, self.conv2, self.bn3, self.conv3], self.shortcut, shape, build)
 
     def forward(self, x):
         x = as_input(x)
