@@ -356,3 +356,11 @@ def fit_and_report(model, args, data, *, title, callbacks=()):
     trn = [report.initial[0], *history["trn_acc"]]
     tst = [report.initial[1], *history["tst_acc"]]
     return {"trn_acc": trn, "tst_acc": tst, "loss": history["loss"], "checkpoint": checkpoint, "plot": curve}
+
+
+def one_blas_thread():
+    """One BLAS thread for the block: for programs whose products are small (well under a GFLOP), where
+    a second thread gains little and, on a busy machine, an unscheduled one stalls every product."""
+    from ..parallel import blas_threads
+
+    return blas_threads(1)

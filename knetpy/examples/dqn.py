@@ -21,7 +21,6 @@ import numpy as np
 
 import knetpy as kp
 
-from ..parallel import blas_threads
 from ._cartpole import (
     SOLVED_SCORE,
     SOLVED_WINDOW,
@@ -34,7 +33,15 @@ from ._cartpole import (
     save_returns_curve,
     scale_last_layer,
 )
-from ._common import add_sized_option, make_parser, parse, positive, run_script, save_checkpoint
+from ._common import (
+    add_sized_option,
+    make_parser,
+    one_blas_thread,
+    parse,
+    positive,
+    run_script,
+    save_checkpoint,
+)
 
 NAME = "dqn"
 
@@ -66,7 +73,7 @@ def td_loss(w, obs, actions, targets):
 def main(argv=None, prog=None):
     """Train until solved (or out of episodes); returns the episodes' returns and when it was solved."""
     args = parse(build_parser(prog), argv)
-    with blas_threads(1):  # tiny GEMMs: more BLAS threads only fight over the cores (parallel.BLAS_RULE)
+    with one_blas_thread():
         return _train(args)
 
 

@@ -18,9 +18,8 @@ import numpy as np
 
 import knetpy as kp
 
-from ..parallel import blas_threads
 from ._cartpole import Scores, add_rl_options, make_env, mlp, mlp_init, save_returns_curve, scale_last_layer
-from ._common import make_parser, parse, positive, run_script, save_checkpoint
+from ._common import make_parser, one_blas_thread, parse, positive, run_script, save_checkpoint
 
 NAME = "reinforce"
 
@@ -64,7 +63,7 @@ def play(env, w, v, rng, gamma):
 def main(argv=None, prog=None):
     """Train until solved (or out of episodes); returns the episodes' returns and when it was solved."""
     args = parse(build_parser(prog), argv)
-    with blas_threads(1):  # tiny GEMMs: more BLAS threads only fight over the cores (parallel.BLAS_RULE)
+    with one_blas_thread():
         return _train(args)
 
 

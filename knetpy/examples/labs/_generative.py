@@ -87,11 +87,3 @@ def saved(path):
 def out_path(args, name):
     Path(args.out).mkdir(parents=True, exist_ok=True)
     return Path(args.out) / name
-
-
-def one_blas_thread():
-    """One BLAS thread for the block: these labs' products are small (well under a GFLOP), where a
-    second thread gains little and, on a busy machine, an unscheduled one stalls every product."""
-    from knetpy.parallel import blas_threads
-
-    return blas_threads(1)

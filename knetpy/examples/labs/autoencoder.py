@@ -29,13 +29,12 @@ import numpy as np
 
 import knetpy as kp
 
-from .._common import add_sized_option, knet_line, make_parser, parse, positive, run_script
+from .._common import add_sized_option, knet_line, make_parser, one_blas_thread, parse, positive, run_script
 from ._generative import (
     add_data_options,
     batches,
     evaluate,
     load_images,
-    one_blas_thread,
     out_path,
     saved,
     step,

@@ -22,8 +22,17 @@ import numpy as np
 
 import knetpy as kp
 
-from .._common import add_sized_option, knet_line, make_parser, parse, positive, run_script, save_curve
-from ._generative import add_data_options, batches, load_images, one_blas_thread, out_path, saved
+from .._common import (
+    add_sized_option,
+    knet_line,
+    make_parser,
+    one_blas_thread,
+    parse,
+    positive,
+    run_script,
+    save_curve,
+)
+from ._generative import add_data_options, batches, load_images, out_path, saved
 
 NAME = "dcgan"
 L = kp.layers
