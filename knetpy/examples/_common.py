@@ -215,6 +215,16 @@ def run_script(main, argv=None, prog=None):
 
 
 # -- data ----------------------------------------------------------------------------------------------
+def load_digits(flatten=False):
+    """scikit-learn's 8x8 digits, ``(x, y)``; without scikit-learn an ExampleError that says to install it."""
+    from .. import datasets
+
+    try:
+        return datasets.digits(flatten=flatten)
+    except ImportError as e:
+        raise ExampleError(str(e)) from None
+
+
 def load_images(dataset, path=None, *, flatten=False, quick=False, seed=0):
     """``(xtrn, ytrn, xtst, ytst)`` of an MNIST-format dataset, images (N, 1, H, W) or flattened.
 
@@ -226,10 +236,7 @@ def load_images(dataset, path=None, *, flatten=False, quick=False, seed=0):
     if dataset == "digits":
         if path is not None:
             raise ExampleError("--path does not apply to --dataset digits (scikit-learn ships the digits)")
-        try:
-            x, y = datasets.digits(flatten=flatten)
-        except ImportError as e:
-            raise ExampleError(str(e)) from None
+        x, y = load_digits(flatten=flatten)
         order = np.random.default_rng(seed).permutation(len(x))
         split = len(x) - len(x) // 5
         train, test = order[:split], order[split:]

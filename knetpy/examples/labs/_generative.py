@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 import knetpy as kp
 
-from .._common import ExampleError, add_sized_option
+from .._common import add_sized_option
+from .._common import load_images as load_digit_images
 
 #: --dataset choices: auto takes Fashion-MNIST when its files are on this machine, else the digits.
 DATASETS = ("auto", "fashion", "digits")
@@ -39,14 +38,8 @@ def load_images(dataset, n_train, n_test, seed=0):
             if dataset == "fashion":
                 raise
             print(f"Fashion-MNIST not found ({str(e).splitlines()[0][:120]}...); using scikit-learn's digits")
-    try:
-        x, y = kp.datasets.digits()
-    except ImportError as e:
-        raise ExampleError(str(e)) from None
-    order = np.random.default_rng(seed).permutation(len(x))
-    split = len(x) - len(x) // 5
-    trn, tst = order[:split][:n_train], order[split:][:n_test]
-    return "digits", x[trn], y[trn], x[tst], y[tst]
+    xtrn, ytrn, xtst, ytst = load_digit_images("digits", seed=seed)  # the examples' fixed fifth held out
+    return "digits", xtrn[:n_train], ytrn[:n_train], xtst[:n_test], ytst[:n_test]
 
 
 def class_names(name):

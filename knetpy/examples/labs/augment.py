@@ -16,7 +16,7 @@ import numpy as np
 import knetpy as kp
 from knetpy.data import augment as A
 
-from .._common import ExampleError, make_parser, parse, run_script
+from .._common import load_digits, make_parser, parse, run_script
 
 NAME = "augment"
 PLOT = "augment.png"
@@ -35,10 +35,7 @@ def transforms(seed):
 def main(argv=None, prog=None):
     """Apply each transform; the mean changes, whether the seeded pipeline repeats, the picture."""
     args = parse(make_parser(f"lab-{NAME}", __doc__, prog or f"knetpy lab {NAME}"), argv)
-    try:
-        x, y = kp.datasets.digits()
-    except ImportError as e:
-        raise ExampleError(str(e)) from None
+    x, y = load_digits()
     x = x[:8].astype(np.float32)
     x = x / max(float(x.max()), 1e-12)  # images in [0, 1]
     rows, changes = [x], {}

@@ -18,7 +18,7 @@ import numpy as np
 
 import knetpy as kp
 
-from .._common import ExampleError, add_sized_option, make_parser, parse, positive, run_script
+from .._common import add_sized_option, load_digits, make_parser, parse, positive, run_script
 
 NAME = "transfer"
 
@@ -56,10 +56,7 @@ def main(argv=None, prog=None):
     args = parse(build_parser(prog), argv)
     kp.set_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    try:
-        x, y = kp.datasets.digits(flatten=True)
-    except ImportError as e:
-        raise ExampleError(str(e)) from None
+    x, y = load_digits(flatten=True)
     x = x.astype(np.float32)
     order = rng.permutation(len(x))
     src, tgt = order[: len(x) // 2], order[len(x) // 2:]
