@@ -11,6 +11,7 @@ import traceback
 
 import numpy as np
 import pytest
+from thread_cases import count_splits
 
 import knetpy as kp
 from knetpy import parallel
@@ -30,15 +31,7 @@ def threads_off_afterwards():
 @pytest.fixture
 def split_counter(monkeypatch):
     """The number of parts of each op that went to the workers (parallel.run called)."""
-    calls = []
-    real_run = parallel.run
-
-    def counting_run(fn, parts):
-        calls.append(len(parts))
-        return real_run(fn, parts)
-
-    monkeypatch.setattr(parallel, "run", counting_run)
-    return calls
+    return count_splits(monkeypatch)
 
 
 def finish_within(target, timeout=TIMEOUT):

@@ -8,6 +8,7 @@ import threading
 
 import numpy as np
 import pytest
+from thread_cases import count_splits
 
 import knetpy as kp
 from knetpy import parallel
@@ -19,14 +20,7 @@ pytest.importorskip("threadpoolctl")
 @pytest.fixture
 def split(monkeypatch):
     """Threads on, every op split; yields a counter of split regions; threads off afterwards."""
-    calls = []
-    real_run = parallel.run
-
-    def counting_run(fn, parts):
-        calls.append(len(parts))
-        return real_run(fn, parts)
-
-    monkeypatch.setattr(parallel, "run", counting_run)
+    calls = count_splits(monkeypatch)
     monkeypatch.setattr(parallel, "MIN_ELEMENTS", 0)
     monkeypatch.setattr(parallel, "MIN_FLOPS", 0)
     yield calls

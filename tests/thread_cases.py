@@ -1,6 +1,8 @@
-"""Running a function in several threads at once for the thread-safety tests."""
+"""Helpers of the thread tests: running a function in several threads, counting split ops."""
 
 import threading
+
+from knetpy import parallel
 
 
 def run_threads(n, target):
@@ -20,3 +22,16 @@ def run_threads(n, target):
         t.join()
     if errors:
         raise errors[0]
+
+
+def count_splits(monkeypatch):
+    """A list that receives the number of parts of every op handed to the workers (``parallel.run``)."""
+    calls = []
+    real_run = parallel.run
+
+    def counting_run(fn, parts):
+        calls.append(len(parts))
+        return real_run(fn, parts)
+
+    monkeypatch.setattr(parallel, "run", counting_run)
+    return calls
