@@ -195,12 +195,7 @@ def bce(pred, target, reduction="mean"):
     _check_reduction(reduction, "bce")
     pred = _as_input(pred, "bce")
     target = _as_target(target, pred, "bce")
-    p = _raw(pred)
-    if p.size and (float(p.min()) < 0 or float(p.max()) > 1):
-        raise ValueError(
-            f"bce: predictions must be probabilities in [0, 1], got values from {float(p.min()):.4g} "
-            f"to {float(p.max()):.4g}; for logits use kp.losses.bce_with_logits"
-        )
+    pred = _as_probabilities(pred, "bce", "", "for logits use kp.losses.bce_with_logits")
     return _reduce(_bce_terms(pred, target), reduction)
 
 
@@ -471,13 +466,15 @@ def _prob_bounds(dtype, epsilon):
     return float(epsilon), 1.0 - max(float(epsilon), float(np.finfo(dtype).epsneg))
 
 
-def _as_probabilities(pred, name):
+def _as_probabilities(pred, name, what=" (a softmax or sigmoid output)",
+                      hint="for raw scores (logits) pass from_logits=True"):
+    """``pred`` as an input tensor, after checking that it holds probabilities; the error says ``hint``."""
     pred = _as_input(pred, name)
     p = _raw(pred)
     if p.size and (float(p.min()) < 0 or float(p.max()) > 1):
         raise ValueError(
-            f"{name}: predictions must be probabilities in [0, 1] (a softmax or sigmoid output), got values "
-            f"from {float(p.min()):.4g} to {float(p.max()):.4g}; for raw scores (logits) pass from_logits=True"
+            f"{name}: predictions must be probabilities in [0, 1]{what}, got values "
+            f"from {float(p.min()):.4g} to {float(p.max()):.4g}; {hint}"
         )
     return pred
 
