@@ -14,29 +14,113 @@ _default_dtype = np.dtype(np.float32)
 _rng = np.random.default_rng()
 
 
-def array_namespace(*arrays):
-    """The array module (``numpy`` or ``cupy``) that owns ``arrays``; NumPy for plain Python values."""
-    for a in arrays:
-        if type(a) is np.ndarray:
-            continue
-        mod = type(a).__module__
-        if mod.startswith("cupy"):
-            import cupy
+# Array libraries besides NumPy, by array type: CuPy (registered on first sight) and any library
+# registered with :func:`register_namespace` (the strict test backend in knetpy.testing).
+_namespaces: dict = {}
+_devices: dict = {}
 
-            return cupy
-    return np
+
+def register_namespace(array_type, module, device):
+    """Make ``module`` the namespace of ``array_type`` arrays, which live on ``device`` (a name)."""
+    _namespaces[array_type] = module
+    _devices[array_type] = device
+
+
+def _lookup(t):
+    ns = _namespaces.get(t)
+    if ns is None and t.__module__.startswith("cupy"):
+        import cupy
+
+        register_namespace(cupy.ndarray, cupy, "cuda")
+        ns = _namespaces.get(t)
+    return ns
+
+
+def array_namespace(*arrays):
+    """The array module (``numpy``, ``cupy``, or a registered one) that owns ``arrays``.
+
+    NumPy for plain Python values. Arrays of two different libraries raise TypeError: mixing them is
+    an implicit copy on a GPU.
+    """
+    found = None
+    for a in arrays:
+        t = type(a)
+        if t is np.ndarray or not _namespaces and not t.__module__.startswith("cupy"):
+            continue
+        ns = _lookup(t)
+        if ns is not None:
+            if found is not None and ns is not found:
+                raise TypeError(f"arrays of two libraries in one op: {found.__name__} and {ns.__name__}")
+            found = ns
+    return found if found is not None else np
 
 
 def is_array(x) -> bool:
     """True for an ndarray of any supported backend."""
-    return isinstance(x, np.ndarray) or type(x).__module__.startswith("cupy")
+    return isinstance(x, np.ndarray) or _lookup(type(x)) is not None
 
 
-def to_numpy(x) -> np.ndarray:
-    """A NumPy copy of ``x`` (moves CuPy arrays to the host)."""
-    if type(x).__module__.startswith("cupy"):
-        return x.get()
-    return np.asarray(x)
+def device_of(x) -> str:
+    """'cpu' for NumPy arrays and Python values, else the device name of the array's library."""
+    t = type(x)
+    if t is np.ndarray or _lookup(t) is None:
+        return "cpu"
+    dev = _devices[t]
+    if dev == "cuda":
+        return f"cuda:{x.device.id}"
+    return dev
+
+
+#: Copies from a device to the host made through :func:`to_host` (the meant ones: logging, .numpy()).
+host_transfers = 0
+
+
+def to_host(x) -> np.ndarray:
+    """``x`` as a NumPy array, copying it from its device if it lives on one.
+
+    The one way knetpy moves data to the host on purpose (logging a loss, ``.numpy()``, saving), so
+    tests can tell these from accidental copies.
+    """
+    global host_transfers
+    t = type(x)
+    if t is np.ndarray:
+        return x
+    ns = _lookup(t)
+    if ns is None:
+        return np.asarray(x)
+    host_transfers += 1
+    return ns.asnumpy(x)
+
+
+to_numpy = to_host
+
+
+def to_device(x, device):
+    """``x`` (an array of any library, or host data) on ``device``: 'cpu', 'cuda', 'cuda:N' or a registered name."""
+    name = str(device)
+    if name == "cpu":
+        return to_host(x)
+    if name.startswith("cuda"):
+        try:
+            import cupy
+        except ImportError:
+            raise RuntimeError(f"device {name!r}: CuPy is not installed (pip install 'knetpy[gpu]')") from None
+        _lookup(cupy.ndarray)
+        idx = int(name.split(":")[1]) if ":" in name else None
+        if idx is None:
+            return cupy.asarray(x) if type(x) is not cupy.ndarray else x
+        with cupy.cuda.Device(idx):
+            return cupy.asarray(x)
+    for t, dev in _devices.items():
+        if dev == name:
+            module = _namespaces[t]
+            if type(x) is t:
+                return x
+            if not isinstance(x, np.ndarray) and _lookup(type(x)) is not None:
+                x = to_host(x)
+            return module.asarray(x)
+    known = ["cpu", "cuda"] + sorted(set(_devices.values()) - {"cuda"})
+    raise ValueError(f"unknown device {device!r}; known: {', '.join(known)}")
 
 
 def set_dtype(dtype) -> None:

@@ -1,0 +1,1 @@
+"""Tools for testing code built on knetpy (``knetpy.testing.strict``: a CPU stand-in for a GPU library)."""
