@@ -11,8 +11,9 @@ clipped to global norm 5. float32 throughout; both frameworks start from the sam
     python benchmarks/charlm.py --only knetpy   # one framework, in this process (for profiling)
     python benchmarks/charlm.py --threads 1     # knetpy without its own threads (BLAS threads only)
 
-knetpy runs with ``kp.set_num_threads(cores)``, as PyTorch with ``torch.set_num_threads(cores)``: the
-LSTM runs one part of the batch per thread, and the large GEMMs are split.
+knetpy runs at its defaults (automatic threads: the LSTM runs one part of the batch per core, and the
+large GEMMs are split), as PyTorch with ``torch.set_num_threads(cores)``. JAX (a jit-compiled step,
+benchmarks/peers_jax.py) runs too, in its own process, when it is installed.
 
 Prints a markdown table (seconds, ratio to PyTorch, final loss) and the BLAS libraries that ran.
 The Haswell workaround variables of the development shells slow OpenBLAS down; unset them for a
@@ -31,6 +32,10 @@ from pathlib import Path
 import numpy as np
 
 import knetpy as kp
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import peers_jax  # noqa: E402
+from common import emit, lstm_lm_flops  # noqa: E402
 
 EMBED, HIDDEN, BATCH, WINDOW, LR, CLIP = 256, 256, 128, 100, 1.0, 5.0
 
@@ -78,7 +83,8 @@ def train_knetpy(streams, weights, n_windows, threads=None):
     """One pass over the windows; returns (seconds, last loss)."""
     from knetpy.layers import LSTM, Dense, Embedding
 
-    kp.set_num_threads(threads or os.cpu_count())  # knetpy's own threads split its large ops (like torch's)
+    if threads:  # else knetpy's defaults: automatic threads
+        kp.set_num_threads(threads)
     embed = Embedding(*weights["embed"].shape)
     lstm = LSTM(HIDDEN, return_sequences=True, return_state=True)
     out = Dense(weights["w_out"].shape[1])
@@ -174,7 +180,9 @@ def blas_report():
             f"{torch.get_num_threads()} threads"
         )
     if "knetpy" in sys.modules and kp.get_num_threads() > 1:
-        lines.append(f"knetpy {kp.get_num_threads()} threads (kp.set_num_threads; NumPy's BLAS then runs 1 thread)")
+        how = ("automatic: BLAS runs 1 thread while split ops run" if kp.parallel.is_auto()
+               else "kp.set_num_threads; NumPy's BLAS then runs 1 thread")
+        lines.append(f"knetpy {kp.get_num_threads()} threads ({how})")
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
@@ -212,8 +220,8 @@ def main():
     parser.add_argument(
         "--windows", type=int, default=None, help="stop after this many windows (default: one epoch)"
     )
-    parser.add_argument("--only", choices=("knetpy", "torch"), default=None, help="run one framework, here")
-    parser.add_argument("--threads", type=int, default=None, help="knetpy's threads (default: the cores)")
+    parser.add_argument("--only", choices=("knetpy", "torch", "jax"), default=None, help="run one framework, here")
+    parser.add_argument("--threads", type=int, default=None, help="knetpy's threads (default: automatic)")
     parser.add_argument("--result-line", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -224,6 +232,9 @@ def main():
         weights = initial_weights(len(vocab))
         if args.only == "knetpy":
             name, (secs, loss) = "knetpy", train_knetpy(streams, weights, n, args.threads)
+        elif args.only == "jax":
+            name = f"JAX_{peers_jax.version()}"
+            secs, loss = peers_jax.charlm(windows(streams, WINDOW), weights, n, LR, CLIP, BATCH, HIDDEN)
         else:
             import torch
 
@@ -244,13 +255,16 @@ def main():
     for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS"):
         if var in os.environ:
             print(f"note: {var}={os.environ[var]} is set")
-    rows = [run_alone("knetpy", args), run_alone("torch", args)]
+    rows = [run_alone("knetpy", args), run_alone("torch", args)] + [run_alone("jax", args)] * peers_jax.available()
     ref = rows[1][1]
     print()
     print("| framework | seconds | ratio to PyTorch | final loss |")
     print("|---|---|---|---|")
     for name, secs, loss, _ in rows:
         print(f"| {name} | {secs:.2f} | {secs / ref:.2f} | {loss:.4f} |")
+    flops = lstm_lm_flops(n * BATCH * WINDOW, EMBED, HIDDEN, len(vocab))
+    for name, secs, loss, _ in rows:
+        emit("CharLM", name.split()[0], secs, flops, result=f"loss {loss:.4f}")
     print()
     print("BLAS:")
     for line in dict.fromkeys(b for row in rows for b in row[3]):

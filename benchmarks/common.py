@@ -57,3 +57,46 @@ def table(rows, reference="PyTorch"):
         ratio = f"{sec / ref:.2f}" if ref else "n/a"
         lines.append(f"| {name} | {sec:.3f} | {ratio} | {extra} |")
     return "\n".join(lines)
+
+
+# -- machine-readable results, for benchmarks/report.py -----------------------------------------------------
+#: A line starting with this, then JSON, is one measured row; benchmarks/report.py collects them.
+RESULT_PREFIX = "BENCH-RESULT "
+
+
+def emit(benchmark, framework, seconds, flops=None, **extra):
+    """Print one result as a machine-readable line: ``benchmark`` (the row, e.g. "LeNet"), ``framework``
+    (the column: "knetpy", "PyTorch", "JAX", "NumPy by hand", or a variant such as "knetpy grad"),
+    the seconds it took, the FLOPs of the work timed (for the FLOP-floor column) and anything else."""
+    import json
+
+    row = {"benchmark": benchmark, "framework": framework, "seconds": float(seconds), "flops": flops, **extra}
+    print(RESULT_PREFIX + json.dumps(row), flush=True)
+
+
+# FLOPs of the timed work: 2 per multiply-add of every GEMM (convolutions counted as their GEMMs), the
+# forward products and the backward ones a framework must run (no gradient for the input data).
+# Elementwise work, pooling and the optimizer update are left out: the floor is what BLAS alone needs.
+def dense_flops(sizes, samples):
+    """A dense network with layer sizes [n_in, h1, ..., n_out] trained on ``samples`` samples."""
+    mults = [a * b for a, b in zip(sizes[:-1], sizes[1:])]
+    return 2 * samples * (2 * mults[0] + 3 * sum(mults[1:]))  # forward + weight grad (+ input grad)
+
+
+def linreg_flops(n, features, steps):
+    """Full-batch linear regression: x @ w forward and x.T @ g backward, per step."""
+    return 2 * 2 * n * features * steps
+
+
+def lenet_flops(samples):
+    """LeNet on 28x28: conv 5x5x20 (24x24 out), conv 5x5x50 (8x8 out), dense 800-500-10."""
+    conv1 = 20 * 1 * 25 * 24 * 24
+    conv2 = 50 * 20 * 25 * 8 * 8
+    dense = 800 * 500 + 500 * 10
+    return 2 * samples * (2 * conv1 + 3 * conv2 + 3 * dense)
+
+
+def lstm_lm_flops(chars, embed, hidden, vocab):
+    """Embedding -> LSTM -> dense language model over ``chars`` characters (batch x time)."""
+    per_char = embed * 4 * hidden + hidden * 4 * hidden + hidden * vocab
+    return 2 * 3 * chars * per_char  # forward, weight grads, input grads (the embedding needs its rows')

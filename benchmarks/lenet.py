@@ -12,8 +12,9 @@ from layers (``Conv2D(..., activation="relu")``, ``MaxPool2D``, ``Dense``) with 
     python benchmarks/lenet.py --profile ops   # where knetpy's time goes (cProfile; or: layers)
     python benchmarks/lenet.py --threads 1     # knetpy without its own threads (BLAS threads only)
 
-knetpy runs with ``kp.set_num_threads(cores)``, as PyTorch runs with ``torch.set_num_threads(cores)``:
-its large ops (im2col, GEMMs, pooling, bias and activation) are split over the batch.
+knetpy runs at its defaults (automatic threads: its large ops, im2col, GEMMs, pooling, bias and
+activation, are split over the cores by size), as PyTorch runs with ``torch.set_num_threads(cores)``.
+JAX (a jit-compiled step, benchmarks/peers_jax.py) takes its turns too when it is installed.
 
 OpenBLAS reads OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE when NumPy loads; ``--native-blas`` re-runs
 this script without them so OpenBLAS picks its kernel for the processor itself. The BLAS that ran
@@ -34,7 +35,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import fashion_mnist_or_skip  # noqa: E402
+import peers_jax  # noqa: E402
+from common import emit, fashion_mnist_or_skip, lenet_flops  # noqa: E402
 
 BATCH = 100
 LR = 0.1
@@ -192,6 +194,19 @@ def run_layers(kp, weights, xtrn, ytrn, xtst, ytst, batches):
     return times, losses, hits / max(len(xtst), 1)
 
 
+def fast_kernels(kp, on, steps):
+    """A training generator run with knetpy's compiled kernels on or off during each of its batches."""
+    while True:
+        prev = kp.ops.fast.set_fast(on)
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+        finally:
+            kp.ops.fast.set_fast(prev)
+        yield
+
+
 def finish(steps):
     """Run a training generator to its end; its result."""
     while True:
@@ -239,7 +254,9 @@ def blas_description():
     return (
         "; ".join(rows)
         + f" — environment: {env or 'OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset'}"
-        + f"; knetpy threads: {kp.get_num_threads()} (kp.set_num_threads: BLAS runs 1 thread per knetpy thread)"
+        + f"; knetpy threads: {kp.get_num_threads()} "
+        + ("(automatic: split ops run BLAS on 1 thread)" if kp.parallel.is_auto()
+           else "(kp.set_num_threads: BLAS runs 1 thread per knetpy thread)")
     )
 
 
@@ -255,10 +272,14 @@ def main():
         "--native-blas", action="store_true", help="unset OPENBLAS_CORETYPE/L2_SIZE and re-run"
     )
     parser.add_argument(
-        "--only", choices=["ops", "layers", "torch"], action="append", help="run only these (repeatable)"
+        "--only", choices=["ops", "layers", "torch", "jax"], action="append", help="run only these (repeatable)"
     )
     parser.add_argument(
-        "--threads", type=int, default=None, help="knetpy's threads (kp.set_num_threads; default: the cores)"
+        "--threads", type=int, default=None, help="knetpy's threads (kp.set_num_threads; default: automatic)"
+    )
+    parser.add_argument(
+        "--numpy-too", action="store_true",
+        help="also run both knetpy variants with the compiled kernels off (NumPy only), taking turns",
     )
     parser.add_argument(
         "--chunk", type=int, default=20, help="batches each framework trains before the next takes a turn"
@@ -276,7 +297,8 @@ def main():
     # the cores this process may run on (``taskset -c 0`` gives one), so torch matches a pinned run
     threads = kp.parallel.cores()
     torch.set_num_threads(threads)
-    kp.set_num_threads(args.threads or threads)  # knetpy's own threads split its large ops (like torch's)
+    if args.threads:  # else knetpy's defaults: automatic threads
+        kp.set_num_threads(args.threads)
     xtrn, ytrn = load("train")
     xtst, ytst = load("test")
     batches = args.batches or len(xtrn) // BATCH
@@ -304,7 +326,14 @@ def main():
         ),
         "torch": ("PyTorch", lambda: run_torch(torch, model, xtrn, ytrn, xtst, ytst, batches)),
     }
-    chosen = dict(runs[key] for key in (args.only or list(runs)))
+    if peers_jax.available():
+        runs["jax"] = ("JAX", lambda: peers_jax.lenet(weights, xtrn, ytrn, xtst, ytst, batches, BATCH, LR))
+    chosen = dict(runs[key] for key in (args.only or list(runs)) if key in runs)
+    if args.numpy_too and kp.ops.fast.available():
+        for key in ("ops", "layers"):
+            if key in (args.only or list(runs)):
+                name, run = runs[key]
+                chosen[name + ", NumPy only"] = lambda run=run: fast_kernels(kp, False, run())
     results = interleave({name: run() for name, run in chosen.items()}, args.chunk)
 
     base = sum(results["PyTorch"][0]) if "PyTorch" in results else float("nan")
@@ -312,7 +341,8 @@ def main():
     tail = min(100, batches)
     print(f"\nLeNet, Fashion-MNIST, {batches} batches of {BATCH}, SGD lr {LR}, {threads} threads")
     print(f"BLAS (NumPy): {blas_description()}")
-    print(f"PyTorch {torch.__version__}, NumPy {np.__version__}\n")
+    kernels = "on (numba)" if kp.ops.fast.enabled() else "off (NumPy only)"
+    print(f"PyTorch {torch.__version__}, NumPy {np.__version__}; knetpy's compiled kernels: {kernels}\n")
     # The median batch time is robust to other work briefly sharing the machine; seconds are not.
     print(
         "| framework | seconds | ratio to PyTorch | median ms / batch (ratio) "
@@ -325,6 +355,10 @@ def main():
             f"| {name} | {seconds:.2f} | {seconds / base:.2f} | {1e3 * median:.1f} ({median / base_median:.2f}) "
             f"| {np.mean(losses[-tail:]):.4f} | {acc:.4f} |"
         )
+    main_rows = {"knetpy, layers + backward": "knetpy", "knetpy, kp.grad over ops": "knetpy ops + kp.grad"}
+    for name, (times, losses, acc) in results.items():
+        emit("LeNet", main_rows.get(name, name), sum(times), lenet_flops(batches * BATCH),
+             median_batch=float(np.median(times)), result=f"loss {np.mean(losses[-tail:]):.4f}, test acc {acc:.3f}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import best_of, blas_report, table  # noqa: E402
+import peers_jax  # noqa: E402
+from common import best_of, blas_report, emit, linreg_flops, table  # noqa: E402
 
 
 def load(path=None):
@@ -33,13 +34,14 @@ def init(seed=1):
     return [(g.standard_normal((13, 1)) * 0.1).astype(np.float32), np.zeros(1, np.float32)]
 
 
-def run_knetpy(x, y, steps, lr):
+def run_knetpy(x, y, steps, lr, compiled=True):
     import knetpy as kp
 
     def loss(w, x, y):
         return kp.mean(kp.square(x @ w[0] + w[1] - y))
 
-    dloss = kp.grad(loss)
+    # kp.compile records the step on its first calls, then replays it on raw arrays (no graph)
+    dloss = kp.compile(kp.grad(loss)) if compiled else kp.grad(loss)
     w = init()
     for _ in range(steps):
         for wi, gi in zip(w, dloss(w, x, y)):
@@ -76,21 +78,8 @@ def run_torch(x, y, steps, lr):
 
 
 def run_jax(x, y, steps, lr):
-    import jax
-    import jax.numpy as jnp
-
-    @jax.jit
-    def step(w, b):
-        def loss(w, b):
-            return jnp.mean((x @ w + b - y) ** 2)
-
-        gw, gb = jax.grad(loss, argnums=(0, 1))(w, b)
-        return w - lr * gw, b - lr * gb
-
-    w, b = (jnp.asarray(a) for a in init())
-    for _ in range(steps):
-        w, b = step(w, b)
-    return float(jnp.mean((x @ w + b - y) ** 2))
+    """The same loop in JAX (benchmarks/peers_jax.py): the final MSE."""
+    return peers_jax.linreg(x, y, init(), steps, lr)[1]
 
 
 def main(argv=None):
@@ -102,14 +91,21 @@ def main(argv=None):
     a = p.parse_args(argv)
     x, y = load(a.data)
     rows = []
-    for name, fn in [("knetpy", run_knetpy), ("NumPy by hand", run_numpy), ("PyTorch", run_torch), ("JAX", run_jax)]:
+    eager = lambda x, y, steps, lr: run_knetpy(x, y, steps, lr, compiled=False)  # noqa: E731
+    for name, fn in [("knetpy", run_knetpy), ("knetpy eager", eager), ("NumPy by hand", run_numpy),
+                     ("PyTorch", run_torch)]:
         try:
             sec, final = best_of(lambda fn=fn: fn(x, y, a.steps, a.lr), a.repeat)
         except ImportError:
             continue
         rows.append((name, sec, f"final MSE {final:.3f}"))
+    if peers_jax.available():  # timed without its compilation, which runs before the clock starts
+        sec, final = min(peers_jax.linreg(x, y, init(), a.steps, a.lr) for _ in range(a.repeat))
+        rows.append(("JAX", sec, f"final MSE {final:.3f}"))
     print(f"LinReg housing, {a.steps} steps, best of {a.repeat}. {blas_report()}\n")
     print(table(rows))
+    for name, sec, extra in rows:
+        emit("LinReg", name, sec, linreg_flops(*x.shape, a.steps), result=extra)
 
 
 if __name__ == "__main__":

@@ -68,7 +68,8 @@ def torch_resnet20(torch):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=20, help="timed batches per framework (default: 20)")
-    parser.add_argument("--threads", type=int, default=None, help="threads for both (default: the cores)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for both (default: the cores for PyTorch, automatic for knetpy)")
     args = parser.parse_args()
 
     import torch
@@ -78,7 +79,8 @@ def main():
 
     threads = args.threads or os.cpu_count()
     torch.set_num_threads(threads)
-    kp.set_num_threads(threads)
+    if args.threads:  # else knetpy's defaults: automatic threads
+        kp.set_num_threads(args.threads)
     torch.manual_seed(0)
     x, y = synthetic_cifar(BATCH * (args.batches + 1), seed=0)
     tnet = torch_resnet20(torch).train()

@@ -42,6 +42,8 @@ from .autograd import (
     tensor,
 )
 from .backend import get_dtype, get_rng_state, set_dtype, set_rng_state, set_seed
+from .compile import CompileWarning, compile  # noqa: A004  (kp.compile, as jax.jit)
+from .devices import device, from_dlpack, gpu
 from .doctor import doctor
 from .functional import grad, hessian, hvp, jacobian, value_and_grad
 from .gradcheck import GradcheckError, gradcheck

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .backend import array_namespace, as_array
+from .backend import array_namespace, as_array, device_of, is_array, to_device, to_host
 
 
 class _ThreadState(threading.local):
@@ -33,6 +33,7 @@ class _ThreadState(threading.local):
     grad_enabled = True  # record ops (no_grad / enable_grad / backprop switch it)
     anomaly = False  # detect_anomaly(): check every op's output and gradient for NaN/Inf
     leaf_hook = None  # on_leaf_grad(fn): called with each leaf as soon as backward() has its gradient
+    tracer = None  # kp.compile's recorder while it traces a step in this thread
 
 
 _state = _ThreadState()
@@ -41,6 +42,7 @@ _state = _ThreadState()
 # append and pop are atomic: no lock.
 _off_threads = []
 _anomaly_threads = []
+_trace_threads = []  # one entry per thread tracing a compiled step (kp.compile)
 # In-place edits are stamped from one clock; a node remembers the clock when it was recorded, so an
 # argument stamped later was edited after the op saw it. One int per tensor, no per-op tuple.
 _clock = 0
@@ -122,34 +124,57 @@ class Tensor:
 
     def __array__(self, dtype=None, copy=None):
         v = self.value
-        if type(v).__module__.startswith("cupy"):
-            v = v.get()
+        if type(v) is not np.ndarray:  # on a device: to_host copies (and counts the copy as meant)
+            v = to_host(v)
+            copy = None if copy else copy
         # NumPy 2 passes copy=True for np.array(t) and trusts us to copy: honour it.
         return np.array(v, dtype=dtype, copy=copy)
 
     def numpy(self):
-        """The data as a NumPy array (shares memory on the CPU)."""
-        return self.__array__()
+        """The data as a NumPy array (shares memory on the CPU, a copy from a device)."""
+        return _seen(self, "numpy", to_host(self.value))
 
     def item(self):
-        return self.value.item()
+        return _seen(self, "item", to_host(self.value).item())
 
     def __float__(self):
-        return float(self.value)
+        return _seen(self, "float", float(to_host(self.value)))
 
     def __int__(self):
-        return int(self.value)
+        return _seen(self, "int", int(to_host(self.value)))
 
     def __bool__(self):
-        return bool(self.value)
+        return _seen(self, "bool", bool(self.value))
 
     def __iter__(self):
         for i in range(len(self)):
             yield self[i]
 
+    # -- devices -----------------------------------------------------------------------------------
+    @property
+    def device(self):
+        """Where the data live: 'cpu', 'cuda:0', ... (see :func:`knetpy.device`)."""
+        return device_of(self.value)
+
+    def to(self, device):
+        """This tensor on ``device`` ('cpu', 'cuda', 'cuda:N'): itself when already there, else a copy.
+
+        A Param gives a new Param (a leaf); other tensors give a result that gradients flow back
+        through, to this tensor's device.
+        """
+        from .devices import move
+
+        return move(self, device)
+
+    def __dlpack__(self, *args, **kwargs):  # np/torch/cupy.from_dlpack(t) share the data, no copy
+        return self.value.__dlpack__(*args, **kwargs)
+
+    def __dlpack_device__(self):
+        return self.value.__dlpack_device__()
+
     def __repr__(self):
         kind = type(self).__name__
-        body = np.array2string(np.asarray(self), separator=", ", prefix=kind + "(")
+        body = np.array2string(to_host(self.value), separator=", ", prefix=kind + "(")
         extra = ", requires_grad=True" if self.requires_grad and type(self) is Tensor else ""
         return f"{kind}({body}, dtype={self.dtype}{extra})"
 
@@ -196,6 +221,8 @@ class Tensor:
         if self._prim is not None:
             raise RuntimeError("in-place update of a tensor computed by an op would corrupt its graph")
         other = other.value if isinstance(other, Tensor) else other
+        if type(self.value) is not np.ndarray:  # the same ufunc of the array's own library
+            op = getattr(array_namespace(self.value), op.__name__)
         op(self.value, other, out=self.value, casting="same_kind")
         mark_modified(self)
         return self
@@ -221,6 +248,35 @@ class Tensor:
         mark_modified(self)
 
 
+def _seen(t, how, result):
+    """A value Python code read from a tensor: while a step is traced, a guard its replay re-checks."""
+    if _trace_threads and _state.tracer is not None:
+        _state.tracer.guard(t, how, result)
+    return result
+
+
+def replayable(fn):
+    """Mark ``fn``, array work done outside primitives (random draws, running statistics), so that a
+    compiled step (:func:`knetpy.compile`) calls it again on every replay instead of reusing the
+    arrays it returned while tracing."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kw):
+        tracer = _state.tracer if _trace_threads else None
+        if tracer is None:
+            return fn(*args, **kw)
+        _state.tracer = None  # what fn does inside is recorded as this one call
+        try:
+            out = fn(*args, **kw)
+        finally:
+            _state.tracer = tracer
+        tracer.call(fn, args, kw, out)
+        return out
+
+    return wrapped
+
+
 def mark_modified(*tensors):
     """Record that the arrays of ``tensors`` were changed in place (bumps their version).
 
@@ -228,6 +284,8 @@ def mark_modified(*tensors):
     through an op that saw the old values raises instead of using the new ones.
     """
     global _clock
+    if _trace_threads and _state.tracer is not None:
+        _state.tracer.modified(tensors)
     with _lock:
         for t in tensors:
             if isinstance(t, Tensor):
@@ -245,9 +303,18 @@ class Param(Tensor):
         super().__init__(value, requires_grad=True, dtype=dtype)
 
 
-def tensor(data, requires_grad=False, dtype=None):
-    """A constant tensor (or a leaf requiring a gradient). Python floats take the default dtype."""
-    return Tensor(data, requires_grad=requires_grad, dtype=dtype)
+def tensor(data, requires_grad=False, dtype=None, device=None):
+    """A constant tensor (or a leaf requiring a gradient). Python floats take the default dtype.
+
+    ``device`` ('cpu', 'cuda', 'cuda:N') puts the data there (one copy when they live elsewhere).
+    """
+    if device is None:
+        return Tensor(data, requires_grad=requires_grad, dtype=dtype)
+    from .devices import check_device
+
+    value = data.value if isinstance(data, Tensor) else data
+    value = to_device(as_array(value, dtype), check_device(device))
+    return Tensor(value, requires_grad=requires_grad)
 
 
 # -- recording switch ------------------------------------------------------------------------------
@@ -373,6 +440,8 @@ def _bad_input(name, args, err):
         if hasattr(a, "dtype") and getattr(a.dtype, "kind", "O") in "biufc":
             continue
         if isinstance(a, (list, tuple)):
+            if any(isinstance(v, Tensor) or is_array(v) for v in a):  # arrays: the op's own error says more
+                continue
             try:
                 dt = np.asarray(a).dtype
             except (TypeError, ValueError):
@@ -407,9 +476,12 @@ def primitive(fwd=None, *, saves=False, name=None, reads=True):
                     break
             else:
                 try:
-                    return fwd(*args, **kw)[0]
+                    out = fwd(*args, **kw)
                 except TypeError as e:
                     _bad_input(prim.name, args, e)
+                if _trace_threads and _state.tracer is not None:
+                    _state.tracer.op(prim, fwd, args, kw, out, out)
+                return out[0]
             for a in args:
                 if isinstance(a, Tensor) and a.requires_grad:
                     track = True
@@ -421,8 +493,12 @@ def primitive(fwd=None, *, saves=False, name=None, reads=True):
             if _anomaly_threads and _state.anomaly:
                 _check_finite(out, prim.name, "output")
             if track and (not _off_threads or _state.grad_enabled):
-                return _node(out, prim, args, kw or _EMPTY, saved)
-            return _const(out)
+                res = _node(out, prim, args, kw or _EMPTY, saved)
+            else:
+                res = _const(out)
+            if _trace_threads and _state.tracer is not None:
+                _state.tracer.op(prim, fwd, args, kw, (out, saved), res)
+            return res
 
     else:
 
@@ -433,9 +509,12 @@ def primitive(fwd=None, *, saves=False, name=None, reads=True):
                     break
             else:
                 try:
-                    return fwd(*args, **kw)
+                    out = fwd(*args, **kw)
                 except TypeError as e:
                     _bad_input(prim.name, args, e)
+                if _trace_threads and _state.tracer is not None:
+                    _state.tracer.op(prim, fwd, args, kw, out, out)
+                return out
             for a in args:
                 if isinstance(a, Tensor) and a.requires_grad:
                     track = True
@@ -446,8 +525,12 @@ def primitive(fwd=None, *, saves=False, name=None, reads=True):
             if _anomaly_threads and _state.anomaly:
                 _check_finite(out, prim.name, "output")
             if track and (not _off_threads or _state.grad_enabled):
-                return _node(out, prim, args, kw or _EMPTY, None)
-            return _const(out)
+                res = _node(out, prim, args, kw or _EMPTY, None)
+            else:
+                res = _const(out)
+            if _trace_threads and _state.tracer is not None:
+                _state.tracer.op(prim, fwd, args, kw, out, res)
+            return res
 
     def defvjp(*vjps):
         """One VJP per positional argument, ``vjp(g, ans, *args, **kw)``; None where not differentiable."""
@@ -508,6 +591,8 @@ def backprop(root, seed, inputs=None, create_graph=False, retain_graph=False):
     Gradients are summed in each interior node's ``_g`` slot while the pass runs (no per-node
     dictionary); leaves, which other threads' graphs may share (parameters), in this pass's own dict.
     """
+    if _trace_threads and _state.tracer is not None and not create_graph:
+        return _state.tracer.backprop(root, seed, inputs, retain_graph)  # the same pass, recorded
     stop = set(inputs) if inputs is not None else ()
     order = _toposort(root, stop)
     g0 = _const(seed) if create_graph else seed
@@ -522,7 +607,10 @@ def backprop(root, seed, inputs=None, create_graph=False, retain_graph=False):
     leaf_hook = _state.leaf_hook if inputs is None else None
     prev_mode = _set_grad_enabled(create_graph)
     try:
-        for node in reversed(order):
+        while order:
+            # Popped, not iterated: the pass then holds no reference to a node it is done with,
+            # so an intermediate value is freed as soon as its consumers' gradients are computed.
+            node = order.pop()
             prim = node._prim
             if prim is None or node in stop:
                 g = acc.pop(node, None)
@@ -688,10 +776,15 @@ def nondiff(name, fn):
         try:
             for a in args:
                 if isinstance(a, Tensor):
-                    return _const(fn(*[a.value if isinstance(a, Tensor) else a for a in args], **kw))
-            return fn(*args, **kw)
+                    out = _const(fn(*[a.value if isinstance(a, Tensor) else a for a in args], **kw))
+                    break
+            else:
+                out = fn(*args, **kw)
         except TypeError as e:
             _bad_input(name, args, e)
+        if _trace_threads and _state.tracer is not None:
+            _state.tracer.op(None, fn, args, kw, out.value if isinstance(out, Tensor) else out, out)
+        return out
 
     op.__name__ = name
     return op

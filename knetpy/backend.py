@@ -149,11 +149,23 @@ def set_seed(seed: int) -> None:
         _rng = np.random.default_rng(seed)
     except (TypeError, ValueError) as e:
         raise type(e)(f"set_seed: seed must be a non-negative integer, got {seed!r}") from None
+    _device_rngs.clear()
 
 
-def rng() -> np.random.Generator:
-    """The generator behind every random draw knetpy makes."""
-    return _rng
+# Generators of the device libraries (CuPy's draws on the GPU), by namespace; each is seeded from
+# knetpy's generator when first needed, so kp.set_seed makes device draws reproducible too.
+_device_rngs: dict = {}
+
+
+def rng(xp=None):
+    """The generator behind every random draw knetpy makes; with ``xp`` (an array namespace such as
+    ``cupy``) a generator of that library, drawing arrays on its device."""
+    if xp is None or xp is np:
+        return _rng
+    g = _device_rngs.get(xp)
+    if g is None:
+        g = _device_rngs[xp] = xp.random.default_rng(int(_rng.integers(2**63)))
+    return g
 
 
 def get_rng_state() -> dict:
@@ -164,6 +176,7 @@ def get_rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     """Restore a state returned by :func:`get_rng_state`."""
     _rng.bit_generator.state = state
+    _device_rngs.clear()  # reseeded from the restored stream when next needed
 
 
 def as_array(x, dtype=None):

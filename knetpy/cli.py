@@ -6,7 +6,7 @@
     knetpy tune mlp --budget N        search an MLP's learning rate and size (hyperband, random, grid, golden)
     knetpy doctor NAME                check an example's model before a long run (loss, gradients, lr, ...)
     knetpy chat [--quick]             train (or load) a seq2seq chatbot and serve its page on localhost
-    knetpy bench [--quick] [NAME ...] run the benchmark scripts of a source checkout
+    knetpy bench [--quick] [NAME ...] run the benchmark scripts of a source checkout (--report FILE: BENCHMARKS.md)
     knetpy info                       versions, BLAS, threads, GPU, optional extras and data found
 
 Each command has its own ``--help``. Problems the user can fix (missing data, a missing saved model,
@@ -21,6 +21,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -140,9 +141,13 @@ BENCHMARKS = {
     "mlp": ["--quick"],
     "lenet": ["--batches", "10"],
     "charlm": ["--windows", "3"],
+    "memory": ["--quick"],  # peak memory of each benchmark above, per framework
+    "scaling": ["--quick"],  # ResNet-20 epoch; time per sample over batch size and width
 }
 #: The exit status of a benchmark whose data is not on this machine (benchmarks/common.py: SKIPPED).
 BENCH_SKIPPED = 77
+#: How a benchmark script prints one result, then JSON (benchmarks/common.py: RESULT_PREFIX).
+BENCH_RESULT = "BENCH-RESULT "
 
 
 def benchmarks_dir():
@@ -169,6 +174,34 @@ def _quick_args(name, script):
     return ["--quick"] if '"--quick"' in script.read_text(encoding="utf-8", errors="replace") else None
 
 
+def _run_echoing(cmd, cwd):
+    """Run ``cmd``, echoing its output: (exit status, the results it printed as BENCH_RESULT lines)."""
+    import json
+
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, text=True, bufsize=1)
+    rows = []
+    for line in proc.stdout:
+        if line.startswith(BENCH_RESULT):
+            rows.append(json.loads(line[len(BENCH_RESULT):]))
+        else:
+            print(line, end="", flush=True)
+    return proc.wait(), rows
+
+
+def _print_summary(folder, measured, memory_json):
+    """The table of benchmarks/report.py for the results of this run (peers, FLOP floor, ratios, memory)."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("knetpy_bench_report", folder / "report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    memory = json.loads(memory_json.read_text()) if memory_json.is_file() else None
+    peak = report.measure_peak()
+    print(f"\nSummary (SGEMM peak now {peak:.0f} GFLOP/s; FLOP floor = the run's GEMM FLOPs at that peak):\n")
+    print(report.summary_table([{"results": measured}], peak, memory))
+
+
 def bench(argv) -> int:
     """``knetpy bench [--quick] [--list] [NAME ...]``: run the benchmark scripts one after the other."""
     parser = argparse.ArgumentParser(
@@ -178,6 +211,9 @@ def bench(argv) -> int:
     parser.add_argument("names", nargs="*", metavar="NAME", help="which benchmarks (default: all)")
     parser.add_argument("--quick", action="store_true", help="a short version of each (a few steps or batches)")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    parser.add_argument("--report", metavar="FILE", help="run benchmarks/report.py instead: every benchmark --runs "
+                        "times, then the tables written into FILE (e.g. BENCHMARKS.md) and each run kept")
+    parser.add_argument("--runs", type=int, default=1, help="with --report: full runs (default: %(default)s)")
     args = parser.parse_args(argv)
     folder = benchmarks_dir()
     if folder is None:
@@ -185,6 +221,10 @@ def bench(argv) -> int:
               "knetpy's source repository. In a clone of it run 'python -m knetpy bench', or one script "
               "alone, e.g. 'python benchmarks/linreg.py'.")
         return 1
+    if args.report:
+        cmd = [sys.executable, str(folder / "report.py"), "--out", args.report, "--runs", str(args.runs)]
+        cmd += ["--quick"] * args.quick + [a for name in args.names for a in ("--only", name)]
+        return subprocess.run(cmd, cwd=folder.parent).returncode
     scripts = _benchmark_scripts(folder)
     if args.list:
         for name, path in scripts.items():
@@ -196,7 +236,9 @@ def bench(argv) -> int:
             hint = f"; did you mean {close[0]!r}?" if close else ""
             parser.error(f"unknown benchmark {name!r}{hint} (benchmarks: {', '.join(scripts)})")
     chosen = {n: scripts[n] for n in (args.names or scripts)}
-    results = []
+    results, measured = [], []
+    scratch = tempfile.TemporaryDirectory(prefix="knetpy-bench-")
+    memory_json = Path(scratch.name) / "memory.json"
     for i, (name, script) in enumerate(chosen.items(), 1):
         extra = []
         if args.quick:
@@ -207,14 +249,20 @@ def bench(argv) -> int:
                 continue
         print(f"[{i}/{len(chosen)}] {name}: python {script.relative_to(folder.parent)} {' '.join(extra)}".rstrip(),
               flush=True)
+        if name == "memory":
+            extra = [*extra, "--json", str(memory_json)]  # for the memory column of the summary
         start = time.perf_counter()
-        status = subprocess.run([sys.executable, str(script), *extra], cwd=folder.parent).returncode
+        status, rows = _run_echoing([sys.executable, str(script), *extra], folder.parent)
+        measured += rows
         outcome = {0: "ok", BENCH_SKIPPED: "skipped"}.get(status, f"failed (exit {status})")
         results.append((name, outcome, time.perf_counter() - start))
         print(flush=True)
     print("| benchmark | result | seconds |\n|---|---|---|")
     for name, outcome, seconds in results:
         print(f"| {name} | {outcome} | {seconds:.1f} |")
+    if measured and (folder / "report.py").is_file():
+        _print_summary(folder, measured, memory_json)
+    scratch.cleanup()
     return 0 if all(outcome in ("ok", "skipped") for _, outcome, _ in results) else 1
 
 
@@ -294,10 +342,8 @@ def _blas_lines():
     """What threads knetpy and BLAS run, and the rule that chose them."""
     from . import parallel
 
-    n = parallel.get_num_threads()
-    source = "KNETPY_NUM_THREADS" if os.environ.get("KNETPY_NUM_THREADS") else "kp.set_num_threads"
-    why = f"on, set by {source}" if n > 1 else "off, the default: kp.set_num_threads(n) or KNETPY_NUM_THREADS=n"
-    lines = [f"knetpy threads: {n} ({why}; {parallel.cores()} cores here)"]
+    n, why = parallel.threads_setting()
+    lines = [f"knetpy threads: {n} ({why})"]
     threads, reason = parallel.blas_setting()
     lines.append(f"BLAS threads: {threads if threads is not None else 'unknown'} now ({reason})")
     lines.append(f"BLAS rule: {parallel.BLAS_RULE}; the quickstart and the image examples apply it "
@@ -313,20 +359,38 @@ def _blas_lines():
     return lines if libs else lines + ["BLAS: threadpoolctl found no BLAS library loaded"]
 
 
-def _gpu_line():
+def _gpu_lines():
     if _package_version("cupy") is None and not any(
             _package_version(n) for n in ("cupy-cuda12x", "cupy-cuda11x", "cupy-cuda13x")):
-        return "GPU: CuPy is not installed, so knetpy runs on the CPU (pip install 'knetpy[gpu]' for CUDA GPUs)"
+        return ["GPU: none (CuPy is not installed, so knetpy runs on the CPU; pip install 'knetpy[gpu]' for CUDA GPUs)"]
     try:
         import cupy
 
         count = cupy.cuda.runtime.getDeviceCount()
-        names = [cupy.cuda.runtime.getDeviceProperties(i)["name"].decode() for i in range(count)]
+        names = [cupy.cuda.runtime.getDeviceProperties(i)["name"] for i in range(count)]
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
     except Exception as e:  # noqa: BLE001 - any CUDA failure means: no usable GPU, and why
-        return f"GPU: CuPy is installed but no GPU is usable ({type(e).__name__}: {e})"
+        return [f"GPU: none usable (CuPy is installed; {type(e).__name__}: {e})"]
     if not count:
-        return "GPU: CuPy is installed but sees no GPU"
-    return f"GPU: CuPy {cupy.__version__}, {count} device(s): {', '.join(names)}"
+        return ["GPU: none (CuPy is installed but sees no GPU)"]
+    lines = [f"GPU: {count} device(s): {', '.join(f'cuda:{i} {n}' for i, n in enumerate(names))}"]
+    mib, gib = 1 << 20, 1 << 30
+    try:
+        rt = cupy.cuda.runtime
+        version = lambda v: f"{v // 1000}.{v % 1000 // 10}"  # noqa: E731 - CUDA encodes 12.4 as 12040
+        lines.append(f"CUDA: runtime {version(rt.runtimeGetVersion())}, driver {version(rt.driverGetVersion())}; "
+                     f"CuPy {cupy.__version__}")
+        free, total = rt.memGetInfo()
+        pool = cupy.get_default_memory_pool()
+        limit = pool.get_limit()
+        lines.append(
+            f"GPU memory (cuda:{cupy.cuda.Device().id}): {free / gib:.1f} of {total / gib:.1f} GiB free; CuPy memory "
+            f"pool: {pool.used_bytes() / mib:.1f} MiB in use, {pool.total_bytes() / mib:.1f} MiB held, "
+            f"limit {f'{limit / gib:.1f} GiB' if limit else 'none'}; pinned pool: "
+            f"{cupy.get_default_pinned_memory_pool().n_free_blocks()} free blocks")
+    except Exception as e:  # noqa: BLE001 - the device is listed; its details are a bonus
+        lines.append(f"GPU details unavailable ({type(e).__name__}: {e})")
+    return lines
 
 
 def _dataset_lines():
@@ -364,7 +428,8 @@ def info(argv) -> int:
     env = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                                        "OPENBLAS_CORETYPE") if k in os.environ}
     print("thread settings: " + (", ".join(f"{k}={v}" for k, v in env.items()) or "none set in the environment"))
-    print(_gpu_line())
+    for line in _gpu_lines():
+        print(line)
     extras = {"data": "scikit-learn", "plot": "matplotlib", "progress": "tqdm", "bench": "threadpoolctl",
               "rl": "gymnasium", "chat": "starlette", "test": "torch"}
     print("optional extras: " + ", ".join(

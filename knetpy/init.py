@@ -2,7 +2,9 @@
 
 Each takes the shape and an optional dtype (default ``kp.get_dtype()``); distribution parameters
 are keyword arguments, bound by name with ``get("uniform", low=-0.1, high=0.1)``. Random draws come
-from ``knetpy.backend.rng()``, so ``kp.set_seed`` makes them reproducible.
+from ``knetpy.backend.rng()``, so ``kp.set_seed`` makes them reproducible. They are NumPy arrays: a
+layer moves its parameters to a device once (on its first call with device data, or ``layer.to``),
+so one seed gives the same initial weights on every device.
 
 Fans follow the layouts knetpy uses: a dense weight is (n_in, n_out); a convolution kernel is
 (C_out, C_in / groups, *kernel), whose fans are C_in/groups * prod(kernel) and C_out * prod(kernel).

@@ -32,7 +32,7 @@ import zipfile
 import numpy as np
 
 from .autograd import Param, Tensor, mark_modified
-from .backend import get_rng_state, set_rng_state, to_numpy
+from .backend import device_of, get_rng_state, is_array, set_rng_state, to_device, to_numpy
 from .init import AllocationRefused, allocation_budget
 
 FORMAT = "knetpy-checkpoint"
@@ -81,7 +81,7 @@ class _Encoder:
             return self.array(obj.value, "param")
         if isinstance(obj, Tensor):
             return self.array(obj.value, "tensor")
-        if isinstance(obj, np.ndarray) or type(obj).__module__.startswith("cupy"):
+        if is_array(obj):  # device arrays are written as host copies (array() moves them)
             return self.array(obj)
         if isinstance(obj, np.generic):
             return self.encode(obj.item())
@@ -926,15 +926,25 @@ def assign(layer, params, state=None, path="<checkpoint>"):
     Names must match both ways (the message says which side lacks which names), and so must shapes.
     """
     check_assign(layer, params, state, path)
+    # The weights go to the layer's device: the one given to .to (layers built just now have host
+    # parameters), else where each parameter already lives.
+    device = getattr(layer, "_device", None)
     own = layer.params
     for name, arr in params.items():
-        own[name].value = arr.astype(own[name].dtype, copy=True)
+        own[name].value = _onto(arr, own[name], device)
         mark_modified(own[name])  # a backward through ops that saw the old values must refuse
     if state is not None:
         st = layer.state()
         for name, arr in state.items():
-            st[name].value = arr.astype(st[name].dtype, copy=True)
+            st[name].value = _onto(arr, st[name], device)
             mark_modified(st[name])
+
+
+def _onto(arr, t, device):
+    """A copy of the host array ``arr`` in the dtype of tensor ``t``, on ``device`` (or ``t``'s device)."""
+    arr = arr.astype(t.dtype, copy=True)
+    device = device or device_of(t.value)
+    return arr if device == "cpu" else to_device(arr, device)
 
 
 def load_into(layer, info, arrays, path):
@@ -968,22 +978,34 @@ def _build_top(layer, info, path):
     _build_inner(layer, info.get("children", {}), path)
 
 
-def load(path):
+def load(path, device=None):
     """Load what :func:`save` wrote. Refuses pickles, foreign files and corrupted checkpoints.
+
+    Arrays come back as NumPy arrays, on the CPU, wherever they were saved from; ``device`` ('cuda',
+    ...) moves what was loaded there (a model with ``model.to(device)``, tensors and arrays with it).
 
     Every malformed file raises :class:`CheckpointError` naming the file and what is wrong; layers
     are rebuilt only after the whole file was checked, and never larger than the arrays it holds.
     """
+    if device is not None:
+        from .devices import check_device
+
+        device = check_device(device)
     meta, arrays = _read(path)
     # Rebuilding layers runs their initializers; their draws must not move the global generator.
     rng_state = get_rng_state()
     try:
         with allocation_budget(_budget(arrays)):
-            return _Decoder(arrays, os.fspath(path)).top(meta["tree"])
+            obj = _Decoder(arrays, os.fspath(path)).top(meta["tree"])
     except AllocationRefused as e:
         raise _bad(path, f"describes layers larger than the arrays it holds ({e})") from None
     finally:
         set_rng_state(rng_state)
+    if device is None:
+        return obj
+    from .devices import on_device
+
+    return on_device(obj, device)
 
 
 def load_weights(layer, path):

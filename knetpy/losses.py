@@ -30,7 +30,7 @@ import numpy as np
 
 from ._names import Registry
 from .autograd import Tensor, primitive
-from .backend import array_namespace, as_array
+from .backend import array_namespace, as_array, is_array
 from .ops import abs as _abs
 from .ops import astype, clip, exp, log, log1p, logp, maximum, relu, softplus, sqrt, where
 from .ops import max as _max
@@ -48,6 +48,12 @@ def _raw(x):
 
 def _shape(x):
     return tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
+
+
+def _on_host(x):
+    """Whether the values of ``x`` may be checked here: NumPy data. Reading a device array's values back
+    would stop the device at every step, so its values are not checked (its shapes and dtypes are)."""
+    return not is_array(x) or type(x) is np.ndarray
 
 
 def _check_reduction(reduction, name, extra=()):
@@ -100,6 +106,8 @@ def _reduce(loss, reduction, count=None):
         return _mean(loss)
     # the mean rescaled rather than sum / count: a float16 sum can overflow where the result does not
     with np.errstate(divide="ignore", invalid="ignore"):  # count 0 (all ignored): NaN, as in PyTorch
+        if is_array(count):  # a count on a device stays there (a Python float would read it back)
+            return _mean(loss) * (_raw(loss).size / count).astype(_raw(loss).dtype)
         scale = np.float64(_raw(loss).size) / count
     return _mean(loss) * float(scale)  # a Python float keeps the loss's dtype
 
@@ -213,7 +221,7 @@ def bce_with_logits(logits, target, pos_weight=None, reduction="mean"):
     positive = target * softplus(-logits)
     if pos_weight is not None:
         if not isinstance(pos_weight, Tensor):
-            pos_weight = as_array(pos_weight).astype(logits.dtype, copy=False)
+            pos_weight = array_namespace(_raw(logits)).asarray(as_array(pos_weight).astype(logits.dtype, copy=False))
         if pos_weight.ndim > 1 or (pos_weight.ndim == 1 and pos_weight.shape[0] not in (1, logits.shape[-1])):
             raise ValueError(
                 f"bce_with_logits: pos_weight of shape {tuple(pos_weight.shape)} must be a number or have "
@@ -288,10 +296,10 @@ def _class_weights(weight, logits, n_class, name):
         raise ValueError(f"{name}: weight must have shape ({n_class},) (one per class), got {w.shape}")
     if w.dtype.kind not in "fiu":
         raise TypeError(f"{name}: weight must be numeric, got dtype {w.dtype}")
-    xp = array_namespace(w)
-    if not bool(xp.all(xp.isfinite(w))) or bool(xp.any(w < 0)):
+    if _on_host(w) and (not np.isfinite(w).all() or (w < 0).any()):
         raise ValueError(f"{name}: weight must be finite and non-negative, got {w}")
-    return w.astype(_raw(logits).dtype)
+    # host weights (a list, a NumPy array) go to the logits' device: one small copy
+    return array_namespace(_raw(logits)).asarray(w.astype(_raw(logits).dtype))
 
 
 def _weighted_cross_entropy(logits, labels, ax, eps, reduction, w, ignore_index, name):
@@ -318,7 +326,7 @@ def _weighted_cross_entropy(logits, labels, ax, eps, reduction, w, ignore_index,
         return per_sample
     if reduction == "sum":
         return _sum(per_sample)
-    return _reduce(per_sample, "mean", count=float(w_y.sum(dtype=np.float64)))
+    return _reduce(per_sample, "mean", count=w_y.sum(dtype=np.float64))
 
 
 def nll(log_probs, target, axis=1, reduction="mean"):
@@ -369,7 +377,7 @@ def hellinger(pred, target, axis=1, reduction="mean"):
     ax = _check_class_scores(pred, "hellinger", axis)
     target = _as_target(target, pred, "hellinger")
     for what, v in (("predictions", _raw(pred)), ("targets", _raw(target))):
-        if v.size and float(v.min()) < 0:
+        if v.size and _on_host(v) and float(v.min()) < 0:
             raise ValueError(
                 f"hellinger: {what} must be probabilities (>= 0), got a minimum of {float(v.min()):.4g}"
             )
@@ -442,7 +450,7 @@ def contrastive(x1, x2, same, margin=1.0, reduction="mean"):
         raise ValueError(
             f"{name}: 'same' must have shape ({x1.shape[0]},) (one flag per pair), got {s.shape}"
         )
-    if s.size and not bool(((s == 0) | (s == 1)).all()):
+    if s.size and _on_host(s) and not bool(((s == 0) | (s == 1)).all()):
         raise ValueError(f"{name}: 'same' must hold 1 (similar pair) or 0 (dissimilar pair)")
     s = s.astype(x1.dtype)
     diff = x1 - x2
@@ -471,7 +479,7 @@ def _as_probabilities(pred, name, what=" (a softmax or sigmoid output)",
     """``pred`` as an input tensor, after checking that it holds probabilities; the error says ``hint``."""
     pred = _as_input(pred, name)
     p = _raw(pred)
-    if p.size and (float(p.min()) < 0 or float(p.max()) > 1):
+    if p.size and _on_host(p) and (float(p.min()) < 0 or float(p.max()) > 1):
         raise ValueError(
             f"{name}: predictions must be probabilities in [0, 1]{what}, got values "
             f"from {float(p.min()):.4g} to {float(p.max()):.4g}; {hint}"

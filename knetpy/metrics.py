@@ -1,5 +1,8 @@
 """Metrics: ``metric(pred, target) -> float``, computed on values (no gradient), looked up by name.
 
+For data on a device (CuPy) a metric is a 0-d array on that device instead of a float, so that a
+training loop can add metrics up without stopping the device at every step.
+
 Each metric is a mean over samples, so a mean over batches weighted by batch size gives the value
 over a whole dataset. ``pred`` is what the model outputs (scores or logits for classification).
 """
@@ -25,6 +28,11 @@ def _values(pred, target, who):
     if pred.ndim == 0 or target.ndim == 0 or pred.shape[0] != target.shape[0]:
         raise ValueError(f"{who}: pred of shape {pred.shape} and target of shape {target.shape} need the same number of samples")
     return xp, pred, target
+
+
+def _result(xp, value):
+    """A Python float for NumPy data; a device's 0-d array stays where it is (float() would wait for it)."""
+    return float(value) if xp is np else value
 
 
 def _class_labels(target, pred_shape, who):
@@ -58,9 +66,9 @@ def accuracy(pred, target, threshold=0.5):
         if target.size != n:
             raise ValueError(f"{who}: binary predictions of shape {pred.shape} need one target per sample, got {target.shape}")
         hits = (pred.reshape(n) > threshold) == (target.reshape(n) > 0.5)
-        return float(xp.mean(hits))
+        return _result(xp, xp.mean(hits))
     labels = _class_labels(target, pred.shape, who)
-    return float(xp.mean(pred.argmax(axis=1) == labels))
+    return _result(xp, xp.mean(pred.argmax(axis=1) == labels))
 
 
 def _same_shape(pred, target, who):
@@ -75,13 +83,13 @@ def mse(pred, target):
     """Mean squared error over all elements."""
     xp, pred, target = _values(pred, target, "mse")
     d = pred - _same_shape(pred, target, "mse")
-    return float(xp.mean(d * d))
+    return _result(xp, xp.mean(d * d))
 
 
 def mae(pred, target):
     """Mean absolute error over all elements."""
     xp, pred, target = _values(pred, target, "mae")
-    return float(xp.mean(xp.abs(pred - _same_shape(pred, target, "mae"))))
+    return _result(xp, xp.mean(xp.abs(pred - _same_shape(pred, target, "mae"))))
 
 
 def top_k_accuracy(pred, target, k=5):
@@ -97,7 +105,7 @@ def top_k_accuracy(pred, target, k=5):
     # A label is in the top k when fewer than k classes score strictly higher (ties count in its favour).
     label_score = xp.take_along_axis(pred, xp.expand_dims(labels, 1), axis=1)
     higher = (pred > label_score).sum(axis=1)
-    return float(xp.mean(higher < k))
+    return _result(xp, xp.mean(higher < k))
 
 
 def predicted_labels(pred, threshold=0.5, who="predicted_labels"):

@@ -20,7 +20,7 @@ import numpy as np
 from . import callbacks as _callbacks
 from . import metrics as _metrics
 from .autograd import Tensor, no_grad
-from .backend import array_namespace, get_dtype, set_rng_state
+from .backend import array_namespace, get_dtype, is_array, set_rng_state, to_device, to_host
 from .checkpoint import (
     Checkpointer,
     read_training_state,
@@ -140,8 +140,9 @@ class Model(Layer):
         shape = sample_shape(input_shape, type(self).__name__)
         if None in shape:
             raise ValueError(f"{type(self).__name__}: input_shape needs every size to build a model, got {shape}")
+        zero = np.zeros((1,) + shape, dtype=get_dtype())
         with _inference_mode(self):
-            self(np.zeros((1,) + shape, dtype=get_dtype()))
+            self(zero if self._device is None else to_device(zero, self._device))
         self.input_shape = (None,) + shape
         return self
 
@@ -181,21 +182,30 @@ class Model(Layer):
                 _require_finite(a, name, who)
         return x, y
 
-    def _batches(self, x, y, batch_size, shuffle, who, need_y=True, check_finite=False):
-        """A re-iterable of batches: a loader given as ``x``, or minibatches of the arrays."""
+    def _batches(self, x, y, batch_size, shuffle, who, need_y=True, check_finite=False, device=None):
+        """A re-iterable of batches: a loader given as ``x``, or minibatches of the arrays; on ``device`` if given."""
         if _is_batch_source(x):
             if y is not None:
                 raise ValueError(f"{who}: x is a {type(x).__name__} of batches, so y must not be given separately")
-            return x
+            return x if device is None or getattr(x, "device", None) == device else _OnDevice(x, device)
         x, y = self._prepare(x, y, who, need_y, check_finite)
         batch_size = check_batch_size(batch_size, who)
-        return Minibatch(x, y, batch_size=batch_size, shuffle=shuffle)
+        return Minibatch(x, y, batch_size=batch_size, shuffle=shuffle, device=device)
+
+    def _data_device(self, device):
+        """Where fit/evaluate/predict put batches: ``device``, else the model's when not the CPU, else None (as they come)."""
+        if device is not None:
+            from .devices import check_device
+
+            return check_device(device)
+        own = self.device
+        return None if own == "cpu" else own
 
     def _ready(self, batches, who):
         """Build the layers (one sample through them) and bind the optimizer to the parameters."""
         if not self.built or self._has_unbuilt_layers():
             if isinstance(batches, Minibatch):
-                xb = batches.x
+                xb = batches.x if batches.device is None else to_device(batches.x[:1], batches.device)
             else:
                 first = next(iter(batches))
                 xb = first[0] if isinstance(first, (tuple, list)) else first
@@ -237,6 +247,19 @@ class Model(Layer):
         trained = {id(p) for p in opt.params.values()} - frozen
         self._untrained = [p for p in params.values() if id(p) not in trained]
 
+    def to(self, device):
+        """Move the parameters, layer state and the optimizer's state to ``device``; returns the model.
+
+        ``fit``, ``evaluate`` and ``predict`` then put each batch on this device (see their ``device``).
+        """
+        super().to(device)
+        opt = self.optimizer
+        if opt is not None and getattr(opt, "state", None):
+            from .devices import on_device
+
+            opt.state = on_device(opt.state, self._device)
+        return self
+
     def _has_unbuilt_layers(self):
         return any(isinstance(layer, Layer) and not layer.built for layer in self.layers())
 
@@ -259,6 +282,8 @@ class Model(Layer):
         check_finite=False,
         distributed=False,
         plot=None,
+        device=None,
+        compile=False,
     ):
         """Train for ``epochs`` passes over ``(x, y)``; returns a :class:`~knetpy.callbacks.History`.
 
@@ -283,18 +308,29 @@ class Model(Layer):
 
         A NaN or infinite loss stops training with a FloatingPointError naming the epoch, step and
         batch, before the weights are updated (with L-BFGS, which evaluates the loss inside its
-        step, right after that step); the checkpoint on disk stays the last good one.
+        step, right after that step); the checkpoint on disk stays the last good one. On a device (a
+        GPU) a step never reads the loss back, which would stall it: the loss and metrics are summed
+        there and copied to the host once per epoch (and when a progress bar redraws or a callback
+        asks for each batch's loss), so a NaN is reported at the end of its epoch.
         ``check_finite=True`` also refuses NaN or Inf in the data (inputs and targets, validation
         data included), naming the array and the sample, before anything trains on it.
 
         ``plot=path`` redraws the learning curves as a PNG at ``path`` after every epoch (a
         :class:`~knetpy.callbacks.PlotHistory` callback), so a long run can be watched while it trains.
 
+        ``device`` ('cuda', 'cpu', ...) is where each batch goes, moved once per step: by default the
+        model's device (see :meth:`to`); data already there are not copied. Without either, batches are
+        used where they are.
+
         ``distributed=True`` trains data-parallel on every rank started by ``mpiexec`` (see
         :mod:`knetpy.distributed`): each rank takes its share of the arrays (``batch_size`` per rank,
         the same shuffled order on every rank), gradients are averaged every step, rank 0 prints the
         figures averaged over all ranks and alone writes ``checkpoint``. ``kp.distributed.LocalSGD(k)``
         or ``kp.distributed.EASGD(k, rho)`` instead average the parameters every k steps.
+
+        ``compile=True`` records the step (forward, loss, backward) on its first batches and replays it
+        afterwards without building a graph (see :func:`knetpy.compile`); the weights come out the same.
+        The model's forward must not have Python side effects beyond knetpy's own layers: replay skips them.
         """
         who = "fit"
         self._require_compiled(who)
@@ -308,10 +344,11 @@ class Model(Layer):
         strategy = resolve(distributed, who)
         check_batches = bool(check_finite) and _is_batch_source(x)  # arrays are checked once, up front
         x, y, validation_data = self._split_validation(x, y, validation_data, validation_split, who, check_finite)
-        train = self._batches(x, y, batch_size, shuffle, who, check_finite=check_finite)
+        device = self._data_device(device)
+        train = self._batches(x, y, batch_size, shuffle, who, check_finite=check_finite, device=device)
         val = None
         if validation_data is not None:
-            val = self._validation_batches(validation_data, batch_size, who, check_finite)
+            val = self._validation_batches(validation_data, batch_size, who, check_finite, device)
         self._ready(train, who)
         if strategy is not None and isinstance(train, Minibatch):  # after _ready, which reads the arrays
             from .distributed import DistributedMinibatch
@@ -338,12 +375,17 @@ class Model(Layer):
         cbs = _callbacks.CallbackList(list(callbacks or []) + [history], self, run)
         self.history = history
         self.stop_training = False
+        from .parallel import fit_threads
         from .training import run as run_loop
 
-        return run_loop(
-            self, train, val, cbs, history, epochs=epochs, initial_epoch=initial_epoch,
-            verbose=verbose, saver=saver, resumed=resumed, check_batches=check_batches, dp=dp,
-        )
+        # one batch's shape decides BLAS's threads for the whole fit (automatic threads only; host data only)
+        sample = train.x[: train.batch_size] if isinstance(train, Minibatch) and type(train.x) is np.ndarray else None
+        with fit_threads(self, sample):
+            return run_loop(
+                self, train, val, cbs, history, epochs=epochs, initial_epoch=initial_epoch,
+                verbose=verbose, saver=saver, resumed=resumed, check_batches=check_batches, dp=dp,
+                compile=compile,
+            )
 
     def _checkpointer(self, checkpoint, resume, every, initial_epoch, who):
         """The writer of fit's training checkpoints (None without ``checkpoint``), after checking the options."""
@@ -391,13 +433,13 @@ class Model(Layer):
         _warn_unseen_classes(y, split, validation_split, who)
         return x[:split], y[:split], (x[split:], y[split:])
 
-    def _validation_batches(self, validation_data, batch_size, who, check_finite=False):
+    def _validation_batches(self, validation_data, batch_size, who, check_finite=False, device=None):
         if _is_batch_source(validation_data):
-            return validation_data
+            return self._batches(validation_data, None, batch_size, False, who, device=device)
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ValueError(f"{who}: validation_data must be a pair (x_val, y_val) or a loader of such batches")
         xv, yv = self._prepare(validation_data[0], validation_data[1], f"{who} (validation_data)", check_finite=check_finite)
-        return Minibatch(xv, yv, batch_size=max(check_batch_size(batch_size, who), 256))
+        return Minibatch(xv, yv, batch_size=max(check_batch_size(batch_size, who), 256), device=device)
 
     # -- inference ---------------------------------------------------------------------------------
     def _evaluate_batches(self, batches, check_batches=False):
@@ -412,43 +454,46 @@ class Model(Layer):
                     _require_finite_batch(xb, yb, "evaluate", f" of the batch at index {i}")
                 n = len(xb)
                 out = self(xb)
-                loss_sum += float(_value(loss_fn(out, yb))) * n
+                loss_sum += _step_value(_value(loss_fn(out, yb))) * n
                 pred = _value(out)
                 for j, (_, fn) in enumerate(metrics):
-                    metric_sums[j] += float(fn(pred, yb)) * n
+                    metric_sums[j] += _step_value(fn(pred, yb)) * n
                 seen += n
         if seen == 0:
             raise ValueError("evaluate: the data yielded no batches")
-        return self._averages(loss_sum, metric_sums, seen)
+        return self._averages(*_host_sums(loss_sum, metric_sums), seen)
 
-    def evaluate(self, x=None, y=None, batch_size=256, verbose=0, check_finite=False):
+    def evaluate(self, x=None, y=None, batch_size=256, verbose=0, check_finite=False, device=None):
         """Loss and metrics over ``(x, y)`` in inference mode: ``{'loss': ..., 'accuracy': ...}``.
 
         Layers run in eval mode (dropout off, batch norm on running statistics) and nothing is
         recorded for gradients, both in the calling thread only: the model's own mode is not changed,
         so other threads may predict or train with it at the same time. ``check_finite=True``
-        refuses NaN or Inf in the data, naming the array and the sample.
+        refuses NaN or Inf in the data, naming the array and the sample. ``device``: as for :meth:`fit`.
         """
         who = "evaluate"
         self._require_compiled(who)
         check_batches = bool(check_finite) and _is_batch_source(x)
-        batches = self._batches(x, y, batch_size, False, who, check_finite=check_finite)
+        device = self._data_device(device)
+        batches = self._batches(x, y, batch_size, False, who, check_finite=check_finite, device=device)
         logs = self._evaluate_batches(batches, check_batches)
         if verbose:
             ProgressBar(len(batches) if hasattr(batches, "__len__") else 0, prefix="Evaluate", mode="line").close(logs)
         return logs
 
-    def predict(self, x, batch_size=256, check_finite=False):
+    def predict(self, x, batch_size=256, check_finite=False, device=None):
         """The model's outputs for ``x`` (an array, in inference mode), batch by batch, as one array.
 
         The outputs are what the last layer returns: logits for a classifier ending in a plain
         ``Dense`` (as ``loss="cross_entropy"`` expects); :meth:`predict_proba` gives probabilities and
         :meth:`predict_classes` the predicted classes. ``check_finite=True`` refuses NaN or Inf in
-        ``x``, naming the sample.
+        ``x``, naming the sample. ``device``: as for :meth:`fit`; the outputs stay there.
         """
         who = "predict"
         check_batches = bool(check_finite) and _is_batch_source(x)
-        batches = self._batches(x, None, batch_size, False, who, need_y=False, check_finite=check_finite)
+        device = self._data_device(device)
+        batches = self._batches(x, None, batch_size, False, who, need_y=False, check_finite=check_finite,
+                                device=device)
         outs = []
         with _inference_mode(self):
             for i, batch in enumerate(batches):
@@ -564,6 +609,8 @@ class Sequential(Model):
         steps, out = [layer], getattr(self, "_probe", None)
         if out is None or len(self._layers) == 1:  # from the start
             steps, out = self._layers, np.zeros((1, *shape[1:]), get_dtype())
+            if self._device is not None:  # a model moved by .to: the probe runs there
+                out = to_device(out, self._device)
         try:
             with _inference_mode(self):
                 for step in steps:
@@ -625,7 +672,7 @@ def _class_labels(y):
 def _warn_unseen_classes(y, split, fraction, who):
     """Warn when validation_split's last samples hold classes the training part lacks, or the
     classification targets are sorted by class, so that the two parts differ in what they hold."""
-    labels = _class_labels(y)
+    labels = _class_labels(to_host(y))  # once per fit, before training
     if labels is None:
         return
     labels = np.asarray(labels)
@@ -703,6 +750,27 @@ def _binary_logit_accuracy(pred, target):
 _binary_logit_accuracy.__name__ = "accuracy"
 
 
+def _step_value(v):
+    """A loss or metric of one batch, to be summed: a float from NumPy (free), a float64 0-d array from
+    a device (left there: reading it every step would stall the device)."""
+    if array_namespace(v) is np:
+        return float(v)
+    return v.astype("float64")
+
+
+def _host_sums(loss_sum, metric_sums):
+    """The loss sum and metric sums as Python floats: those on a device come over in one copy, through
+    :func:`knetpy.backend.to_host` (a meant transfer: the figures are logged)."""
+    values = [loss_sum, *metric_sums]
+    far = [i for i, v in enumerate(values) if is_array(v) and array_namespace(v) is not np]
+    if far:
+        xp = array_namespace(values[far[0]])
+        host = to_host(xp.stack([values[i] for i in far]))
+        for i, v in zip(far, host.tolist()):
+            values[i] = v
+    return float(values[0]), [float(v) for v in values[1:]]
+
+
 def _needs_closure(opt):
     """Optimizers whose step() re-evaluates the loss through a closure (L-BFGS)."""
     from .optim import LBFGS
@@ -711,7 +779,23 @@ def _needs_closure(opt):
 
 
 def _is_batch_source(x):
-    return isinstance(x, (Minibatch, DataLoader))
+    return isinstance(x, (Minibatch, DataLoader, _OnDevice))
+
+
+class _OnDevice:
+    """The batches of a loader, each put on ``device`` as it is taken."""
+
+    def __init__(self, batches, device):
+        self.batches, self.device = batches, device
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __iter__(self):
+        from .devices import on_device
+
+        for batch in self.batches:
+            yield on_device(batch, self.device)
 
 
 def _split_batch(batch, who):
@@ -750,8 +834,9 @@ def _require_finite(a, name, who, where=""):
         return  # integer labels cannot hold NaN
     xp = array_namespace(a)
     finite = xp.isfinite(a)
-    if bool(finite.all()):
+    if bool(to_host(finite.all())):  # from a device: one flag comes over, asked for by check_finite
         return
+    a, finite, xp = to_host(a), to_host(finite), np  # the error path: find the samples on the host
     bad = ~finite.reshape(len(a), -1).all(axis=1) if a.ndim else ~finite.reshape(1)
     first = int(xp.argmax(bad))
     kind = "NaN" if bool(xp.isnan(a[first] if a.ndim else a).any()) else "Inf"

@@ -13,8 +13,14 @@ GEMMs of knetpy's ops go through :func:`matmul` here, so they are split instead.
 
 Each part runs the same code as the whole op on its rows, so results equal the one-thread results
 up to floating-point rounding (a GEMM split along its inner dimension adds partial sums, and BLAS
-may order a sum differently with one thread than with several). Threads are off by default;
-``set_num_threads``, or the environment variable ``KNETPY_NUM_THREADS`` at import, turns them on.
+may order a sum differently with one thread than with several).
+
+By default the threads are automatic (:data:`AUTO_RULE`): every op large enough to pay for the
+hand-off is split over the cores, and BLAS runs one thread only while its parts run (then gets its
+count back); a lone GEMM of a GFLOP or more still uses BLAS's own threads, and small ops run as
+plain NumPy. ``Model.fit`` also runs BLAS on one thread for models whose GEMMs are small.
+``set_num_threads(n)`` (or ``KNETPY_NUM_THREADS=n`` at import) fixes the count instead;
+``set_num_threads("auto")`` or ``set_num_threads(None)`` goes back to automatic.
 
 With knetpy's threads off, :func:`auto_blas_threads` runs a block with one BLAS thread when the
 model's GEMMs are too small for BLAS's threads to pay (:data:`BLAS_RULE`).
@@ -31,6 +37,8 @@ import numpy as np
 
 _local = threading.local()  # .inside: this thread is running a part (nested splits run serially)
 _threads = 1
+_auto = False  # threads chosen per op by the work size (AUTO_RULE); set at the end of this module
+_auto_why = ""  # why automatic threads chose _threads, for `knetpy info`
 _workers = None
 _config = threading.Lock()  # serialises set_num_threads (the pool and the saved BLAS counts)
 _blas = None  # [(threadpoolctl BLAS controller, its thread count before)], while threads are on
@@ -116,39 +124,77 @@ def _blas_controllers():
     return ThreadpoolController().select(user_api="blas").lib_controllers
 
 
+def _auto_count():
+    """(threads, why) for automatic threads: the cores, when BLAS can be held at one thread meanwhile."""
+    import importlib.util
+
+    n = cores()
+    if n < 2:
+        return 1, "one core here, so nothing is split"
+    if importlib.util.find_spec("threadpoolctl") is None:
+        return 1, ("off: threadpoolctl is not installed, so knetpy cannot keep BLAS's threads from competing "
+                   "with its own (pip install 'knetpy[fast]')")
+    return n, f"{n} cores here"
+
+
 def set_num_threads(n):
-    """Use ``n`` threads inside knetpy's large ops (1: no splitting, BLAS as it was before).
+    """Use ``n`` threads inside knetpy's large ops (1: no splitting, BLAS as it was before);
+    ``"auto"`` or None: choose by each op's size (the default, :data:`AUTO_RULE`).
 
     Like ``torch.set_num_threads``: usually the number of cores. With n > 1 BLAS is set to one
-    thread (knetpy's threads each run their own GEMMs) until ``set_num_threads(1)`` gives it its
-    thread count back. Needs threadpoolctl for n > 1.
+    thread (knetpy's threads each run their own GEMMs) until ``set_num_threads(1)`` (or "auto")
+    gives it its thread count back. Needs threadpoolctl for n > 1.
     """
-    global _threads, _workers, _blas
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"set_num_threads: n must be a positive int, got {n!r}")
-    n = int(n)
+    global _threads, _workers, _blas, _auto, _auto_why
+    auto = n is None or (isinstance(n, str) and n.strip().lower() == "auto")
+    if not auto and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
+        raise ValueError(f"set_num_threads: n must be a positive int, 'auto' or None, got {n!r}")
+    n, why = _auto_count() if auto else (int(n), "")
     # Never waits for running ops (so it may be called from inside one): an op keeps the pool it
     # claimed, and the old pool's threads quit once that op is done with it.
     with _config:
-        if n > 1:
+        if n > 1 and not auto:
             controllers = _blas_controllers()
             if _blas is None:
                 _blas = [(c, c.num_threads) for c in controllers]
             for c in controllers:
                 c.set_num_threads(1)
-        elif n == 1 and _blas is not None:
+        elif _blas is not None:
             for c, count in _blas:
                 c.set_num_threads(count)
             _blas = None
-        old, _workers = _workers, (_Workers(n - 1) if n > 1 else None)
-        _threads = n
+        # automatic threads start their workers at the first op that splits (see run)
+        old, _workers = _workers, (_Workers(n - 1) if n > 1 and not auto else None)
+        _threads, _auto, _auto_why = n, auto, why
         if old is not None:
             old.close()
 
 
 def get_num_threads():
-    """The number of threads knetpy's ops split their work over (1: off)."""
+    """The number of threads knetpy's ops split their work over (1: off); with automatic threads,
+    the most a large op uses (small ops are never split)."""
     return _threads
+
+
+def is_auto():
+    """True while knetpy chooses its threads by each op's size (the default; see :data:`AUTO_RULE`)."""
+    return _auto
+
+
+AUTO_RULE = (f"ops of at least {MIN_ELEMENTS >> 10}K elements or {MIN_FLOPS >> 20} MFLOP (im2col/col2im, "
+             "pooling, bias and activation, the recurrent kernels, GEMMs) are split over the cores, with BLAS "
+             "on one thread while their parts run; smaller ops, and GEMMs of 1 GFLOP or more, run as NumPy "
+             "does (BLAS's own threads); fit runs BLAS on one thread when the model's largest GEMM is under "
+             "1 GFLOP")
+
+
+def threads_setting():
+    """``(threads, reason)``: knetpy's threads now and what chose them, for ``knetpy info``."""
+    if _auto:
+        return _threads, f"automatic, {_auto_why}: {AUTO_RULE}"
+    source = "KNETPY_NUM_THREADS" if os.environ.get("KNETPY_NUM_THREADS") else "kp.set_num_threads"
+    state = "on" if _threads > 1 else "off"
+    return _threads, f"{state}, set by {source}, {cores()} cores here; kp.set_num_threads('auto') lets knetpy choose"
 
 
 def _after_fork_in_child():
@@ -156,7 +202,7 @@ def _after_fork_in_child():
     global _workers, _config
     _config = threading.Lock()
     if _workers is not None:
-        _workers = _Workers(_threads - 1)
+        _workers = None if _auto else _Workers(_threads - 1)
 
 
 if hasattr(os, "register_at_fork"):
@@ -197,6 +243,8 @@ def run(fn, parts):
     after the other themselves; and safe while ``set_num_threads`` resizes the pool.
     """
     workers = _workers
+    if workers is None and _auto and _threads > 1 and not getattr(_local, "inside", False):
+        workers = _auto_workers()
     if (workers is None or len(parts) > len(workers.tasks) + 1 or getattr(_local, "inside", False)
             or not workers.claim()):
         # threads off meanwhile, a nested split, or another thread is using the workers: run here
@@ -209,7 +257,10 @@ def run(fn, parts):
     _local.inside = True
     error = None
     sent = 0
+    held = ()
     try:
+        if _auto:
+            held = _hold_blas()
         for q, (lo, hi) in zip(workers.tasks, parts[1:]):
             q.put((fn, lo, hi, done))
             sent += 1
@@ -223,12 +274,47 @@ def run(fn, parts):
                 error = e
     finally:
         _local.inside = False
+        for c, count in held:
+            c.set_num_threads(count)
         workers.release()
     if error is not None:
         try:
             raise error
         finally:
             error = None  # no reference cycle through this frame's traceback
+
+
+def _auto_workers():
+    """The pool of automatic threads, started on first use (so importing knetpy starts no thread)."""
+    global _workers
+    with _config:
+        if _workers is None and _auto and _threads > 1:
+            _workers = _Workers(_threads - 1)
+        return _workers
+
+
+_auto_blas = None  # NumPy's BLAS controllers (threadpoolctl), found once: finding them takes ~1 ms
+
+
+def _hold_blas():
+    """Set BLAS to one thread while an automatic split runs: [(controller, count to put back)].
+
+    Two multi-threaded GEMMs at once would oversubscribe the cores (OpenBLAS even serialises them).
+    Only the op holding the pool calls this, so two ops never save each other's setting.
+    """
+    global _auto_blas
+    if _auto_blas is None:
+        try:
+            _auto_blas = _blas_controllers()
+        except ImportError:
+            _auto_blas = []
+    held = []
+    for c in _auto_blas:
+        count = c.get_num_threads()
+        if count and count > 1:
+            c.set_num_threads(1)
+            held.append((c, count))
+    return held
 
 
 def for_rows(fn, n, work=None, xp=np):
@@ -255,7 +341,9 @@ def matmul(a, b, out=None):
         return a @ b if out is None else np.matmul(a, b, out=out)
     m, k = a.shape
     n = b.shape[1]
-    if ranges(2, 2 * m * n * k, MIN_FLOPS) is None or (max(m, n) < 32 * threads and k < 32 * threads):
+    # automatic threads leave a GEMM of a GFLOP or more to BLAS's own threads, which split it as well
+    if (ranges(2, 2 * m * n * k, MIN_FLOPS) is None or (max(m, n) < 32 * threads and k < 32 * threads)
+            or (_auto and 2 * m * n * k >= BLAS_MIN_FLOPS)):
         return a @ b if out is None else np.matmul(a, b, out=out)
     if out is None:
         out = np.empty((m, n), dtype=np.result_type(a, b))
@@ -356,7 +444,7 @@ def blas_setting():
                     or {i["num_threads"] for i in libs})
     threads = max(counts) if counts else None
     env = [f"{k}={os.environ[k]}" for k in BLAS_ENVIRONMENT if os.environ.get(k)]
-    if _threads > 1:
+    if _threads > 1 and not _auto:
         reason = f"knetpy's {_threads} threads are on, so BLAS runs one"
     elif _limited:
         reason = "one thread for a small model, by the rule below"
@@ -375,11 +463,11 @@ def blas_threads(n):
     """Run the block with BLAS limited to ``n`` threads (None: as it is); yields ``n`` when applied,
     else None.
 
-    Nothing changes while knetpy's threads are on (BLAS is at one thread then), when the environment
+    Nothing changes while knetpy's threads are set on (BLAS is at one thread then), when the environment
     sets BLAS's threads (the user chose), or without threadpoolctl (an optional dependency).
     """
     global _limited
-    if n is None or _threads > 1 or any(os.environ.get(k) for k in BLAS_ENVIRONMENT):
+    if n is None or (_threads > 1 and not _auto) or any(os.environ.get(k) for k in BLAS_ENVIRONMENT):
         yield None
         return
     try:
@@ -401,9 +489,21 @@ def auto_blas_threads(flops):
     return blas_threads(blas_threads_for(flops))
 
 
+@contextlib.contextmanager
+def fit_threads(model, x):
+    """BLAS threads for training ``model`` on batches like ``x`` (``Model.fit``): with automatic
+    threads, one BLAS thread when its largest GEMM is small (:data:`BLAS_RULE`), else as it is."""
+    if not _auto or x is None or not hasattr(x, "shape"):
+        yield None
+        return
+    with auto_blas_threads(largest_gemm_flops(model, x)) as n:
+        yield n
+
+
 def _from_environment():
     value = os.environ.get("KNETPY_NUM_THREADS", "").strip()
-    if not value:
+    if not value or value.lower() == "auto":
+        set_num_threads("auto")
         return
     try:
         n = int(value)

@@ -73,9 +73,17 @@ class ProgressBar:
             self._tqdm = _tqdm(total=self.total, desc=prefix or None, file=self.file, leave=True)
 
     def update(self, done, values=None):
-        """Record that ``done`` steps (in total, not since the last call) are finished."""
+        """Record that ``done`` steps (in total, not since the last call) are finished.
+
+        ``values`` may be a function returning them: it is called only when the bar redraws (at most
+        every ``interval`` seconds), so figures that live on a device are not copied every step.
+        """
         step = done - self.done
         self.done = done
+        now = time.monotonic()
+        due = self.bar and (now - self._last_draw >= self.interval or done >= self.total)
+        if callable(values):
+            values = values() if due else None
         if values is not None:
             self.values = values
         if not self.bar:
@@ -84,9 +92,10 @@ class ProgressBar:
             if values is not None:
                 self._tqdm.set_postfix_str(format_logs(values), refresh=False)
             self._tqdm.update(step)
+            if due:
+                self._last_draw = now
             return
-        now = time.monotonic()
-        if now - self._last_draw >= self.interval or done >= self.total:
+        if due:
             self._last_draw = now
             self._draw(now, final=False)
 

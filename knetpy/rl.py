@@ -1,7 +1,7 @@
 """Pieces of reinforcement learning: returns, a replay buffer, exploration, and the two losses.
 
-Everything here is plain NumPy or knetpy ops, independent of any environment library; the CartPole
-programs (``knetpy train reinforce``, ``knetpy train dqn``) put them together with ``gymnasium``.
+Everything here is plain NumPy or knetpy ops, independent of any environment library; the losses and
+the targets also take arrays on a device (CuPy's), and compute there. The CartPole programs (``knetpy train reinforce``, ``knetpy train dqn``) put them together with ``gymnasium``.
 
 >>> g = kp.rl.discounted_returns([1.0, 1.0, 1.0], gamma=0.9)      # [2.71, 1.9, 1.0]
 >>> loss = kp.rl.policy_gradient_loss(logits, actions, g - baseline)
@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .backend import array_namespace, is_array, to_host
 from .losses import cross_entropy, huber
 from .ops import mean
 from .ops import sum as ksum
@@ -28,7 +29,10 @@ def _check_gamma(gamma, where):
 
 
 def _vector(x, where, what, dtype=None):
-    a = np.asarray(x, dtype=dtype)
+    if is_array(x) and type(x) is not np.ndarray:  # on a device: it stays there
+        a = x if dtype is None else x.astype(dtype)
+    else:
+        a = np.asarray(x, dtype=dtype)
     if a.ndim != 1:
         raise ValueError(f"{where}: {what} must be one-dimensional, got shape {a.shape}")
     return a
@@ -73,7 +77,7 @@ def epsilon_greedy(q_values, epsilon, rng):
         raise ValueError(f"epsilon_greedy: epsilon must be in [0, 1], got {epsilon}")
     if rng.random() < epsilon:
         return int(rng.integers(len(q)))
-    return int(np.argmax(q))
+    return int(to_host(array_namespace(q).argmax(q)))  # (from a device: the one number comes over)
 
 
 # -- replay buffer ---------------------------------------------------------------------------------------
@@ -160,17 +164,17 @@ def q_targets(rewards, next_q, dones, gamma, next_q_online=None):
     gamma = _check_gamma(gamma, "q_targets")
     r = _vector(rewards, "q_targets", "rewards")
     d = _vector(dones, "q_targets", "dones")
-    nq = np.asarray(next_q)
+    nq = next_q if is_array(next_q) else np.asarray(next_q)
     if nq.ndim != 2 or nq.shape[0] != len(r) or len(d) != len(r):
         raise ValueError(f"q_targets: expected rewards (N,), next_q (N, K) and dones (N,); got {r.shape}, "
                          f"{nq.shape} and {d.shape}")
     if next_q_online is None:
         best = nq.max(axis=1)
     else:
-        online = np.asarray(next_q_online)
+        online = next_q_online if is_array(next_q_online) else np.asarray(next_q_online)
         if online.shape != nq.shape:
             raise ValueError(f"q_targets: next_q_online has shape {online.shape}, next_q {nq.shape}")
-        best = nq[np.arange(len(r)), online.argmax(axis=1)]
+        best = nq[array_namespace(nq).arange(len(r)), online.argmax(axis=1)]
     return (r + gamma * (1.0 - d) * best).astype(nq.dtype)
 
 
@@ -179,5 +183,6 @@ def q_loss(q, actions, targets, delta=1.0):
     a = _vector(actions, "q_loss", "actions")
     if np.shape(q)[:1] != a.shape:
         raise ValueError(f"q_loss: q of shape {tuple(np.shape(q))} and actions of shape {a.shape} disagree")
-    onehot = np.eye(np.shape(q)[1], dtype=np.asarray(targets).dtype)[a]
+    dtype = targets.dtype if is_array(targets) else np.asarray(targets).dtype
+    onehot = array_namespace(a).eye(np.shape(q)[1], dtype=dtype)[a]
     return huber(ksum(q * onehot, axis=1), targets, delta=delta)

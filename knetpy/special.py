@@ -93,13 +93,29 @@ def _tail_mask(x):
     return big if big.any() else None
 
 
+def _shape(x):
+    return x.shape if hasattr(x, "shape") else np.shape(x)
+
+
+def _select(x, central, tail_of):
+    """On a device: ``central`` inside the central regime, ``tail_of(erfc(|x|))`` outside, chosen
+    elementwise. (NumPy instead computes the tail on the elements that need it: picking them out by a
+    mask would read the mask's count back from a device.)"""
+    xp = array_namespace(x)
+    a = xp.abs(x)
+    tail = _tail(xp.maximum(a, _CENTRAL_LIMIT))  # the fraction only where it converges; NaN stays NaN
+    return xp.where(a < _CENTRAL_LIMIT, central, tail_of(tail))
+
+
 @primitive
 def erf(x):
     """The error function 2/sqrt(pi) * integral_0^x exp(-t**2) dt, elementwise."""
-    shape = np.shape(x)
+    shape = _shape(x)
     x = _flat(x)
     with np.errstate(over="ignore"):  # x*x overflowing to inf for huge x is expected and harmless
         out = _central(x)
+        if type(x) is not np.ndarray:
+            return _select(x, out, lambda tail: array_namespace(x).sign(x) * (1 - tail)).reshape(shape)
         big = _tail_mask(x)
         if big is not None:
             xp = array_namespace(x)
@@ -111,12 +127,14 @@ def erf(x):
 @primitive
 def erfc(x):
     """The complementary error function 1 - erf(x), accurate where it is tiny (large x)."""
-    shape = np.shape(x)
+    shape = _shape(x)
     x = _flat(x)
     xp = array_namespace(x)
     with np.errstate(over="ignore"):  # as in erf
         out = _central(x)
         xp.subtract(1, out, out=out)
+        if type(x) is not np.ndarray:
+            return _select(x, out, lambda tail: xp.where(x > 0, tail, 2 - tail)).reshape(shape)
         big = _tail_mask(x)
         if big is not None:
             xb = x[big]

@@ -12,7 +12,7 @@ import numbers
 import numpy as np
 
 from .autograd import Param, no_grad
-from .backend import get_dtype
+from .backend import get_dtype, to_device
 from .layers.base import Layer, thread_mode
 
 _MISSING = object()
@@ -57,9 +57,10 @@ def _sample_shape(model, input_shape):
 
 def _dry_run(fn, shape, dtype, what):
     x = np.zeros((1,) + tuple(shape[1:]), dtype=dtype)
+    where = fn.device if isinstance(fn, Layer) else "cpu"
     try:
         with no_grad():
-            return fn(x)
+            return fn(x if where == "cpu" else to_device(x, where))  # a model moved by .to: the zeros go there
     except Exception as e:
         raise ValueError(
             f"summary: running {what} on a zero input of shape {x.shape} and dtype {x.dtype} failed "

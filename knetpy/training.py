@@ -6,14 +6,23 @@ from __future__ import annotations
 
 import math
 
-from .backend import get_rng_state
+from .backend import get_rng_state, to_host
 from .checkpoint import Progress, restore_callbacks_and_rng
 from .layers.base import thread_mode
-from .model import _check_loss, _needs_closure, _require_finite_batch, _skip_done_batches, _split_batch
+from .model import (
+    _check_loss,
+    _host_sums,
+    _needs_closure,
+    _require_finite_batch,
+    _skip_done_batches,
+    _split_batch,
+    _step_value,
+)
 from .progress import ProgressBar
 
 
-def run(model, train, val, cbs, history, *, epochs, initial_epoch, verbose, saver, resumed, check_batches, dp=None):
+def run(model, train, val, cbs, history, *, epochs, initial_epoch, verbose, saver, resumed, check_batches, dp=None,
+        compile=False):
     """Epochs ``initial_epoch`` (or the resumed one) to ``epochs - 1``; returns ``history``.
 
     ``dp`` (a :class:`knetpy.distributed.strategies.DataParallel`) keeps the ranks together: rank
@@ -42,7 +51,7 @@ def run(model, train, val, cbs, history, *, epochs, initial_epoch, verbose, save
             if verbose:
                 bar = ProgressBar(steps or 0, prefix=f"Epoch {epoch + 1}/{epochs}", mode="auto" if verbose == 1 else "line")
             inside = resumed if resumed is not None and position.batch and epoch == position.epoch else None
-            logs, step = train_epoch(model, train, cbs, bar, epoch, epochs, step, saver, inside, check_batches, dp)
+            logs, step = train_epoch(model, train, cbs, bar, epoch, epochs, step, saver, inside, check_batches, dp, compile)
             if val is not None:
                 for key, value in model._evaluate_batches(val, check_batches).items():
                     logs["val_" + key] = value
@@ -65,7 +74,9 @@ def run(model, train, val, cbs, history, *, epochs, initial_epoch, verbose, save
     return history
 
 
-def train_epoch(model, batches, cbs, bar, epoch, epochs, step, saver=None, resume_at=None, check_batches=False, dp=None):
+def train_epoch(
+    model, batches, cbs, bar, epoch, epochs, step, saver=None, resume_at=None, check_batches=False, dp=None, compile=False
+):
     """One pass over the training batches: forward, loss, backward, step, zero_grad.
 
     ``resume_at`` (a training state read from a checkpoint written inside this epoch) makes the
@@ -75,6 +86,7 @@ def train_epoch(model, batches, cbs, bar, epoch, epochs, step, saver=None, resum
     batch_begin, batch_end = cbs.batch_begin, cbs.batch_end
     live = bar is not None and bar.bar
     uses_closure = _needs_closure(opt)
+    replayed = compiled_step(model) if compile and not uses_closure and dp is None else None
     untrained = getattr(model, "_untrained", ())  # frozen, or outside the optimizer's parameters
     every = saver.every if saver is not None else None
     n_batches = len(batches) if hasattr(batches, "__len__") else None
@@ -105,13 +117,19 @@ def train_epoch(model, batches, cbs, bar, epoch, epochs, step, saver=None, resum
         step += 1
         if uses_closure:
             value, out = closure_step(model, xb, yb)
+            pred = out.value
+        elif replayed is not None:
+            value, pred = replayed(xb, yb)  # forward, loss and backward into each p.grad
+            value = _step_value(value)
         else:
             out = model(xb)
             loss = loss_fn(out, yb)
             if i == first:  # once per epoch (a resumed run starts past step 1)
                 _check_loss(loss)
-            value = float(loss.value)
-        if not math.isfinite(value):
+            value = _step_value(loss.value)
+            pred = out.value
+        # A loss on a device is checked once per epoch, when it is read anyway (see below).
+        if type(value) is float and not math.isfinite(value):
             kept = f" {saver.describe()}" if saver is not None else ""
             where = f" on rank {dp.rank}" if dp is not None and dp.size > 1 else ""
             raise FloatingPointError(
@@ -121,7 +139,9 @@ def train_epoch(model, batches, cbs, bar, epoch, epochs, step, saver=None, resum
                 f"data for NaN/Inf (fit(..., check_finite=True)), or clip the gradients (e.g. the optimizer's clip_norm).{kept}"
             )
         if not uses_closure:
-            if dp is None:
+            if replayed is not None:
+                pass
+            elif dp is None:
                 loss.backward()
             else:
                 dp.backward(loss)  # averages the gradients over the ranks (synchronous SGD)
@@ -134,14 +154,14 @@ def train_epoch(model, batches, cbs, bar, epoch, epochs, step, saver=None, resum
         loss_sum += value * n
         seen += n
         if metrics:
-            pred = out.value
             for j, (_, fn) in enumerate(metrics):
-                metric_sums[j] += float(fn(pred, yb)) * n
+                metric_sums[j] += _step_value(fn(pred, yb)) * n
         if batch_end:
+            logged = value if type(value) is float else float(to_host(value))  # these callbacks log it
             for cb in batch_end:
-                cb.on_batch_end(i, {"loss": value, "size": n})
+                cb.on_batch_end(i, {"loss": logged, "size": n})
         if every and step % every == 0 and i + 1 != n_batches:  # the last batch gets the epoch's checkpoint
-            totals = loss_sum, metric_sums, seen
+            totals = *_host_sums(loss_sum, metric_sums), seen
             if dp is not None:
                 dp.sync_state()
                 totals = dp.totals(*totals)
@@ -154,8 +174,8 @@ def train_epoch(model, batches, cbs, bar, epoch, epochs, step, saver=None, resum
                 saver.save(position, cbs.callbacks)
             else:
                 saver.last = position
-        if live:
-            bar.update(i + 1, model._averages(loss_sum, metric_sums, seen))
+        if live:  # the figures are read (from a device: copied) only when the bar redraws
+            bar.update(i + 1, lambda sums=(loss_sum, metric_sums), seen=seen: model._averages(*_host_sums(*sums), seen))
         elif bar is not None:
             bar.done = i + 1
         if sync_stop:
@@ -164,10 +184,38 @@ def train_epoch(model, batches, cbs, bar, epoch, epochs, step, saver=None, resum
             break
     if seen == 0:
         raise ValueError("fit: the training data yielded no batches (all dropped, or an empty loader)")
+    on_device = type(loss_sum) is not float
+    loss_sum, metric_sums = _host_sums(loss_sum, metric_sums)  # one copy from a device per epoch
+    if on_device and not math.isfinite(loss_sum):
+        raise FloatingPointError(
+            f"fit: the loss became {loss_sum} during epoch {epoch + 1}/{epochs} (up to step {step}); on a device the "
+            "loss is read once per epoch, so the weights were updated with it. Lower the learning rate, check "
+            "the data for NaN/Inf (fit(..., check_finite=True)), or clip the gradients (e.g. the optimizer's clip_norm)."
+        )
     if dp is not None:
         loss_sum, metric_sums, seen = dp.totals(loss_sum, metric_sums, seen)
         dp.sync_state()
     return model._averages(loss_sum, metric_sums, seen), step
+
+
+def compiled_step(model):
+    """``fit(compile=True)``'s step, compiled once per model and loss: (loss value, output) of a batch,
+    with the gradients accumulated into each ``p.grad`` as ``backward()`` does."""
+    from .compile import compile
+
+    loss_fn = model._loss
+    cached = getattr(model, "_compiled_step", None)
+    if cached is None or cached[0] is not loss_fn:
+
+        def fit_step(xb, yb):
+            out = model(xb)
+            loss = loss_fn(out, yb)
+            _check_loss(loss)
+            loss.backward()
+            return loss.value, out.value
+
+        cached = model._compiled_step = (loss_fn, compile(fit_step))
+    return cached[1]
 
 
 def closure_step(model, xb, yb):

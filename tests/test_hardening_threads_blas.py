@@ -131,7 +131,7 @@ def test_info_says_which_threads_are_in_effect_and_why(capsys):
 
     assert main(["info"]) == 0
     out = capsys.readouterr().out
-    assert "knetpy threads: 1 (off, the default" in out
+    assert "knetpy threads: 1 (off, set by kp.set_num_threads" in out
     assert "BLAS threads: 4 now (BLAS's own setting, by default one per core)" in out
     assert f"BLAS rule: {parallel.BLAS_RULE}" in out and "largest GEMM is under 1 GFLOP" in out
 

@@ -7,7 +7,7 @@ import numbers
 import numpy as np
 
 from ..autograd import Tensor
-from ..backend import array_namespace, as_array, is_array
+from ..backend import array_namespace, as_array, is_array, to_host
 from ._checks import as_data_array, check_batch_size, check_same_length
 from .minibatch import batch_indices, count_batches, gather
 
@@ -64,10 +64,14 @@ class DataLoader:
     ``shuffle`` draws a new order every epoch from :func:`knetpy.backend.rng`; ``drop_last`` leaves out
     a final partial batch. ``transform``, if given, is applied to every batch as it is yielded (e.g. a
     :class:`knetpy.data.augment.Compose` of augmentations, which gets ``(x, y)`` for a tuple of arrays).
+    ``device`` ('cuda', 'cpu', ...) puts every batch there after ``transform``, one copy per batch,
+    so the data can stay on the host while the model trains on a GPU.
     """
 
-    def __init__(self, data, batch_size=32, shuffle=False, drop_last=False, collate=None, transform=None):
+    def __init__(self, data, batch_size=32, shuffle=False, drop_last=False, collate=None, transform=None,
+                 device=None):
         who = "DataLoader"
+        self.device = None if device is None else _check_device(device)
         self.batch_size = check_batch_size(batch_size, who)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
@@ -121,11 +125,13 @@ class DataLoader:
         return tuple(rows)
 
     def __iter__(self):
-        if self.transform is None:
+        if self.transform is None and self.device is None:
             yield from self._batches()
-        else:
-            for batch in self._batches():
-                yield self.transform(batch)
+            return
+        for batch in self._batches():
+            if self.transform is not None:
+                batch = self.transform(batch)
+            yield batch if self.device is None else on_device(batch, self.device)
 
     def _batches(self):
         like = None if self._kind == "dataset" else next(iter(self._arrays.values()))
@@ -148,14 +154,26 @@ class DataLoader:
                 yield tuple(batch)
 
     def __repr__(self):
+        where = "" if self.device is None else f", device={self.device!r}"
         return (
             f"DataLoader({self._kind}, samples={self.n_samples}, batch_size={self.batch_size}, "
-            f"shuffle={self.shuffle}, drop_last={self.drop_last}, batches={len(self)})"
+            f"shuffle={self.shuffle}, drop_last={self.drop_last}, batches={len(self)}{where})"
         )
 
 
+def _check_device(device):
+    from ..devices import check_device
+
+    return check_device(device)
+
+
+def on_device(batch, device):
+    """``batch`` (an array, or a tuple, list or dict of them) on ``device``."""
+    from ..devices import on_device as move
+
+    return move(batch, device)
+
+
 def _host_ints(index_array):
-    """Python ints from a (NumPy or CuPy) index array, for per-sample ``__getitem__``."""
-    if type(index_array).__module__.startswith("cupy"):
-        index_array = index_array.get()
-    return index_array.tolist()
+    """Python ints from an index array (of any library), for per-sample ``__getitem__``."""
+    return to_host(index_array).tolist()

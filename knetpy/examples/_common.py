@@ -155,8 +155,65 @@ def add_image_options(parser):
 def add_threads_option(parser):
     """``--threads N|auto``: knetpy's own threads for the large ops (see ``kp.set_num_threads``)."""
     parser.add_argument("--threads", type=threads_value, default="auto",
-                        help="threads knetpy splits its large ops over: a number, or auto (the cores, when "
-                             "threadpoolctl is installed; else 1) (default: %(default)s)")
+                        help="threads knetpy splits its large ops over: a number, or auto (chosen by each "
+                             "op's size, over the cores, when threadpoolctl is installed) (default: %(default)s)")
+
+
+def add_device_option(parser):
+    """``--device``: where the model and its data live while it trains (see :func:`on_device`)."""
+    parser.add_argument("--device", type=device_value, default="cpu",
+                        help="where the model trains: cpu, cuda or cuda:N (a GPU, through CuPy: pip install "
+                             "'knetpy[gpu]'), or strict (knetpy's CPU test backend, whose arrays refuse to become "
+                             "NumPy arrays: checks that the program makes no trips through NumPy) (default: %(default)s)")
+
+
+def device_value(text):
+    """An argparse ``type``: a device name, checked while parsing, so that a missing CuPy stops the program
+    before it loads any data."""
+    from ..devices import check_device
+
+    if text == "strict":
+        from ..testing import strict  # noqa: F401 - importing it registers the device
+
+    try:
+        return check_device(text)
+    except (ValueError, RuntimeError) as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def on_device(obj, device):
+    """``obj`` (an array, tensor or layer, or a list or dict of them) on ``device``; on the CPU as it is.
+
+    Parameters move once, when the program starts; training batches are moved one at a time as they
+    are used (``fit``'s own moving, or this function on each batch of a hand-written loop).
+    """
+    if device == "cpu":
+        return obj
+    from ..devices import on_device as move
+
+    return move(obj, device)
+
+
+def on_host(obj):
+    """``obj`` with its arrays on the host: copies of those on a device, the others as they are."""
+    from ..devices import on_device as move
+
+    return move(obj, "cpu")
+
+
+def host_float(value):
+    """A number (a 0-d array, perhaps on a device) as a Python float: a meant copy to the host."""
+    from ..backend import to_host
+
+    return float(to_host(value))
+
+
+def host_floats(values):
+    """0-d arrays (perhaps on a device, left there until now) as one float64 NumPy array, in one copy."""
+    from ..backend import array_namespace, to_host
+
+    xp = array_namespace(*values)
+    return to_host(xp.stack(values)).astype(np.float64)
 
 
 def threads_value(text):
@@ -170,17 +227,10 @@ def knetpy_threads(setting):
     """Run the block with ``setting`` threads (a number or 'auto'); the previous setting afterwards."""
     from .. import parallel
 
-    before = parallel.get_num_threads()
-    if setting == "auto":
-        try:
-            import threadpoolctl  # noqa: F401
-        except ImportError:
-            setting = 1
-        else:
-            setting = parallel.cores()
+    before = "auto" if parallel.is_auto() else parallel.get_num_threads()
     parallel.set_num_threads(setting)
     try:
-        yield setting
+        yield parallel.get_num_threads()
     finally:
         parallel.set_num_threads(before)
 
@@ -338,8 +388,10 @@ def fit_and_report(model, args, data, *, title, callbacks=()):
     from ..optim import get as get_optimizer
 
     xtrn, ytrn, xtst, ytst = data
+    device = getattr(args, "device", "cpu")
+    model = on_device(model, device)  # fit, evaluate and predict then move each batch there
     model.compile(loss="cross_entropy", optimizer=get_optimizer(args.optimizer, lr=args.lr), metrics=["accuracy"])
-    model(xtrn[:1])  # build the layers, so that summary() knows the shapes
+    model(on_device(xtrn[:1], device))  # build the layers, so that summary() knows the shapes
     model.summary()
     report = AccuracyReport((xtrn, ytrn), (xtst, ytst))
     from ..parallel import auto_blas_threads, largest_gemm_flops

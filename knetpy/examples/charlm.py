@@ -28,12 +28,16 @@ from knetpy.progress import ProgressBar
 from ._common import (
     CHECKPOINT,
     ExampleError,
+    add_device_option,
     add_sized_option,
     add_threads_option,
     add_training_options,
+    host_float,
+    host_floats,
     knet_line,
     knetpy_threads,
     make_parser,
+    on_device,
     parse,
     positive,
     run_script,
@@ -56,6 +60,7 @@ def build_parser(prog=None):
     add_sized_option(parser, "--hidden", 256, 64, help="LSTM size")
     parser.add_argument("--clip", type=positive(float), default=5.0, help="gradient norm limit (default: %(default)s)")
     add_threads_option(parser)
+    add_device_option(parser)
     parser.add_argument("--sample", type=int, default=300,
                         help="characters to generate after training (default: %(default)s; 0 for none)")
     parser.add_argument("--generate", type=positive(int), default=None, metavar="N",
@@ -85,15 +90,16 @@ def forward(model, ids, state=None):
     return model["out"](y.reshape(-1, y.shape[-1])), (h, c)
 
 
-def mean_loss(model, batches):
+def mean_loss(model, batches, device="cpu"):
     """Mean loss per character over ``batches`` in inference mode, the state carried across windows."""
-    state, total, count = None, 0.0, 0
+    state, means, sizes = None, [], []
     with kp.no_grad():
         for x, t in batches:
+            x, t = on_device((x, t), device)
             scores, state = forward(model, x, state)
-            total += float(kp.nll(scores, t.reshape(-1))) * t.size
-            count += t.size
-    return total / count
+            means.append(kp.nll(scores, t.reshape(-1)).value)
+            sizes.append(t.size)
+    return float(host_floats(means) @ sizes) / sum(sizes)
 
 
 # -- text ------------------------------------------------------------------------------------------------
@@ -140,17 +146,18 @@ def generate(model, vocab, n, *, temperature=1.0, start=None, rng=None):
     start = start_text(start, vocab)
     index = {c: i for i, c in enumerate(vocab)}
     rng = rng or kp.backend.rng()
+    device = kp.device(model["out"])
     for layer in model.values():
         layer.eval()
     out = []
     with kp.no_grad():
-        scores, state = forward(model, np.array([[index[c] for c in start]]))
-        for _ in range(n):
-            logits = np.asarray(scores.value[-1], dtype=np.float64) / temperature
+        scores, state = forward(model, on_device(np.array([[index[c] for c in start]]), device))
+        for _ in range(n):  # sampled on the host: one character's scores come over per step
+            logits = kp.backend.to_host(scores.value[-1]).astype(np.float64) / temperature
             p = np.exp(logits - logits.max())
             nxt = rng.choice(len(vocab), p=p / p.sum())
             out.append(vocab[nxt])
-            scores, state = forward(model, np.array([[nxt]]), state)
+            scores, state = forward(model, on_device(np.array([[nxt]]), device), state)
     return "".join(out)
 
 
@@ -180,6 +187,7 @@ def run(args):
     kp.set_seed(args.seed)
     if args.generate is not None:
         model, vocab = load_model(args.model or args.out / CHECKPOINT)
+        model = on_device(model, args.device)
         start = start_text(args.start, vocab)
         text = generate(model, vocab, args.generate, temperature=args.temperature, start=start)
         print(start + text)
@@ -195,9 +203,9 @@ def run(args):
     dev_batches = dev.batches(min(args.batch_size, (len(dev) - 1) // 2), args.seq_len)
     print(f"{source}: {len(train)} training and {len(dev)} held-out characters, vocabulary {train.vocab_size}; "
           f"{len(batches)} windows of {args.batch_size} x {args.seq_len} per epoch")
-    model = build_model(train.vocab_size, args.embed, args.hidden)
-    with kp.no_grad():
-        forward(model, train.data[None, :1])  # the layers create their weights on their first call
+    model = on_device(build_model(train.vocab_size, args.embed, args.hidden), args.device)
+    with kp.no_grad():  # the layers create their weights on their first call (on the device)
+        forward(model, on_device(train.data[None, :1], args.device))
     params = [p for layer in model.values() for p in layer.parameters()]
     opt = kp.optim.Adam(params, lr=args.lr, clip_norm=args.clip)
 
@@ -205,23 +213,29 @@ def run(args):
     for epoch in range(1, args.epochs + 1):
         for layer in model.values():
             layer.train()
-        state, total, count = None, 0.0, 0
+        state, total, count, window_losses, sizes = None, 0.0, 0, [], []
         with ProgressBar(len(batches), prefix=f"epoch {epoch}/{args.epochs}") as bar:
             for i, (x, t) in enumerate(batches, 1):
+                x, t = on_device((x, t), args.device)  # one copy of the window per step
                 scores, (h, c) = forward(model, x, state)
                 loss = kp.nll(scores, t.reshape(-1))
                 loss.backward()
                 opt.step()
                 opt.zero_grad()
                 state = (h.detach(), c.detach())  # carry the state on, but not the graph
-                losses.append(float(loss.value))
-                total += losses[-1] * t.size
+                # the losses stay where they are computed until the epoch ends (or the bar redraws):
+                # reading one every step would wait for the device every step
+                window_losses.append(loss.value)
+                sizes.append(t.size)
+                total = total + loss.value * t.size  # (for the bar only)
                 count += t.size
-                bar.update(i, {"loss": total / count})
+                bar.update(i, lambda total=total, count=count: {"loss": host_float(total) / count})
+        epoch_losses = host_floats(window_losses)
+        losses += epoch_losses.tolist()
         for layer in model.values():
             layer.eval()
-        history["loss"].append(total / count)
-        history["dev_loss"].append(mean_loss(model, dev_batches))
+        history["loss"].append(float(epoch_losses @ sizes) / count)
+        history["dev_loss"].append(mean_loss(model, dev_batches, args.device))
         print(knet_line("epoch", epoch, "trn", history["loss"][-1], "dev", history["dev_loss"][-1]), flush=True)
 
     sample = ""

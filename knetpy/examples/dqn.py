@@ -34,8 +34,11 @@ from ._cartpole import (
     scale_last_layer,
 )
 from ._common import (
+    add_device_option,
     add_sized_option,
     make_parser,
+    on_device,
+    on_host,
     one_blas_thread,
     parse,
     positive,
@@ -63,6 +66,7 @@ def build_parser(prog=None):
                         help="steps over which the learning rate falls linearly to a tenth: late updates stay small "
                              "and a good policy is not unlearned (default: %(default)s)")
     parser.add_argument("--no-double", action="store_true", help="the plain DQN target, max over the target network")
+    add_device_option(parser)
     return parser
 
 
@@ -88,7 +92,7 @@ def _train(args):
     n_obs, n_act = env.observation_space.shape[0], env.action_space.n
     print(f"dqn: CartPole-v1, {n_obs} observations, {n_act} actions; up to {episodes} episodes, "
           f"{'Double DQN' if not args.no_double else 'DQN'} with a {args.buffer}-transition replay buffer")
-    w = scale_last_layer(mlp_init(rng, (n_obs, args.hidden, args.hidden, n_act)), 0.1)
+    w = on_device(scale_last_layer(mlp_init(rng, (n_obs, args.hidden, args.hidden, n_act)), 0.1), args.device)
     target = [a.copy() for a in w]
     opts = kp.optim.optimizers(w, kp.optim.Adam, lr=args.lr, clip_norm=10.0)
     dloss = kp.grad(td_loss)
@@ -101,12 +105,13 @@ def _train(args):
         total, done = 0.0, False
         while not done:
             eps = epsilon(steps)
-            action = kp.rl.epsilon_greedy(mlp(w, obs[None])[0], eps, rng)
+            # the network changes every step: each state goes over, and its one action comes back
+            action = kp.rl.epsilon_greedy(mlp(w, on_device(obs[None], args.device))[0], eps, rng)
             next_obs, reward, terminated, truncated, _ = env.step(action)
             buffer.add(obs, action, reward, next_obs, terminated)
             obs, total, steps, done = next_obs, total + reward, steps + 1, terminated or truncated
             if steps >= args.learning_starts:
-                b = buffer.sample(args.batch_size)
+                b = on_device(buffer.sample(args.batch_size), args.device)
                 next_q = mlp(target, b.next_obs)
                 online = None if args.no_double else mlp(w, b.next_obs)
                 y = kp.rl.q_targets(b.rewards, next_q, b.dones, args.gamma, next_q_online=online)
@@ -120,7 +125,7 @@ def _train(args):
         if n % report_every == 0 or n == episodes:
             print(scores.line(time.perf_counter() - start, "epsilon", f"{eps:.3f}"), flush=True)
         if n >= 10 and np.mean(scores.returns[-10:]) >= 450:
-            greedy = evaluate(eval_env, w)
+            greedy = evaluate(eval_env, on_host(w))
             evaluations.append((n, float(np.mean(greedy))))
             print(f"(:episode, {n}, :greedy_mean{SOLVED_WINDOW}, {evaluations[-1][1]:.1f})", flush=True)
             if evaluations[-1][1] >= SOLVED_SCORE:

@@ -16,7 +16,18 @@ import numpy as np
 
 import knetpy as kp
 
-from ._common import knet_line, make_parser, parse, positive, run_script, save_checkpoint, save_curve
+from ._common import (
+    add_device_option,
+    host_float,
+    knet_line,
+    make_parser,
+    on_device,
+    parse,
+    positive,
+    run_script,
+    save_checkpoint,
+    save_curve,
+)
 
 NAME = "housing"
 
@@ -28,6 +39,7 @@ def build_parser(prog=None):
     parser.add_argument("--lr", type=positive(float), default=0.1, help="learning rate (default: %(default)s)")
     parser.add_argument("--path", default=None,
                         help="housing.data, or a folder holding it (default: the copy shipped with knetpy)")
+    add_device_option(parser)
     return parser
 
 
@@ -61,17 +73,19 @@ def main(argv=None, prog=None):
 
     dtype = xtrn.dtype
     w = [(0.1 * kp.backend.rng().standard_normal((x.shape[1], 1))).astype(dtype), np.zeros(1, dtype)]
+    # full batch: the weights and all the data go to the device once
+    w, xtrn, ytrn, xtst, ytst = on_device((w, xtrn, ytrn, xtst, ytst), args.device)
     lr = dtype.type(args.lr)  # a float32 scalar keeps the float32 weights float32
     dloss = kp.value_and_grad(loss)
-    trn_mse, tst_mse = [float(loss(w, xtrn, ytrn))], [float(loss(w, xtst, ytst))]
+    trn_mse, tst_mse = [host_float(loss(w, xtrn, ytrn))], [host_float(loss(w, xtst, ytst))]
     print(knet_line("step", 0, "trn", trn_mse[0], "tst", tst_mse[0]))
     report_every = max(1, steps // 10)
     for step in range(1, steps + 1):
         _, grads = dloss(w, xtrn, ytrn)
         for wi, gi in zip(w, grads):
-            wi -= lr * gi
-        trn_mse.append(float(loss(w, xtrn, ytrn)))
-        tst_mse.append(float(loss(w, xtst, ytst)))
+            wi -= gi * lr
+        trn_mse.append(host_float(loss(w, xtrn, ytrn)))  # (logged every step: the program's point)
+        tst_mse.append(host_float(loss(w, xtst, ytst)))
         if step <= 10 or step % report_every == 0 or step == steps:
             print(knet_line("step", step, "trn", trn_mse[-1], "tst", tst_mse[-1]))
     print(f"train MSE {trn_mse[-1]:.2f}, test MSE {tst_mse[-1]:.2f} (RMSE {np.sqrt(tst_mse[-1]):.2f}, "

@@ -16,6 +16,7 @@ import knetpy as kp
 from knetpy.layers import Conv2D, Dense, Flatten, MaxPool2D
 
 from ._common import (
+    add_device_option,
     add_image_options,
     add_threads_option,
     add_training_options,
@@ -37,6 +38,7 @@ def build_parser(prog=None):
     add_image_options(parser)
     add_training_options(parser, epochs=(3, 1), batch_size=(100, 100), lr=1e-3, optimizer="adam")
     add_threads_option(parser)
+    add_device_option(parser)
     return parser
 
 

@@ -15,6 +15,7 @@ import knetpy as kp
 from knetpy.layers import Dense, Dropout, Flatten
 
 from ._common import (
+    add_device_option,
     add_distributed_option,
     add_image_options,
     add_training_options,
@@ -39,6 +40,7 @@ def build_parser(prog=None):
                         help="sizes of the hidden layers (default: 64)")
     parser.add_argument("--dropout", type=float, default=0.0, help="dropout before each hidden layer (default: 0)")
     add_distributed_option(parser)
+    add_device_option(parser)
     return parser
 
 

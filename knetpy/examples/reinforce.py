@@ -19,7 +19,17 @@ import numpy as np
 import knetpy as kp
 
 from ._cartpole import Scores, add_rl_options, make_env, mlp, mlp_init, save_returns_curve, scale_last_layer
-from ._common import make_parser, one_blas_thread, parse, positive, run_script, save_checkpoint
+from ._common import (
+    add_device_option,
+    make_parser,
+    on_device,
+    on_host,
+    one_blas_thread,
+    parse,
+    positive,
+    run_script,
+    save_checkpoint,
+)
 
 NAME = "reinforce"
 
@@ -29,6 +39,7 @@ def build_parser(prog=None):
     add_rl_options(parser, episodes=2000, quick_episodes=200, lr=0.002)
     parser.add_argument("--batch-episodes", type=positive(int), default=2,
                         help="episodes played per gradient step (default: %(default)s)")
+    add_device_option(parser)
     return parser
 
 
@@ -78,13 +89,17 @@ def _train(args):
           f"{args.batch_episodes} per update")
     w = scale_last_layer(mlp_init(rng, (n_obs, args.hidden, n_act)), 0.01)
     v = mlp_init(rng, (n_obs, args.hidden, 1))
+    # The networks train on the device; the episodes are played on the host, one state at a time,
+    # with a copy of them taken after each update (on the CPU: the same arrays).
+    w, v = on_device((w, v), args.device)
+    acting = on_host((w, v))
     w_opts = kp.optim.optimizers(w, kp.optim.Adam, lr=args.lr)
     v_opts = kp.optim.optimizers(v, kp.optim.Adam, lr=args.lr * 5)
     dpolicy, dvalue = kp.grad(policy_loss), kp.grad(value_loss)
 
     scores, batch, steps, start = Scores(), [], 0, time.perf_counter()
     for episode in range(1, episodes + 1):
-        states, actions, returns, total = play(env, w, v, rng, args.gamma)
+        states, actions, returns, total = play(env, *acting, rng, args.gamma)
         batch.append((states, actions, returns))
         steps += len(actions)
         solved = scores.add(total)
@@ -96,10 +111,12 @@ def _train(args):
             obs = np.concatenate([b[0] for b in batch])
             act = np.concatenate([b[1] for b in batch])
             ret = np.concatenate([b[2] for b in batch])
+            obs, act, ret = on_device((obs, act, ret), args.device)
             adv = ret - mlp(v, obs)[:, 0]  # the baseline: what the state was expected to be worth
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
             kp.optim.update(w, dpolicy(w, obs, act, adv), w_opts)
             kp.optim.update(v, dvalue(v, obs, ret), v_opts)
+            acting = on_host((w, v))
             batch = []
     seconds = time.perf_counter() - start
     env.close()

@@ -21,6 +21,7 @@ import knetpy as kp
 from knetpy.callbacks import Callback
 
 from ._common import (
+    add_device_option,
     add_sized_option,
     add_threads_option,
     add_training_options,
@@ -48,6 +49,7 @@ def build_parser(prog=None):
                      help="channel multiplier: 1 is ResNet-20's 16/32/64")
     add_training_options(parser, epochs=(10, 2), batch_size=(128, 32), lr=2e-3, optimizer="adam")
     add_threads_option(parser)
+    add_device_option(parser)
     return parser
 
 

@@ -17,12 +17,16 @@ from knetpy.progress import progress
 from ._common import (
     CURVE_LABELS,
     TRAIN_REPORT_SIZE,
+    add_device_option,
     add_image_options,
     add_training_options,
     describe_images,
+    host_float,
+    host_floats,
     knet_line,
     load_images,
     make_parser,
+    on_device,
     parse,
     run_script,
     save_checkpoint,
@@ -36,6 +40,7 @@ def build_parser(prog=None):
     parser = make_parser(NAME, __doc__, prog)
     add_image_options(parser)
     add_training_options(parser, epochs=(10, 2), batch_size=(100, 100), lr=0.1)
+    add_device_option(parser)
     return parser
 
 
@@ -55,26 +60,31 @@ def main(argv=None, prog=None):
     print(describe_images(args.dataset, xtrn, xtst))
     n_features, n_classes = xtrn.shape[1], 10
     dtype = xtrn.dtype
-    w = [(0.1 * kp.backend.rng().standard_normal((n_features, n_classes))).astype(dtype),
-         np.zeros(n_classes, dtype=dtype)]
+    w = on_device([(0.1 * kp.backend.rng().standard_normal((n_features, n_classes))).astype(dtype),
+                   np.zeros(n_classes, dtype=dtype)], args.device)
     lr = dtype.type(args.lr)
     dloss = kp.value_and_grad(loss)
-    xrep, yrep = xtrn[:TRAIN_REPORT_SIZE], ytrn[:TRAIN_REPORT_SIZE]
+    # the report sets go to the device once; the training batches one at a time
+    xrep, yrep, xtst, ytst = on_device((xtrn[:TRAIN_REPORT_SIZE], ytrn[:TRAIN_REPORT_SIZE], xtst, ytst), args.device)
+
+    def accuracy(x, y):
+        return host_float(kp.accuracy(predict(w, x), y))
 
     history = {"loss": [], "trn_acc": [], "tst_acc": []}
-    trn, tst = [kp.accuracy(predict(w, xrep), yrep)], [kp.accuracy(predict(w, xtst), ytst)]
+    trn, tst = [accuracy(xrep, yrep)], [accuracy(xtst, ytst)]
     print(knet_line("epoch", 0, "trn", trn[0], "tst", tst[0]))
     for epoch in range(1, args.epochs + 1):
-        batches = kp.data.minibatch(xtrn, ytrn, args.batch_size, shuffle=True)
-        total = 0.0
+        batches = kp.data.minibatch(xtrn, ytrn, args.batch_size, shuffle=True, device=args.device)
+        values, sizes = [], []
         for xb, yb in progress(batches, prefix=f"epoch {epoch}/{args.epochs}"):
             value, grads = dloss(w, xb, yb)
             for wi, gi in zip(w, grads):
-                wi -= lr * gi
-            total += float(value) * len(xb)
-        trn.append(kp.accuracy(predict(w, xrep), yrep))
-        tst.append(kp.accuracy(predict(w, xtst), ytst))
-        history["loss"].append(total / len(xtrn))
+                wi -= gi * lr
+            values.append(value)  # read once per epoch, not every step (a wait for a device)
+            sizes.append(len(xb))
+        trn.append(accuracy(xrep, yrep))
+        tst.append(accuracy(xtst, ytst))
+        history["loss"].append(float(host_floats(values) @ sizes) / len(xtrn))
         history["trn_acc"].append(trn[-1])
         history["tst_acc"].append(tst[-1])
         print(knet_line("epoch", epoch, "trn", trn[-1], "tst", tst[-1]), flush=True)

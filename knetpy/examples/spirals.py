@@ -18,9 +18,13 @@ import knetpy as kp
 from knetpy.progress import progress
 
 from ._common import (
+    add_device_option,
     add_sized_option,
+    host_float,
+    host_floats,
     knet_line,
     make_parser,
+    on_device,
     parse,
     positive,
     run_script,
@@ -39,6 +43,7 @@ def build_parser(prog=None):
     parser.add_argument("--hidden", type=positive(int), default=100, help="MLP hidden units (default: %(default)s)")
     parser.add_argument("--points", type=positive(int), default=300, help="points per class (default: %(default)s)")
     parser.add_argument("--noise", type=float, default=0.2, help="angle noise of the arms (default: %(default)s)")
+    add_device_option(parser)
     return parser
 
 
@@ -72,9 +77,9 @@ def train(predict, w, x, y, steps, lr, prefix=""):
     for _ in progress(range(steps), prefix=prefix):
         value, grads = dloss(w, x, y)
         for wi, gi in zip(w, grads):
-            wi -= lr * gi
-        losses.append(float(value))
-    return losses
+            wi -= gi * lr
+        losses.append(value)  # read all at once at the end, not every step (a wait for a device)
+    return host_floats(losses).tolist()
 
 
 def split(x, y, rng, test_fraction=0.2):
@@ -94,19 +99,22 @@ def main(argv=None, prog=None):
     x, y = kp.datasets.spirals(args.points, 3, noise=args.noise)
     xtrn, ytrn, xtst, ytst = split(x, y, kp.backend.rng())
     print(f"spirals: {len(xtrn)} training and {len(xtst)} test points, 3 classes")
+    xtrn, ytrn, xtst, ytst = on_device((xtrn, ytrn, xtst, ytst), args.device)  # full batch: moved once
 
     models = {"linear": (linear, init_linear(2, 3, x.dtype)), "mlp": (mlp, init_mlp(2, args.hidden, 3, x.dtype))}
+    models = {name: (predict, on_device(w, args.device)) for name, (predict, w) in models.items()}
     result, history = {}, {}
     for name, (predict, w) in models.items():
         losses = train(predict, w, xtrn, ytrn, args.steps, args.lr, prefix=f"{name} ({args.steps} steps)")
-        trn, tst = kp.accuracy(predict(w, xtrn), ytrn), kp.accuracy(predict(w, xtst), ytst)
+        trn, tst = host_float(kp.accuracy(predict(w, xtrn), ytrn)), host_float(kp.accuracy(predict(w, xtst), ytst))
         print(knet_line("model", name, "trn", trn, "tst", tst), flush=True)
         result[name] = {"trn_acc": trn, "tst_acc": tst, "loss": losses}
         history[f"{name}_loss"] = losses
 
     lin, mlp_ = result["linear"]["tst_acc"], result["mlp"]["tst_acc"]
     print(f"test accuracy: linear {lin:.3f}, MLP {mlp_:.3f}: the hidden layer adds {mlp_ - lin:+.3f}")
-    weights = {name: w for name, (_, w) in models.items()}
+    # (on the host: the checkpoint and the plot read them there)
+    weights = {name: [kp.backend.to_host(wi) for wi in w] for name, (_, w) in models.items()}
     result["checkpoint"] = save_checkpoint(weights, args.out)
     result["plot"] = save_curve(history, args.out, title="Spirals: training loss", enabled=not args.no_plot,
                                 xlabel="step")
@@ -114,8 +122,8 @@ def main(argv=None, prog=None):
     if not args.no_plot:
         from knetpy.plot import decision_boundary
 
-        classifiers = {f"{name} (test acc {result[name]['tst_acc']:.2f})": (lambda pts, p=predict, w=w: p(w, pts))
-                       for name, (predict, w) in models.items()}
+        classifiers = {f"{name} (test acc {result[name]['tst_acc']:.2f})": (lambda pts, p=models[name][0], w=w: p(w, pts))
+                       for name, w in weights.items()}
         result["boundaries"] = decision_boundary(classifiers, x, y, Path(args.out) / BOUNDARIES,
                                                  title="Spirals: decision boundaries")
         if result["boundaries"] is not None:

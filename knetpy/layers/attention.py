@@ -15,6 +15,7 @@ import numpy as np
 from .. import activations, ops
 from .. import init as initializers
 from ..autograd import Param, Tensor
+from ..backend import array_namespace
 from ..ops.dot_attention import scaled_dot_product_attention
 from ._util import as_input, cast, config_repr, fmt_shape, positive_int
 from .base import Layer
@@ -58,7 +59,7 @@ def _as_bias(mask, shape, what, who, dtype):
         raise ValueError(f"{who}: attn_mask must have shape (L, S) = ({lq}, {lk}) or (N * num_heads, L, S) = "
                          f"({n * h}, {lq}, {lk}), got {tuple(mv.shape)}")
     if mv.dtype == bool:
-        return np.where(mv, dtype.type(-np.inf), dtype.type(0)).reshape(new_shape)
+        return array_namespace(mv).where(mv, dtype.type(-np.inf), dtype.type(0)).reshape(new_shape)
     if mv.dtype.kind != "f":
         raise TypeError(f"{who}: {what} must be bool (True: blocked) or float (added to the scores), "
                         f"got dtype {mv.dtype}")
@@ -182,8 +183,11 @@ class PositionalEncoding(Layer):
             raise TypeError(f"PositionalEncoding expects floating inputs (embeddings), got dtype {_value(x).dtype}")
         length, dim = x.shape[1], x.shape[2]
         table = self._table
-        if table is None or table.shape[0] < length or table.shape[1] != dim or table.dtype != x.dtype:
-            table = self._table = sinusoidal_encoding(length, dim, self.base, x.dtype)
+        xp = array_namespace(_value(x))
+        if (table is None or table.shape[0] < length or table.shape[1] != dim or table.dtype != x.dtype
+                or array_namespace(table) is not xp):
+            table = sinusoidal_encoding(length, dim, self.base, x.dtype)
+            table = self._table = table if xp is np else xp.asarray(table)  # cached: one copy to the device
         return x + table[:length]
 
     def compute_output_shape(self, input_shape):

@@ -9,8 +9,10 @@ import threading
 from collections import OrderedDict, namedtuple
 from contextlib import contextmanager
 
-from ..autograd import Param, Tensor, mark_modified
-from ..backend import array_namespace
+import numpy as np
+
+from ..autograd import Param, Tensor, _seen, mark_modified
+from ..backend import array_namespace, device_of, is_array, to_device
 from ..data._checks import require_real
 
 # Every Layer subclass by class name, so that a saved architecture can be rebuilt without pickle.
@@ -58,6 +60,11 @@ class Layer:
         if init is not None and "input_shape" not in inspect.signature(init).parameters:
             cls.__init__ = _accepting_input_shape(init)
 
+    #: True once the parameters live on a device (moved there by the first call on device data, or by .to).
+    _on_device = False
+    #: The device given to :meth:`to` (None until then); parameters built later are created there too.
+    _device = None
+
     def __init__(self, name=None):
         self._training = True
         self.built = False
@@ -90,6 +97,13 @@ class Layer:
             self.build(shape)
             self.built = True
             self.input_shape = shape
+            if self._device is not None:  # moved by .to before it was built: its parameters go there too
+                self.to(self._device)
+        if not self._on_device:
+            value = x.value if isinstance(x, Tensor) else x
+            if type(value) is not np.ndarray and is_array(value):
+                # initializers draw on the host: the layer follows its first device input there, once
+                _place(self, value)
         return self.forward(x, *args, **kwargs)
 
     # -- parameters and children ---------------------------------------------------------------------
@@ -170,11 +184,9 @@ class Layer:
         sees the mode forced there instead.
         """
         forced = getattr(_forced, "modes", None)
-        if forced:
-            mode = forced.get(id(self))
-            if mode is not None:
-                return mode
-        return self._training
+        mode = forced.get(id(self)) if forced else None
+        # A compiled step that read the mode replays only while the mode stays the same.
+        return _seen(self, "training", self._training if mode is None else mode)
 
     @training.setter
     def training(self, mode):
@@ -250,6 +262,8 @@ class Layer:
             arr = arrays[name]
             xp = array_namespace(t.value)
             arr = arr.value if isinstance(arr, Tensor) else arr if hasattr(arr, "dtype") else xp.asarray(arr)
+            if type(arr) is not type(t.value) and is_array(arr):  # e.g. host weights for a model on a GPU
+                arr = to_device(arr, device_of(t.value))
             if tuple(arr.shape) != tuple(t.shape):
                 raise ValueError(f"{who}: {name!r} has shape {tuple(arr.shape)}, the model's has {tuple(t.shape)}")
             if not xp.can_cast(arr.dtype, t.value.dtype, "same_kind"):
@@ -269,8 +283,65 @@ class Layer:
         """Constructor keyword arguments (JSON-serialisable) that rebuild this layer's architecture."""
         return {}
 
+    # -- devices -------------------------------------------------------------------------------------
+    @property
+    def device(self):
+        """Where the parameters live: the device given to :meth:`to`, else the first parameter's, else 'cpu'."""
+        if self._device is not None:
+            return self._device
+        for p in self.params.values():
+            return device_of(p.value)
+        return "cpu"
+
+    def to(self, device):
+        """Move every parameter, gradient and state array (nested layers' too) to ``device``; returns the layer.
+
+        In place, as torch's ``module.to``: the Param objects stay the same, so an optimizer bound to
+        them keeps working. Layers not built yet create their parameters on ``device`` when they build.
+        """
+        from ..devices import check_device
+
+        device = check_device(device)
+        stack, seen = [self], set()
+        while stack:
+            layer = stack.pop()
+            if id(layer) in seen:
+                continue
+            seen.add(id(layer))
+            layer._device = device
+            layer._on_device = True  # placed on purpose: a later input does not move it elsewhere
+            for key, val in list(vars(layer).items()):
+                if isinstance(val, Tensor):
+                    _move_tensor(val, device)
+                elif is_array(val):  # a buffer kept as a plain array
+                    setattr(layer, key, to_device(val, device))
+            stack.extend(layer.layers())
+        for p in self.params.values():  # Params held in lists and dicts
+            _move_tensor(p, device)
+        return self
+
     def __repr__(self):
         return f"{type(self).__name__}()"
+
+
+def _move_tensor(t, device):
+    t.value = to_device(t.value, device)
+    if t.grad is not None:
+        t.grad = to_device(t.grad, device)
+
+
+def _place(layer, like):
+    """Move ``layer``'s parameters and state (nested layers' too) onto the device of the array ``like``."""
+    device = device_of(like)
+    for t in list(layer.params.values()) + list(layer.state().values()):
+        if type(t.value) is not type(like):
+            t.value = to_device(t.value, device)
+    stack = [layer]
+    while stack:
+        current = stack.pop()
+        if current.built:  # a layer built later places its parameters on its own first call
+            current._on_device = True
+        stack.extend(current.layers())
 
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])

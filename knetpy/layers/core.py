@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import activations, backend, ops, parallel
 from .. import init as initializers
-from ..autograd import Param, Tensor, primitive
+from ..autograd import Param, Tensor, primitive, replayable
 from ..backend import array_namespace
 from ._util import as_input, cast, config_repr, fmt_shape, positive_int
 from .base import Layer
@@ -131,15 +131,11 @@ class Dropout(Layer):
         if xv.dtype.kind != "f":
             raise TypeError(f"Dropout expects floating inputs, got dtype {xv.dtype}")
         dtype = xv.dtype.type
-        if self.p == 1.0:
-            mask = np.zeros(xv.shape, dtype)
-        else:
-            draws = backend.rng().random(xv.shape, dtype=np.float32)
-            # one pass from the uniform draws to the scaled mask, in the input's dtype
-            mask = np.where(draws >= self.p, dtype(1.0 / (1.0 - self.p)), dtype(0.0))
         xp = array_namespace(xv)
-        if xp is not np:
-            mask = xp.asarray(mask)
+        if self.p == 1.0:
+            mask = xp.zeros(xv.shape, dtype)
+        else:
+            mask = _scaled_mask(xp, xv.shape, self.p, dtype)
         return x * mask
 
     def compute_output_shape(self, input_shape):
@@ -151,14 +147,25 @@ class Dropout(Layer):
     __repr__ = config_repr
 
 
+@replayable  # a fresh draw on every replay of a compiled step
+def _scaled_mask(xp, shape, p, dtype):
+    draws = backend.rng(xp).random(shape, dtype=np.float32)  # drawn on the input's device
+    # one pass from the uniform draws to the scaled mask, in the input's dtype
+    return xp.where(draws >= p, dtype(1.0 / (1.0 - p)), dtype(0.0))
+
+
+@replayable
+def _keep_draws(xp, shape, p, dtype):
+    return (backend.rng(xp).random(shape, dtype=np.float32) >= p).astype(dtype)
+
+
 def _keep_mask(layer, x, shape):
     """Training-time keep mask (1 kept, 0 dropped) of ``shape`` in ``x``'s dtype, and ``x``'s value."""
     xv = _value(x)
     if xv.dtype.kind != "f":
         raise TypeError(f"{type(layer).__name__} expects floating inputs, got dtype {xv.dtype}")
-    keep = (backend.rng().random(shape, dtype=np.float32) >= layer.p).astype(xv.dtype)
     xp = array_namespace(xv)
-    return (keep if xp is np else xp.asarray(keep)), xv
+    return _keep_draws(xp, shape, layer.p, xv.dtype), xv
 
 
 class Dropout2D(Dropout):
@@ -446,7 +453,9 @@ class Embedding(Layer):
     """A lookup table: integer indices of any shape (...) -> vectors of shape (..., dim).
 
     The table ``w`` is (vocab, dim), drawn from ``init`` (standard normal by default, as in
-    PyTorch). Repeated indices accumulate their gradients.
+    PyTorch). Repeated indices accumulate their gradients. Indices out of range raise IndexError
+    for NumPy inputs; indices on a device are not read back to be checked (that would stall every
+    step), so check them on the host before moving them.
     """
 
     def __init__(self, vocab, dim, init="normal", name=None):
@@ -460,7 +469,7 @@ class Embedding(Layer):
         idx = _value(as_input(indices))
         if idx.dtype.kind not in "iu":
             raise TypeError(f"Embedding expects integer indices, got dtype {idx.dtype}")
-        if idx.size:
+        if idx.size and type(idx) is np.ndarray:
             lo, hi = int(idx.min()), int(idx.max())
             if lo < 0 or hi >= self.vocab:
                 bad = lo if lo < 0 else hi

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .. import init as initializers
 from .. import ops
-from ..autograd import Param, Tensor, primitive
+from ..autograd import Param, Tensor, primitive, replayable
+from ..backend import array_namespace
 from ._util import as_input, cast, config_repr, fmt_shape
 from .base import Layer
 
@@ -69,6 +72,7 @@ def _normalize_vjp_beta(
 normalize.defvjp(_normalize_vjp_x, _normalize_vjp_gamma, _normalize_vjp_beta)
 
 
+@replayable  # computed outside the primitives: a compiled step must compute it again on every replay
 def _stats(xv, axes, eps):
     """Mean (keepdims) and biased variance of the raw array ``xv`` over ``axes``, and 1/sqrt(var + eps)."""
     mean = xv.mean(axis=axes, keepdims=True)
@@ -80,6 +84,18 @@ def _check_eps(eps, layer):
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
         raise ValueError(f"{layer}: eps must be a positive number, got {eps!r}")
     return float(eps)
+
+
+@replayable  # a side effect outside the primitives: a compiled step repeats it on every replay
+def _update_running(layer, mean, var, count):
+    layer._update_running(mean.reshape(-1), var.reshape(-1) * (count / (count - 1)))
+
+
+@replayable  # reads the running statistics: a compiled step reads them again on every replay
+def _folded(layer):
+    """The fixed statistics folded into one scale and shift: two full-size ops instead of four."""
+    scale = 1.0 / (layer.running_var.value + layer.eps) ** 0.5
+    return scale, -layer.running_mean.value * scale
 
 
 # -- BatchNorm -----------------------------------------------------------------------------------------
@@ -152,19 +168,21 @@ class BatchNorm(Layer):
         y = normalize(
             x, self.gamma, self.beta, mean=mean, inv_std=inv_std, axes=axes, pshape=pshape, eps=self.eps
         )
-        self._update_running(mean.reshape(-1), var.reshape(-1) * (count / (count - 1)))
+        _update_running(self, mean, var, count)
         return y
 
     def _update_running(self, mean, unbiased_var):
+        # (mean and unbiased_var flat, shape (C,))
         self.batches_seen.value += 1  # in place: the counter stays a 0-d array
-        m = self.momentum if self.momentum is not None else 1.0 / float(self.batches_seen.value)
+        seen = self.batches_seen.value
+        m = self.momentum
+        if m is None:  # on a device the count stays there: no host read in a training step
+            m = 1.0 / float(seen) if array_namespace(seen) is np else (1.0 / seen).astype(mean.dtype)
         self.running_mean.value = self.running_mean.value * (1 - m) + mean * m
         self.running_var.value = self.running_var.value * (1 - m) + unbiased_var * m
 
     def _inference(self, x, pshape):
-        # Fold the fixed statistics into one scale and shift: two full-size ops instead of four.
-        scale = 1.0 / (self.running_var.value + self.eps) ** 0.5
-        shift = -self.running_mean.value * scale
+        scale, shift = _folded(self)
         if self.affine:
             scale = self.gamma * scale
             shift = self.beta + self.gamma * shift

@@ -17,6 +17,10 @@ They compute with large GEMMs over windows gathered channels-last (see :mod:`kne
 results come back as (N, C, *spatial) views of channels-last memory. ``conv4_bias`` fuses the bias
 (and optionally relu) into the convolution, for the layers. :mod:`knetpy.ops.conv_reference` holds
 the direct, slow definitions all of these are tested against.
+
+With numba installed (the ``[fast]`` extra), 2-D NumPy convolutions run part of their glue compiled
+(:mod:`knetpy.ops.fast.conv`: col2im for the input gradient, bias + relu, relu's gradient); the NumPy
+code here stays the reference they are tested against, and the path taken with ``KNETPY_FAST=0``.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import numpy as np
 from .. import parallel
 from ..autograd import Tensor, primitive
 from ..backend import array_namespace
-from . import recycle
+from . import fast, recycle
 from .buffer_pool import give
 from .im2col import (
     WindowGather,
@@ -264,6 +268,8 @@ def _conv(w, x, geom=None, out_spatial=None):
 @primitive
 def _conv_transpose(w, y, geom=None, in_spatial=None):
     """C_w^T(y): scatter each output position's contribution back over its input window."""
+    if _fast_ok(geom, w, y):
+        return _fast_conv_transpose(w, y, geom, in_spatial)
     n, cout, *out_spatial = y.shape
     g = geom.groups
     kernel = w.shape[2:]
@@ -288,6 +294,51 @@ def _conv_transpose(w, y, geom=None, in_spatial=None):
     full = full.reshape(n, *padded, g * wk.shape[-1])
     crop = (slice(None),) + tuple(slice(p, p + s) for p, s in zip(geom.padding, in_spatial))
     return from_channels_last(full[crop])
+
+
+# -- compiled glue (numba) for 2-D convolutions, with the NumPy code above as the reference -----------------------
+_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _fast_arrays(*arrays):
+    """Whether the compiled kernels are on and take these arrays: NumPy, float32 or float64."""
+    return fast.enabled() and all(type(a) is np.ndarray and a.dtype in _FAST_DTYPES for a in arrays)
+
+
+def _fast_ok(geom, *arrays):
+    """Whether the compiled kernels take this convolution: 2-D, one group, :func:`_fast_arrays`."""
+    return geom.groups == 1 and all(a.ndim == 4 for a in arrays) and _fast_arrays(*arrays)
+
+
+def _fast_conv_transpose(w, y, geom, in_spatial):
+    """C_w^T(y) as one GEMM into window rows (gy @ W^T: K*C_in wide, which BLAS runs well) and a
+    compiled col2im, a few samples at a time per thread so that the rows stay in cache."""
+    from .fast.conv import col2im2d
+
+    n, cout, oh, ow = y.shape
+    kernel = w.shape[2:]
+    per_sample = oh * ow
+    gy = to_channels_last(y).reshape(n * per_sample, cout)
+    wt = weight_matrix(w, 1, geom.flip)[0].T  # (C_out, K*C_in), a transposed view BLAS reads as it is
+    dt = np.result_type(gy, wt)
+    width = per_sample * wt.shape[1]
+    dx = recycle.empty(np, (n, *in_spatial, w.shape[1]), dt)
+    m = max(1, CHUNK_BYTES // (width * dt.itemsize)) if _streaming(np) else max(n, 1)
+    args = (oh, ow, *kernel, *geom.stride, *geom.dilation, *geom.padding)
+
+    def part(lo, hi):
+        buffer = recycle.take_buffer(np, (min(m, hi - lo) * per_sample, wt.shape[1]), dt)
+        try:
+            for a in range(lo, hi, m):
+                b = min(hi, a + m)
+                cols = buffer[: (b - a) * per_sample]
+                np.matmul(gy[a * per_sample : b * per_sample], wt, out=cols)
+                col2im2d(cols, dx[a:b], *args)
+        finally:
+            give(buffer)
+
+    parallel.for_rows(part, n, n * width)
+    return from_channels_last(dx)
 
 
 @primitive
@@ -367,8 +418,14 @@ def _add_bias_rows(y, b):
 @primitive(saves=True)
 def _conv_bias_act(w, x, b, geom=None, relu=False):
     xp = array_namespace(w, x)
+    fused = _fast_arrays(x, b) and b.dtype == x.dtype
+    if fused:
+        from .fast.conv import bias_relu
 
     def bias_act(rows):
+        if fused:  # one pass instead of two
+            bias_relu(rows, b, relu)
+            return
         _add_bias_rows(rows, b)
         if relu:
             xp.maximum(rows, 0, out=rows)
@@ -388,9 +445,21 @@ def _pre_activation_grad(g, ans, saved, relu):
             # a multiply: no branches, unlike where()
             act = to_channels_last(ans)
             out = recycle.empty(xp, pre.shape, pre.dtype)
-            parallel.for_rows(
-                lambda lo, hi: xp.multiply(pre[lo:hi], act[lo:hi] > 0, out=out[lo:hi]), pre.shape[0], pre.size, xp
-            )
+            if _fast_arrays(pre, act) and pre.dtype == act.dtype:
+                from .fast.conv import relu_grad
+
+                gf, af, of = pre.reshape(-1), act.reshape(-1), out.reshape(-1)  # contiguous: flat views
+                step = pre.size // max(pre.shape[0], 1)
+                parallel.for_rows(
+                    lambda lo, hi: relu_grad(gf[lo * step : hi * step], af[lo * step : hi * step],
+                                             of[lo * step : hi * step]),
+                    pre.shape[0], pre.size,
+                )
+            else:
+                parallel.for_rows(
+                    lambda lo, hi: xp.multiply(pre[lo:hi], act[lo:hi] > 0, out=out[lo:hi]),
+                    pre.shape[0], pre.size, xp,
+                )
             pre = out
         saved.grad_source, saved.pre_grad = g, from_channels_last(pre)
     return saved.pre_grad

@@ -68,18 +68,21 @@ attention_weights.defvjp(
 
 
 @functools.lru_cache(maxsize=32)
-def _causal_bias(lq, lk, dtype):
-    """0 where query i may see key j <= i, -inf above the diagonal (top-left aligned, as PyTorch); read-only."""
+def _causal_bias(lq, lk, dtype, xp=np):
+    """0 where query i may see key j <= i, -inf above the diagonal (top-left aligned, as PyTorch); read-only
+    on NumPy. Cached per array library, so a device gets its copy once."""
+    if xp is not np:
+        return xp.asarray(_causal_bias(lq, lk, dtype))
     bias = np.where(np.triu(np.ones((lq, lk), dtype=bool), k=1), dtype.type(-np.inf), dtype.type(0))
     bias.flags.writeable = False
     return bias
 
 
 def _shape(x):
-    return tuple(getattr(x, "shape", np.shape(x)))
+    return tuple(x.shape if hasattr(x, "shape") else np.shape(x))
 
 
-def _mask_bias(mask, causal, scores_shape, dtype, who):
+def _mask_bias(mask, causal, scores_shape, dtype, who, xp=np):
     """The additive bias of ``mask`` (bool: True may attend; float: added) and ``causal``, or None."""
     bias = None
     lq, lk = scores_shape[-2:]
@@ -98,7 +101,7 @@ def _mask_bias(mask, causal, scores_shape, dtype, who):
             raise TypeError(f"{who}: mask must be bool (True: may attend) or float (added to the scores), "
                             f"got dtype {mv.dtype}")
     if causal:
-        causal_bias = _causal_bias(lq, lk, np.dtype(dtype))
+        causal_bias = _causal_bias(lq, lk, np.dtype(dtype), xp)
         bias = causal_bias if bias is None else bias + causal_bias
     return bias
 
@@ -144,11 +147,12 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal=False, dropout=0.0, 
         raise ValueError(f"{who}: the leading (batch, head) axes of q, k and v do not broadcast: "
                          f"shapes {sq}, {sk}, {sv}") from None
     scale = 1.0 / math.sqrt(sq[-1]) if scale is None else float(scale)
-    bias = _mask_bias(mask, causal, (*batch, sq[-2], sk[-2]), dtype, who)
+    xp = array_namespace(_value(q))
+    bias = _mask_bias(mask, causal, (*batch, sq[-2], sk[-2]), dtype, who, xp)
     weights = attention_weights(q, k, bias, scale=scale)
     if dropout > 0.0:
-        draws = backend.rng().random(_shape(weights), dtype=np.float32)
-        keep = np.where(draws >= dropout, dtype.type(1.0 / (1.0 - dropout)), dtype.type(0.0))
+        draws = backend.rng(xp).random(_shape(weights), dtype=np.float32)  # on the device: no copy per step
+        keep = xp.where(draws >= dropout, dtype.type(1.0 / (1.0 - dropout)), dtype.type(0.0))
         weights = weights * keep
     return matmul(weights, v), weights
 

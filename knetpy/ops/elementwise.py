@@ -96,10 +96,20 @@ def neg(x):
 neg.defvjp(lambda g, ans, x: -g)
 
 
-def _unary(name, doc, ufunc):
-    def fwd(x):
-        return ufunc(x)
+def _on_xp(ufunc):
+    """``ufunc`` for NumPy data and Python numbers; the same function of the array's own library otherwise."""
+    fname = ufunc.__name__
 
+    def fn(x):
+        if type(x) is np.ndarray:  # the common case, without a namespace lookup
+            return ufunc(x)
+        return getattr(array_namespace(x), fname)(x)
+
+    return fn
+
+
+def _unary(name, doc, ufunc):
+    fwd = _on_xp(ufunc)
     fwd.__name__ = name
     fwd.__doc__ = doc
     return primitive(fwd)
@@ -130,18 +140,18 @@ square.defvjp(lambda g, ans, x: g * (x * 2))
 abs2 = square
 
 
-sign = _nondiff("sign", np.sign)
+sign = _nondiff("sign", _on_xp(np.sign))
 equal = _nondiff("equal", lambda x, y: x == y)
 not_equal = _nondiff("not_equal", lambda x, y: x != y)
 less = _nondiff("less", lambda x, y: x < y)
 less_equal = _nondiff("less_equal", lambda x, y: x <= y)
 greater = _nondiff("greater", lambda x, y: x > y)
 greater_equal = _nondiff("greater_equal", lambda x, y: x >= y)
-isfinite = _nondiff("isfinite", np.isfinite)
-isnan = _nondiff("isnan", np.isnan)
-floor = _nondiff("floor", np.floor)
-ceil = _nondiff("ceil", np.ceil)
-round = _nondiff("round", np.round)
+isfinite = _nondiff("isfinite", _on_xp(np.isfinite))
+isnan = _nondiff("isnan", _on_xp(np.isnan))
+floor = _nondiff("floor", _on_xp(np.floor))
+ceil = _nondiff("ceil", _on_xp(np.ceil))
+round = _nondiff("round", _on_xp(np.round))
 
 
 @primitive

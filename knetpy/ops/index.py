@@ -6,12 +6,26 @@ import numpy as np
 
 from .. import parallel
 from ..autograd import Tensor, primitive
-from ..backend import array_namespace
+from ..backend import array_namespace, is_array
 
 
-def _unwrap_index(idx):
+def _value(x):
+    return x.value if isinstance(x, Tensor) else x
+
+
+def _unwrap_index(idx, like=None):
+    """The raw index; for data ``like`` on a device, host index arrays and lists are copied there (as
+    CuPy's own indexing does), so that the backward pass scatters with an index of the same library."""
     if isinstance(idx, Tensor):
-        return idx.value
+        idx = idx.value
+    if like is not None and type(like) is not np.ndarray and is_array(like):
+        xp = array_namespace(like)
+
+        def move(i):
+            i = i.value if isinstance(i, Tensor) else i
+            return xp.asarray(i) if isinstance(i, (np.ndarray, list)) else i
+
+        return tuple(move(i) for i in idx) if isinstance(idx, tuple) else move(idx)
     if isinstance(idx, tuple):
         return tuple(i.value if isinstance(i, Tensor) else i for i in idx)
     if isinstance(idx, list):
@@ -40,7 +54,7 @@ def scatter_add(g, index=None, shape=None):
     out = xp.zeros(shape, dtype=g.dtype)
     if _is_basic(index):
         out[index] = g
-    elif isinstance(index, np.ndarray) and index.dtype == bool:
+    elif getattr(getattr(index, "dtype", None), "kind", None) == "b":  # a mask (any library): each place once
         out[index] = g
     elif xp is np and isinstance(index, np.ndarray) and index.ndim >= 1 and len(shape) == 2:
         _add_rows(out, index.reshape(-1) % shape[0], g.reshape(-1, shape[1]))
@@ -78,10 +92,10 @@ def take(x, indices, axis=None):
     if axis is None:
         from .shape import flatten
 
-        return getitem(flatten(x), index=_unwrap_index(indices))
+        return getitem(flatten(x), index=_unwrap_index(indices, _value(x)))
     idx = [slice(None)] * x.ndim
-    idx[axis] = _unwrap_index(indices)
+    idx[axis] = _unwrap_index(indices, _value(x))
     return getitem(x, index=tuple(idx))
 
 
-Tensor.__getitem__ = lambda self, idx: getitem(self, index=_unwrap_index(idx))
+Tensor.__getitem__ = lambda self, idx: getitem(self, index=_unwrap_index(idx, self.value))

@@ -16,12 +16,18 @@ the GEMM operand of every step and, after the backward loop, of the single weigh
 ``d[w_ih; w_hh] = xh @ dgates^T``. The gate gradients are written to a (4H, T, N) buffer, which is
 (4H, T*N) without a copy: dx is one GEMM too. Only the recurrent part of the input gradient,
 w_hh @ dgates_t, is computed step by step.
+
+The gate math between the GEMMs is NumPy here; with numba installed it runs as one compiled pass per
+step (:mod:`knetpy.ops.fast.lstm`), and this NumPy code stays the reference it is tested against.
 """
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..autograd import primitive
 from ..backend import array_namespace
+from . import fast
 from .buffer_pool import Lease, give, take
 from .rnn_common import (
     cached_vjps,
@@ -33,6 +39,18 @@ from .rnn_common import (
     time_major_input_grad,
     to_sigmoid,
 )
+
+
+def _kernels(*arrays):
+    """The compiled gate kernels (:mod:`knetpy.ops.fast.lstm`) when they apply, else None (NumPy)."""
+    if not fast.enabled() or any(type(a) is not np.ndarray for a in arrays):
+        return None
+    dt = arrays[0].dtype
+    if dt not in (np.float32, np.float64) or any(a.dtype != dt for a in arrays):
+        return None
+    from .fast import lstm  # compiled on first use: numba loads only when an LSTM runs
+
+    return lstm
 
 
 def _slots(T, reverse):
@@ -67,15 +85,28 @@ def _lstm_forward(
     c' = f * c + i * g; h' = o * tanh(c'). ``mask`` (N, T) bool: at a False step a sequence keeps
     its state and outputs zero. ``reverse``: run from the last step to the first. ``need_dx=False``
     skips the input gradient (one GEMM) when x needs none.
+
+    ``x`` may also be integer ids (N, T) standing for one-hot inputs: the input projection of id v
+    is then row v of ``w_ih`` (V, 4H), gathered per step instead of multiplied (see
+    :func:`knetpy.ops.rnn.rnnforw`, which feeds an embedding lookup this way), and x has no gradient.
     """
     xp = array_namespace(x, w_ih, w_hh)
-    N, T, F = x.shape
+    ids = x if x.ndim == 2 else None
+    N, T = x.shape[:2]
+    F = 0 if ids is not None else x.shape[2]  # rows of x in the stacked inputs
     H = w_hh.shape[0]
-    dt = x.dtype
+    dt = w_hh.dtype if ids is not None else x.dtype
     scale = gate_scale(xp, H, 4, (0, 1, 3), dt)
-    w_cat_t = xp.concatenate([w_ih, w_hh], axis=0).T * scale[:, None]  # (4H, F+H)
-    w_cat_t = xp.ascontiguousarray(w_cat_t)
     bias = b_ih if b_hh is None else (b_hh if b_ih is None else b_ih + b_hh)
+    table_t = None
+    if ids is None:
+        w_cat_t = xp.concatenate([w_ih, w_hh], axis=0).T * scale[:, None]  # (4H, F+H)
+    else:  # the bias goes into the table rows: one gather adds both
+        w_cat_t = w_hh.T * scale[:, None]
+        table_t = xp.ascontiguousarray(((w_ih if bias is None else w_ih + bias) * scale).T)  # (4H, V)
+        ids_tm = xp.ascontiguousarray(ids.T)  # (T, N): one step's ids side by side
+        bias = None
+    w_cat_t = xp.ascontiguousarray(w_cat_t)
     bias = None if bias is None else (bias * scale)[:, None]
     masks = step_masks(mask, T, dt, xp)
     masks = None if masks is None else [None if m is None else (m[0].T, m[1].T) for m in masks]
@@ -84,19 +115,34 @@ def _lstm_forward(
     first_in, last_out = slots[0][1], slots[-1][2]
     xh = take(xp, (F + H, T + 1, N), dt)
     x_lo = 1 if reverse else 0  # slots T (forward) / 0 (reverse) only ever hold a final state
-    _feature_major(xp, x, xh[:F, x_lo : x_lo + T, :])
+    if ids is None:
+        _feature_major(xp, x, xh[:F, x_lo : x_lo + T, :])
     xh[F:, first_in, :] = 0 if h0 is None else h0.T
     c = take(xp, (T + 1, H, N), dt)  # cell state by slot, like the h rows of xh
     c[first_in] = 0 if c0 is None else c0.T
     gates = take(xp, (T, 4 * H, N), dt)
     tanh_c = take(xp, (T, H, N), dt)
     ig = xp.empty((H, N), dtype=dt)
+    kern = _kernels(gates, w_cat_t) if masks is None else None
+    if kern is not None and ids is not None and (type(ids) is not np.ndarray or ids.dtype.kind not in "iu"):
+        kern = None
+    if kern is not None:
+        kern_bias = xp.zeros(4 * H, dtype=dt) if bias is None else xp.ascontiguousarray(bias[:, 0], dtype=dt)
+        one = dt.type(1)
 
     for t, s_in, s_out in slots:
         g = gates[t]
         xp.matmul(w_cat_t, xh[:, s_in, :], out=g)
+        if kern is not None:  # the gate math below in one compiled pass
+            if ids is None:
+                kern.forward_step(gates, t, kern_bias, c, s_in, s_out, tanh_c, xh, F, one)
+            else:
+                kern.forward_step_ids(gates, t, table_t, ids_tm, kern_bias, c, s_in, s_out, tanh_c, xh, one)
+            continue
         if bias is not None:
             g += bias
+        if ids is not None:
+            g += table_t[:, ids_tm[t]]
         xp.tanh(g, out=g)
         to_sigmoid(g[: 2 * H])
         to_sigmoid(g[3 * H :])
@@ -148,7 +194,9 @@ def _lstm_backward(
     dx_into=None,
 ):
     xp = array_namespace(w_hh)
-    N, T, F = x.shape
+    ids = x if x.ndim == 2 else None
+    N, T = x.shape[:2]
+    F = 0 if ids is not None else x.shape[2]
     H = w_hh.shape[0]
     dt = w_hh.dtype
     xh, c, gates, tanh_c, masks = saved["xh"], saved["c"], saved["gates"], saved["tanh_c"], saved["masks"]
@@ -161,7 +209,13 @@ def _lstm_backward(
     dht = xp.empty((H, N), dtype=dt)
     a = xp.empty((H, N), dtype=dt)
     b = xp.empty((H, N), dtype=dt)
+    kern = _kernels(dgates, dh, dc, w_hh) if masks is None else None
+    one = dt.type(1)
     for t, s_in, _ in reversed(_slots(T, reverse)):
+        if kern is not None:  # the gate gradients below in one compiled pass
+            kern.backward_step(gates, tanh_c, c, t, s_in, dh, dy_fm, dc, dgates, one)
+            xp.matmul(w_hh, dgates[:, t, :], out=dh)
+            continue
         act, d = gates[t], dgates[:, t, :]
         i, f, cand, o = act[:H], act[H : 2 * H], act[2 * H : 3 * H], act[3 * H :]
         di, df, dcand, do = d[:H], d[H : 2 * H], d[2 * H : 3 * H], d[3 * H :]
@@ -209,12 +263,18 @@ def _lstm_backward(
     dw = inputs @ flat.T
     db = flat.sum(axis=1)
     dx = None
-    if need_dx:
-        dx = time_major_input_grad(flat.T, w_ih, x.shape, dx_into)
+    if ids is not None:  # a table row's gradient: the sum of its steps' gate gradients, as one GEMM
+        onehot = xp.zeros((w_ih.shape[0], T * N), dtype=dt)
+        onehot[ids.T.reshape(-1), xp.arange(T * N)] = 1  # columns in flat's (step, sample) order
+        dw_in = onehot @ flat.T
+    else:
+        dw_in = dw[:F]
+        if need_dx:
+            dx = time_major_input_grad(flat.T, w_ih, x.shape, dx_into)
     give(dgates, dy_fm)
     return (
         dx,
-        dw[:F],
+        dw_in,
         dw[F:],
         db if b_ih is not None else None,
         (db.copy() if b_ih is not None else db) if b_hh is not None else None,

@@ -11,6 +11,7 @@ import numpy as np
 from .. import parallel
 from ..autograd import Tensor, primitive
 from ..backend import array_namespace
+from . import fast
 from .elementwise import exp, where
 from .reduce import mean
 from .reduce import sum as _sum
@@ -34,8 +35,18 @@ def relu(x):
     return array_namespace(x).maximum(x, 0)
 
 
+_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 def _relu_slope(g, ans, out=None):
     """g where ans > 0, else 0: multiplying by the mask is several times faster than where()."""
+    if out is not None and fast.enabled() and g.dtype == ans.dtype == out.dtype and g.dtype in _FAST_DTYPES:
+        from .fast.conv import flat_views, relu_grad
+
+        flat = flat_views(g, ans, out)
+        if flat is not None:  # one compiled pass, no boolean temporary
+            relu_grad(*flat)
+            return out
     return np.multiply(g, ans > 0, out=out)
 
 
@@ -147,7 +158,9 @@ def _check_labels(scores, labels, axis, name):
             f"got {lab.shape}"
         )
     n_class = s.shape[ax]
-    if lab.size and (int(lab.min()) < 0 or int(lab.max()) >= n_class):
+    # Labels on a device are not range-checked here: reading their min and max would stop the device
+    # every step (check them on the host before moving them).
+    if lab.size and type(lab) is np.ndarray and (int(lab.min()) < 0 or int(lab.max()) >= n_class):
         bad = int(lab.min()) if int(lab.min()) < 0 else int(lab.max())
         raise ValueError(f"{name}: label {bad} is out of range for {n_class} classes (0..{n_class - 1})")
     return lab, ax
@@ -196,10 +209,12 @@ def nll(scores, labels, axis=1, average=True):
 
 
 def accuracy(scores, labels, axis=1, average=True):
-    """Fraction (or count) of rows whose highest score is at the label."""
+    """Fraction (or count) of rows whose highest score is at the label (a 0-d array for device data)."""
     lab, ax = _check_labels(scores, labels, axis, "accuracy")
     s = _value(scores)
     hits = (s.argmax(axis=ax) == lab).sum()
+    if array_namespace(s) is not np:  # a device's 0-d count stays there (int() would wait for it)
+        return hits / lab.size if average else hits
     return float(hits) / lab.size if average else int(hits)
 
 
@@ -215,9 +230,13 @@ def softplus(x):
 softplus.defvjp(lambda g, ans, x: g * sigm(x))
 
 
+def _shape(x):
+    return x.shape if hasattr(x, "shape") else np.shape(x)
+
+
 def _check_targets(scores, targets, name):
     """One target per score (or one for all): a mismatch would otherwise broadcast silently."""
-    ss, ts = np.shape(_value(scores)), np.shape(_value(targets))
+    ss, ts = _shape(_value(scores)), _shape(_value(targets))
     if ts not in (ss, ()):
         raise ValueError(f"{name}: scores of shape {ss} need targets of the same shape, got {ts}")
 

@@ -15,6 +15,10 @@ by offset, as strided slices of the (padded) input, so every step is one vectori
 
 Max pooling's gradient sends each output's gradient to the first maximal input of its window (in
 row-major window order), as PyTorch does.
+
+With numba installed (the ``[fast]`` extra), 2-D max pooling of channels-last NumPy arrays (what
+convolutions produce) runs compiled, forward and backward, in one pass each
+(:mod:`knetpy.ops.fast.pool`), with the same results; the NumPy code here is its tested reference.
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ import numpy as np
 from .. import parallel
 from ..autograd import Tensor, is_grad_enabled, primitive
 from ..backend import array_namespace
+from . import fast
 from .conv import per_axis
-from .im2col import empty_like_layout, kernel_offsets, same_layout, window_slices
+from .im2col import empty_like_layout, kernel_offsets, same_layout, to_channels_last, window_slices
 
 
 class PoolGeometry(NamedTuple):
@@ -112,6 +117,67 @@ def _zeros_like_layout(x, shape, dtype=None):
     return empty_like_layout(x, shape, dtype, fill=0)
 
 
+# -- compiled 2-D max pooling (numba), with the NumPy code below as the reference --------------------------
+_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _fast_ok(*arrays):
+    """Whether the compiled kernels take these arrays: on, NumPy, (N, C, H, W), float32 or float64."""
+    return fast.enabled() and all(
+        type(a) is np.ndarray and a.ndim == 4 and a.dtype in _FAST_DTYPES for a in arrays
+    )
+
+
+# The kernels loop over channels innermost: with fewer channels than this, NumPy's strided passes win.
+FAST_MIN_CHANNELS = 4
+
+
+def _nhwc(a):
+    """(N, C, H, W) channels-last memory as the C-contiguous (N, H, W, C) array the kernels take; None
+    for any other layout, or too few channels."""
+    v = a.transpose(0, 2, 3, 1)
+    return v if v.flags.c_contiguous and v.shape[-1] >= FAST_MIN_CHANNELS else None
+
+
+def _fast_max_pool(x, geom, out):
+    """Max pooling by the compiled kernel, or None when the layouts do not suit it."""
+    from .fast.pool import max_pool2d
+
+    shape = x.shape[:2] + tuple(out)
+    y = empty_like_layout(x, shape)
+    code = empty_like_layout(x, shape, np.uint8 if math.prod(geom.window) < 256 else np.int32)
+    xv, yv, cv = _nhwc(x), _nhwc(y), _nhwc(code)
+    if xv is None or yv is None or cv is None or xv.shape[::3] != yv.shape[::3] or yv.shape != cv.shape:
+        return None
+    (kh, kw), (sh, sw), (ph, pw) = geom.window, geom.stride, geom.padding
+    parallel.for_rows(
+        lambda lo, hi: max_pool2d(xv[lo:hi], yv[lo:hi], cv[lo:hi], kh, kw, sh, sw, ph, pw), xv.shape[0], x.size
+    )
+    return y, _Switches(code, geom, x.shape, x)
+
+
+def _fast_scatter(g, switches):
+    """Max pooling's backward pass by the compiled kernel, or None when the layouts do not suit it."""
+    from .fast.pool import max_pool2d_backward
+
+    geom, cv = switches.geom, _nhwc(switches.code)
+    if cv is None:
+        return None
+    g = to_channels_last(g).transpose(0, 3, 1, 2)  # in the code's layout
+    dx = empty_like_layout(switches.like, switches.in_shape, g.dtype)
+    gv, dv = _nhwc(g), _nhwc(dx)
+    if dv is None or gv.shape != cv.shape or dv.shape[::3] != cv.shape[::3]:
+        return None
+    (kh, kw), (sh, sw), (ph, pw) = geom.window, geom.stride, geom.padding
+    tiles = geom.tiles
+
+    def part(lo, hi):
+        max_pool2d_backward(gv[lo:hi], cv[lo:hi], dv[lo:hi], kh, kw, sh, sw, ph, pw, tiles)
+
+    parallel.for_rows(part, dv.shape[0], dx.size)
+    return dx
+
+
 def _offset_slices(geom, out):
     """(offset, slices into the padded input) for every window position."""
     ones = (1,) * len(out)
@@ -147,6 +213,10 @@ class _Switches:
 
     def scatter(self, g):
         """Each output gradient to its window's winner (zeros elsewhere), shaped like the input."""
+        if _fast_ok(g, self.like):
+            dx = _fast_scatter(g, self)
+            if dx is not None:
+                return dx
         xp = array_namespace(g)
         g = same_layout(g, self.like)
         out, geom = g.shape[2:], self.geom
@@ -183,6 +253,10 @@ class _Switches:
 
 def _max_windows(x, geom, out):
     """Window maxima and, per window, the first offset (row-major) holding the maximum."""
+    if _fast_ok(x):
+        done = _fast_max_pool(x, geom, out)
+        if done is not None:
+            return done
     xp = array_namespace(x)
     xpad = _padded(x, geom, -np.inf)
     slices = [sl for _, sl in _offset_slices(geom, out)]
@@ -227,8 +301,9 @@ _switch_gather.defvjp(lambda g, ans, x, switches=None: _switch_scatter(g, switch
 
 
 # -- average pooling: a fixed linear map and its transpose ----------------------------------------------------
-def _divisor(geom, in_spatial, out, count_padding, dtype):
-    """How many positions each window averages: a scalar, or an (1, 1, *O) array without padding."""
+def _divisor(geom, in_spatial, out, count_padding, dtype, xp=np):
+    """How many positions each window averages: a scalar, or an (1, 1, *O) array of ``xp`` without padding
+    (counted on the host: the geometry alone decides it)."""
     if count_padding or not any(geom.padding):
         return math.prod(geom.window)
     counts = 1
@@ -236,7 +311,7 @@ def _divisor(geom, in_spatial, out, count_padding, dtype):
         start = np.arange(o) * s - p
         real = np.minimum(start + w, x) - np.maximum(start, 0)
         counts = counts * real.reshape((-1,) + (1,) * (len(out) - 1 - d))
-    return counts.astype(dtype).reshape((1, 1) + tuple(out))
+    return xp.asarray(counts.astype(dtype).reshape((1, 1) + tuple(out)))
 
 
 @primitive
@@ -256,7 +331,7 @@ def _avg_pool(x, geom=None, count_padding=True):
         xp.add(views[0], views[1], out=y)
     for v in views[2:]:
         xp.add(y, v, out=y)
-    y /= _divisor(geom, x.shape[2:], out, count_padding, x.dtype)
+    y /= _divisor(geom, x.shape[2:], out, count_padding, x.dtype, xp)
     return y
 
 
@@ -264,7 +339,7 @@ def _avg_pool(x, geom=None, count_padding=True):
 def _avg_pool_transpose(g, geom=None, count_padding=True, in_spatial=None):
     """Spread each output gradient evenly over its window (the adjoint of average pooling)."""
     out = g.shape[2:]
-    share = g / _divisor(geom, in_spatial, out, count_padding, g.dtype)
+    share = g / _divisor(geom, in_spatial, out, count_padding, g.dtype, array_namespace(g))
     if geom.tiles:
         shape = g.shape[:2] + tuple(in_spatial)
         covers_all = all(o * w == s for o, w, s in zip(out, geom.window, in_spatial))
@@ -392,7 +467,8 @@ def max_unpool(x, indices, window=2, stride=None, padding=0, output_size=None):
     if idx.dtype.kind not in "iu":
         raise TypeError(f"{fn}: indices must be integers, got dtype {idx.dtype}")
     size = math.prod(plane)
-    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= size):
+    # (device indices are not range-checked: reading their min and max back would stop the device)
+    if idx.size and type(idx) is np.ndarray and (int(idx.min()) < 0 or int(idx.max()) >= size):
         bad = int(idx.min()) if int(idx.min()) < 0 else int(idx.max())
         raise ValueError(
             f"{fn}: index {bad} is outside an output plane of size {plane} ({size} positions); "

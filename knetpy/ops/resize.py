@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from ..autograd import Tensor
+from ..backend import array_namespace
 from .linalg import matmul
 from .shape import broadcast_to, moveaxis, reshape
 
@@ -114,6 +115,7 @@ def upsample(x, scale=2, mode="nearest"):
             raise ValueError(f"{fn}: scale {s} shrinks spatial axis {d} of size {n_in} to nothing")
         if n_out == n_in and float(s) == 1.0:
             continue
-        m = _interpolation_matrix(n_in, n_out, float(s), mode, dtype)
+        # built on the host (a few integers decide it), then one small copy to x's device
+        m = array_namespace(_value(x)).asarray(_interpolation_matrix(n_in, n_out, float(s), mode, dtype))
         out = moveaxis(matmul(moveaxis(out, 2 + d, -1), m.T), -1, 2 + d)
     return out

@@ -76,13 +76,19 @@ def to_sigmoid(block):
 
 
 def step_masks(mask, T, dtype, xp):
-    """Per step: None where every sequence is active, else (keep as 0/1 floats (N, 1), stop (N, 1))."""
-    if mask is None or bool(mask.all()):
+    """Per step: None where every sequence is active, else (keep as 0/1 floats (N, 1), stop (N, 1)).
+
+    A device mask is not looked at (that would stop the device at each step): every step is masked.
+    """
+    if mask is None:
+        return None
+    on_host = type(mask) is np.ndarray
+    if on_host and mask.all():
         return None
     steps = []
     for t in range(T):
         m = mask[:, t : t + 1]
-        steps.append(None if bool(m.all()) else (m.astype(dtype), ~m))
+        steps.append(None if on_host and m.all() else (m.astype(dtype), ~m))
     return steps
 
 
@@ -139,7 +145,7 @@ def split_over_batch(forward, backward, n_states):
         if parts is None:
             return forward(x, w_ih, w_hh, b_ih, b_hh, *states, mask=mask, **kw)
         xp = array_namespace(x, w_hh)
-        out = recycle.empty(xp, (N * T * H + n_states * N * H,), x.dtype)
+        out = recycle.empty(xp, (N * T * H + n_states * N * H,), w_hh.dtype)  # x may be integer ids
         whole = unpack(out, N, T, H, n_states)
         saved = {}
 

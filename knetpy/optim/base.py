@@ -30,7 +30,7 @@ import numpy as np
 
 from ..autograd import Tensor, enable_grad, mark_modified
 from ..backend import array_namespace, is_array, to_numpy
-from .clipping import clip_factor, squared_norm
+from .clipping import NORM_EPS, clip_factor, device_squared_norm, squared_norm
 from .noise import add_gradient_noise
 from .validate import check_lr, check_number, check_optional_positive
 
@@ -142,7 +142,13 @@ def prepare_gradients(names, values, grads, opts):
             g = array_namespace(g).clip(g, -opt.clip_value, opt.clip_value)
         out.append(g)
     clipped = [i for i, opt in enumerate(opts) if opt.clip_norm is not None]
-    if clipped:
+    if clipped and array_namespace(out[clipped[0]]) is not np:
+        # On a device the norm and the factors stay there: reading them on the host would stall each step.
+        norm = sum(device_squared_norm(out[i]) for i in clipped) ** 0.5
+        for i in clipped:
+            xp = array_namespace(out[i])
+            out[i] = out[i] * xp.minimum(1.0, opts[i].clip_norm / (norm + NORM_EPS)).astype(out[i].dtype)
+    elif clipped:
         norm = sum(squared_norm(out[i]) for i in clipped) ** 0.5
         for i in clipped:
             factor = clip_factor(norm, opts[i].clip_norm)

@@ -36,6 +36,18 @@ def squared_norm(g) -> float:
     return total
 
 
+def device_squared_norm(g):
+    """Sum of squares of one array as a float64 0-d array on its device, not read back.
+
+    Summed in the array's dtype: unlike :func:`squared_norm` it cannot look at the result to redo an
+    overflowing float32 sum in float64, so a gradient of norm above ~1e19 clips to zero.
+    """
+    flat = g.reshape(-1)
+    if flat.dtype.itemsize < 4:
+        flat = flat.astype("float32")
+    return array_namespace(g).dot(flat, flat).astype("float64")
+
+
 def global_norm(grads) -> float:
     """The L2 norm of all arrays in ``grads`` (an array or a pytree of arrays) taken together."""
     leaves, _ = flatten(grads)

@@ -19,14 +19,11 @@ def noise_std(eta: float, gamma: float, t: int) -> float:
 def add_gradient_noise(grad, eta: float, gamma: float, t: int):
     """``grad`` plus fresh Gaussian noise of variance ``eta / (1 + t)^gamma`` (a new array).
 
-    Draws come from :func:`knetpy.backend.rng`, so ``kp.set_seed`` makes them reproducible; they are
-    made on the host in the gradient's dtype (float32 or float64) and moved to its device.
+    Draws come from :func:`knetpy.backend.rng` (the generator of the gradient's device), so
+    ``kp.set_seed`` makes them reproducible; they are made in the gradient's dtype (float32 or float64).
     """
     std = noise_std(eta, gamma, t)
     dtype = grad.dtype if grad.dtype in (np.float32, np.float64) else np.float64
-    draw = backend.rng().standard_normal(grad.shape, dtype=dtype)
-    xp = backend.array_namespace(grad)
-    if xp is not np:
-        draw = xp.asarray(draw)
+    draw = backend.rng(backend.array_namespace(grad)).standard_normal(grad.shape, dtype=dtype)
     draw *= std
     return grad + draw.astype(grad.dtype, copy=False)

@@ -1,0 +1,816 @@
+"""Capture and replay of a step: ``kp.compile(fn)``, the analogue of JAX's ``jit``.
+
+``step = kp.compile(kp.grad(loss))`` runs ``loss`` eagerly on its first calls while recording every
+primitive it calls (forward functions, then the vector-Jacobian products of the backward pass in the
+order the eager pass ran them). Two recordings that agree become one straight-line Python function on
+raw arrays, generated once, which later calls run instead: no Tensor objects, no graph walk, no
+per-op dictionaries. It calls the same kernels in the same order as eager mode, so its results are
+equal bit for bit.
+
+A new trace is taken when the shapes or dtypes of the array arguments change, when a non-array
+argument changes, when the train/eval mode of a layer the step read changes, when a value Python
+code read from a tensor (``float(t)``, ``bool(t)``, ``t.item()``, ``t.numpy()``) comes out different,
+or when knetpy's global modes change (recording on/off, default dtype, thread count). ``step.traces``
+counts them. A step that cannot be replayed faithfully (it edits tensors or its array arguments in
+place, or uses arrays computed outside knetpy's primitives that differ from one call to the next,
+such as a random mask drawn with NumPy) runs eagerly from then on, with one warning.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import threading
+import warnings
+
+import numpy as np
+
+from . import autograd as ag
+from . import parallel
+from .autograd import _FREED, _FREED_MESSAGE, GraphFreedError, Tensor, _check_versions, _const, _toposort
+from .backend import array_namespace, get_dtype, is_array
+
+__all__ = ["compile", "CompileWarning"]
+
+
+class CompileWarning(UserWarning):
+    """A compiled step cannot be replayed and runs eagerly."""
+
+
+_RETRACE = object()
+_PATIENCE = 8  # calls with unchanged data a step with per-call computed constants may wait for other data  # what a replay returns when a guard fails: trace the step again
+_SIMPLE = (int, float, complex, str, bytes, bool, type(None), np.generic, slice, range, type(Ellipsis), np.dtype, type)
+
+
+def compile(fn):
+    """Compile ``fn``, a function whose array work is done by knetpy ops (``kp.grad`` inside too).
+
+    >>> step = kp.compile(kp.grad(loss))
+    >>> for _ in range(1000):
+    ...     for wi, gi in zip(w, step(w, x, y)):
+    ...         wi -= lr * gi
+
+    The result is called like ``fn`` and returns what ``fn`` returns (tensors come back detached).
+    """
+    return Compiled(fn)
+
+
+class Compiled:
+    """A function recorded on its first calls and replayed afterwards; see :func:`compile`."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self._local = threading.local()  # per thread: its own traces, so threads never share a replay
+        self._lock = threading.Lock()
+        self._traces = 0
+        self.replays = 0
+        functools.update_wrapper(self, fn)
+
+    @property
+    def traces(self):
+        """How many times the step was run with recording (first calls and retraces), all threads."""
+        return self._traces
+
+    def __call__(self, *args, **kwargs):
+        if ag._anomaly_threads and ag._state.anomaly:  # detect_anomaly checks every op: run eagerly
+            return self.fn(*args, **kwargs)
+        if ag._trace_threads and ag._state.tracer is not None:  # inside another step's trace: be part of it
+            return self.fn(*args, **kwargs)
+        arrays, key = [], []
+        _walk(args, arrays, key)
+        if kwargs:
+            _walk(kwargs, arrays, key)
+        key.append((ag.is_grad_enabled(), get_dtype(), parallel._threads))
+        key = tuple(key)
+        cache = self._local.__dict__.setdefault("cache", {})
+        entry = cache.get(key)
+        if entry is None:
+            entry = cache[key] = _Entry()
+        if entry.eager:
+            return self.fn(*args, **kwargs)
+        prog = entry.current
+        if prog is not None:
+            out = prog.run(arrays)
+            if out is not _RETRACE:
+                self.replays += 1
+                return out
+        return self._trace(entry, args, kwargs, arrays)
+
+    def _trace(self, entry, args, kwargs, arrays):
+        with self._lock:
+            self._traces += 1
+        before = [a.copy() for a in arrays]
+        tracer = _Tracer(arrays)
+        ag._trace_threads.append(None)
+        prev, ag._state.tracer = ag._state.tracer, tracer
+        try:
+            result = self.fn(*args, **kwargs)
+        finally:
+            ag._state.tracer = prev
+            ag._trace_threads.pop()
+        for i, (a, b) in enumerate(zip(arrays, before)):
+            if not _same_array(a, b):
+                tracer.refuse(f"it changes its array argument {i} in place (replay would not)")
+        prog = tracer.finish(result)
+        why = tracer.broken
+        if prog is not None:
+            prog.inputs = before
+            why = _adopt(entry, prog)
+            if why is None:
+                return result
+        entry.failures += 1
+        if entry.failures >= 2:
+            entry.eager = why
+            warnings.warn(
+                f"kp.compile({getattr(self.fn, '__name__', 'fn')}): running eagerly, the step cannot be "
+                f"replayed: {why}",
+                CompileWarning,
+                stacklevel=3,
+            )
+        return result
+
+
+def _adopt(entry, prog):
+    """File a new trace of ``entry``'s signature; return why it cannot be replayed, or None.
+
+    A trace becomes the replayed program when the one before it on the same path (the same guard
+    values) recorded the same thing; until then it waits for the next call to compare with.
+    """
+    known = entry.programs.get(prog.guards)
+    if known is not None:  # a path verified before (a guard came out as it did then)
+        entry.current = known
+        return None
+    pending = entry.pending.get(prog.guards)
+    entry.pending[prog.guards] = prog  # (on a mismatch too: the first call may have built the layers)
+    if pending is None:
+        entry.current = None
+        return None
+    why = pending.differs(prog)
+    if why is not None:
+        return why
+    if prog.fresh(pending) and pending.same_inputs(prog):
+        # Values computed outside the ops on every call agree, but so did the arguments: they may
+        # depend on them. Wait for a call with other data before trusting them.
+        entry.unverified += 1
+        if entry.unverified < _PATIENCE:
+            return None
+        entry.failures += 1  # (no second chance: the data never changed)
+        return (f"values computed outside knetpy's ops on every call could not be told apart from "
+                f"constants in {_PATIENCE} calls with the same data")
+    entry.programs[prog.guards] = entry.current = prog
+    entry.pending.clear()
+    return None
+
+
+class _Entry:
+    """The traces of one call signature in one thread."""
+
+    __slots__ = ("programs", "pending", "current", "eager", "failures", "unverified")
+
+    def __init__(self):
+        self.programs = {}  # guard values -> verified program
+        self.pending = {}  # guard values -> a first trace waiting for a second one to agree
+        self.current = None
+        self.eager = None  # why the step runs eagerly, once it does
+        self.failures = 0
+        self.unverified = 0
+
+
+def _walk(x, arrays, key):
+    """Collect the array leaves of the arguments and a hashable description of everything else."""
+    t = type(x)
+    if t is np.ndarray:
+        arrays.append(x)
+        key.append(x.shape)
+        key.append(x.dtype)
+    elif t is list or t is tuple:
+        key.append((t, len(x)))
+        for e in x:
+            if type(e) is np.ndarray:  # (the common leaf, without a call)
+                arrays.append(e)
+                key.append(e.shape)
+                key.append(e.dtype)
+            else:
+                _walk(e, arrays, key)
+    elif t is dict:
+        key.append((dict, tuple(x)))
+        for e in x.values():
+            _walk(e, arrays, key)
+    elif isinstance(x, Tensor):
+        arrays.append(x.value)
+        key.append((t, x.shape, x.dtype, x.requires_grad, type(x.value)))
+    elif is_array(x):
+        arrays.append(x)
+        key.append((t, x.shape, x.dtype))
+    else:
+        try:
+            hash(x)
+            key.append((t, x))
+        except TypeError:  # an unhashable object: the same object, not an equal one
+            key.append((t, id(x)))
+
+
+def _same_array(a, b):
+    if a is b:
+        return True
+    if not (is_array(a) and is_array(b)) or type(a) is not type(b) or a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    xp = array_namespace(a)
+    return bool(xp.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
+
+
+def _same(a, b):
+    """Whether two traces' constants agree (the replay then uses the second one)."""
+    if a is b:
+        return True
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, Tensor):
+        return a.requires_grad == b.requires_grad and _same_array(a.value, b.value)
+    if is_array(a):
+        return _same_array(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, _SIMPLE):
+        return a == b or (a != a and b != b)  # NaN equals NaN here
+    return False  # other objects (layers, functions): only the same object
+
+
+def _differs(a, b):
+    """A guard's check: whether a value read on replay differs from the one read while tracing."""
+    if is_array(a):
+        return not _same_array(a, b)
+    return not (a == b or (a != a and b != b))
+
+
+def _ones_like(a):
+    return array_namespace(a).ones_like(a)
+
+
+def _edited(t):
+    raise RuntimeError(
+        f"compiled step: a {type(t).__name__} of shape {tuple(t.shape)} the step uses was modified in place "
+        "while the step ran; update it (or step the optimizer) after the step returns"
+    )
+
+
+def _accumulate(leaf, g):
+    with ag._lock:  # as backward(): threads accumulating into shared parameters lose no sum
+        leaf.grad = g if leaf.grad is None else leaf.grad + g
+
+
+_READ = {
+    "numpy": lambda v: np.asarray(v.get() if type(v).__module__.startswith("cupy") else v),
+    "item": lambda v: v.item(),
+    "float": float,
+    "int": int,
+    "bool": bool,
+}
+
+
+# -- lowering: where the op's own function would run exactly one NumPy call, the replay writes that call
+# (the same kernel, so the same bits) without the Python layers around it.
+def _plain(*vals):
+    return all(type(v) is np.ndarray or isinstance(v, (int, float, np.generic)) for v in vals)
+
+
+def _unsplit(size):
+    # knetpy's threads split no elementwise op this small (and a split gives the same bits anyway)
+    return parallel._threads < 2 or size < parallel.MIN_ELEMENTS
+
+
+def _small_gemm(a, b):
+    # parallel.matmul leaves a product under MIN_FLOPS to one plain ``a @ b``
+    if type(a) is not np.ndarray or type(b) is not np.ndarray or a.ndim != 2 or b.ndim != 2:
+        return False
+    return parallel._threads < 2 or 2 * a.shape[0] * a.shape[1] * b.shape[1] < parallel.MIN_FLOPS
+
+
+def _binary_rule(symbol):
+    def rule(vals, exprs, out, const):
+        x, y = vals
+        if _plain(x, y) and (type(x) is np.ndarray or type(y) is np.ndarray) and _unsplit(np.size(out)):
+            return f"({exprs[0]} {symbol} {exprs[1]})"
+        return None
+
+    return rule
+
+
+def _same_shape_rule(template, arg):
+    """A VJP ``unbroadcast(<template>, x)``: just the template where no summing back is needed."""
+
+    def rule(vals, exprs, out, const):
+        g = vals[0]
+        if _plain(*vals[:1], *vals[2:]) and type(g) is np.ndarray and np.shape(vals[arg]) == g.shape:
+            if np.shape(out) == g.shape and (template == "{g}" or type(out) is np.ndarray):
+                return template.format(g=exprs[0], x=exprs[2], y=exprs[3])
+        return None
+
+    return rule
+
+
+def _sum_to_axes(xshape, shape):
+    """The axes sum_to(x, shape) sums with ``x.sum(axis, keepdims=True)`` whatever x's strides are
+    (its faster path needs exactly one kept axis of size > 1), or None."""
+    lead = len(xshape) - len(shape)
+    if lead < 0:
+        return None
+    axes = tuple(range(lead)) + tuple(i + lead for i, s in enumerate(shape) if s == 1 and xshape[i + lead] != 1)
+    kept = [i for i in range(len(xshape)) if i not in axes and xshape[i] != 1]
+    return axes if axes and len(kept) != 1 else None
+
+
+def _either(*rules):
+    def rule(*a):
+        for r in rules:
+            found = r(*a)
+            if found:
+                return found
+        return None
+
+    return rule
+
+
+def _lower(fn, vals, exprs, out, const):
+    try:
+        return _LOWERINGS[fn](vals, exprs, out, const)
+    except Exception:  # noqa: BLE001 (an unforeseen argument: keep the op's own call)
+        return None
+
+
+def _lowerings():
+    from . import ops
+    from .ops import add, matmul, mul, relu, sub
+    from .ops.linalg import _matmul_vjp_a, _matmul_vjp_b
+    from .ops.reduce import _is_half
+    from .ops.shape import sum_to
+
+    def unary(ufunc):  # the _unary ops' forward is one ufunc call
+        def rule(vals, exprs, out, const):
+            return f"{const(ufunc)}({exprs[0]})" if type(vals[0]) is np.ndarray else None
+
+        return rule
+
+    def relu_fwd(vals, exprs, out, const):
+        x = vals[0]
+        if type(x) is np.ndarray and _unsplit(x.size):
+            return f"{const(np.maximum)}({exprs[0]}, 0)"
+        return None
+
+    def relu_vjp(vals, exprs, out, const):  # g * (ans > 0): np.multiply(g, ans > 0), either branch
+        g, ans = vals[0], vals[1]
+        if type(g) is np.ndarray and type(ans) is np.ndarray and g.shape == ans.shape and _unsplit(g.size):
+            return f"({exprs[0]} * ({exprs[1]} > 0))"
+        return None
+
+    def square_vjp(vals, exprs, out, const):  # g * (x * 2)
+        g, x = vals[0], vals[2]
+        return f"({exprs[0]} * ({exprs[2]} * 2))" if _plain(g, x) and type(x) is np.ndarray else None
+
+    def mean_vjp(vals, exprs, out, const):  # no axis: xp.full(shape, g / n, dtype=g.dtype)
+        g, x = vals[0], vals[2]
+        if len(vals) == 3 and type(g) is np.ndarray and type(x) is np.ndarray:
+            return f"{const(np.full)}({x.shape!r}, {exprs[0]} / {x.size}, dtype={const(g.dtype)})"
+        return None
+
+    def sum_back(arg):  # add's and sub's VJPs where a broadcast operand needs the sum: sum_to itself
+        def rule(vals, exprs, out, const):
+            g, x = vals[0], vals[arg]
+            if type(g) is not np.ndarray or g.shape == np.shape(x):
+                return None
+            plain = _sum_to_axes(g.shape, np.shape(x))
+            if plain is not None:  # sum_to's own plain sum, where no memory layout could change its path
+                return f"{exprs[0]}.sum(axis={plain!r}, keepdims=True).reshape({np.shape(x)!r})"
+            return f"{const(sum_to.__wrapped__)}({exprs[0]}, {const(np.shape(x))})"
+
+        return rule
+
+    def mean_fwd(vals, exprs, out, const):  # x.sum() / n for a floating array, no axis
+        x = vals[0]
+        if len(vals) == 1 and type(x) is np.ndarray and x.dtype.kind in "fc" and not _is_half(x):
+            return f"({exprs[0]}.sum() / {x.size})"
+        return None
+
+    def gemm(ta, tb, i, j):
+        def rule(vals, exprs, out, const):
+            a, b = vals[i], vals[j]
+            a, b = (a.T if ta else a), (b.T if tb else b)
+            if _small_gemm(a, b):
+                return f"({exprs[i]}{'.T' if ta else ''} @ {exprs[j]}{'.T' if tb else ''})"
+            return None
+
+        return rule
+
+    table = {
+        add.__wrapped__: _binary_rule("+"),
+        sub.__wrapped__: _binary_rule("-"),
+        mul.__wrapped__: _binary_rule("*"),
+        matmul.__wrapped__: gemm(False, False, 0, 1),
+        _matmul_vjp_a: gemm(False, True, 0, 3),  # g @ b.T
+        _matmul_vjp_b: gemm(True, False, 2, 0),  # a.T @ g
+        add.prim.vjps[0]: _either(_same_shape_rule("{g}", 2), sum_back(2)),
+        add.prim.vjps[1]: _either(_same_shape_rule("{g}", 3), sum_back(3)),
+        sub.prim.vjps[0]: _either(_same_shape_rule("{g}", 2), sum_back(2)),
+        sub.prim.vjps[1]: _same_shape_rule("(-{g})", 3),
+        mul.prim.vjps[0]: _same_shape_rule("({g} * {y})", 2),
+        mul.prim.vjps[1]: _same_shape_rule("({g} * {x})", 3),
+        relu.__wrapped__: relu_fwd,
+        relu.prim.vjps[0]: relu_vjp,
+        ops.square.prim.vjps[0]: square_vjp,
+        ops.mean.__wrapped__: mean_fwd,
+        ops.mean.prim.vjps[0]: mean_vjp,
+    }
+    for name, ufunc in [("exp", np.exp), ("log", np.log), ("tanh", np.tanh), ("sqrt", np.sqrt),
+                        ("square", np.square), ("sin", np.sin), ("cos", np.cos), ("abs", np.abs)]:
+        table[getattr(ops, name).__wrapped__] = unary(ufunc)
+    return table
+
+
+class _Lowerings(dict):
+    """The table, built on first use (the ops import this module's package)."""
+
+    def __contains__(self, fn):
+        if not self:
+            self.update(_lowerings())
+        return dict.__contains__(self, fn)
+
+
+_LOWERINGS = _Lowerings()
+
+
+def _safe(hook):
+    """A recording hook that never breaks the eager run it watches: what it cannot record, refuses."""
+
+    @functools.wraps(hook)
+    def wrapped(self, *args):
+        try:
+            hook(self, *args)
+        except Exception as e:  # noqa: BLE001
+            self.refuse(f"knetpy could not record it ({type(e).__name__}: {e})")
+
+    return wrapped
+
+
+class _Tracer:
+    """Records one eager run of a step as Python statements on raw arrays."""
+
+    def __init__(self, arrays):
+        self.names = {}  # id(array or tensor) -> the variable holding it on replay
+        self.keep = []  # everything named, kept alive so that ids stay unique while tracing
+        self.saved = {}  # id(node) -> the variable holding what its forward saved for the VJPs
+        self.lines = []
+        self.env = {"_RETRACE": _RETRACE, "_differs": _differs, "_ones_like": _ones_like,
+                    "_accumulate": _accumulate, "_const": _const,
+                    "_edited": _edited}
+        self.fixed = len(self.env)
+        self.consts = {}  # id(object) -> its name in env (functions, constants)
+        self.prologue = []  # checks run before anything else (layer modes, parameter shapes)
+        self.guards = []
+        self.epilogue = []
+        self.pure_lines = set()
+        self.effects = False  # a statement with a side effect was recorded: no guard may follow
+        self.broken = None
+        self.n = 0
+        self.args = []
+        for i, a in enumerate(arrays):
+            self.args.append(self._bind(a, f"a{i}"))
+
+    # -- naming ----------------------------------------------------------------------------------
+    def _bind(self, obj, name):
+        self.names[id(obj)] = name
+        self.keep.append(obj)
+        return name
+
+    def _var(self, value, prefix="v"):
+        self.n += 1
+        name = f"{prefix}{self.n}"
+        if isinstance(value, (Tensor, np.generic)) or is_array(value):  # (reductions may give NumPy scalars)
+            self._bind(value, name)
+        return name
+
+    def _const(self, obj):
+        name = self.consts.get(id(obj))
+        if name is None:
+            name = self.consts[id(obj)] = f"c{len(self.env)}"
+            self.env[name] = obj
+            self.keep.append(obj)
+        return name
+
+    def pure(self, line):
+        """A statement that only assigns (dropped on replay when nothing uses what it assigns)."""
+        self.lines.append(line)
+        self.pure_lines.add(len(self.lines) - 1)
+
+    def refuse(self, why):
+        if self.broken is None:
+            self.broken = why
+
+    def expr(self, a):
+        """The replay expression for an argument seen while tracing."""
+        name = self.names.get(id(a))
+        if name is not None:
+            return name
+        if isinstance(a, Tensor):
+            name = self.names.get(id(a.value))
+            if name is not None:  # a tensor wrapping an argument (kp.grad's fresh inputs)
+                return self._bind(a, name)
+            if a._prim is not None:
+                self.refuse(f"it uses a tensor computed before the step ({a.shape}) that the step depends on")
+            # A leaf (a parameter): its current array is read on every replay.
+            t = self._const(a)
+            name = self._var(a)
+            self._bind(a.value, name)
+            self.pure(f"{name} = {t}.value")
+            self.prologue.append(
+                f"if {t}.value.shape != {a.value.shape!r} or {t}.value.dtype != {self._const(a.value.dtype)}: "
+                "return _RETRACE"
+            )
+            self.prologue.append(f"k{t} = {t}._version")
+            # An in-place edit while the step ran (another thread, a callback): eager mode would reject it.
+            self.epilogue.append(f"if {t}._version != k{t}: _edited({t})")
+            return name
+        if type(a) is list or type(a) is tuple:
+            inner = ", ".join(self.expr(e) for e in a)
+            return f"[{inner}]" if type(a) is list else f"({inner}{',' if len(a) == 1 else ''})"
+        return self._const(a)
+
+    def call_expr(self, fn, args, kw, head=()):
+        parts = [*head, *(self.expr(a) for a in args), *(f"{k}={self.expr(v)}" for k, v in kw.items())]
+        return f"{self._const(fn)}({', '.join(parts)})"
+
+    # -- hooks called by the engine --------------------------------------------------------------
+    @_safe
+    def op(self, prim, fn, args, kw, raw, res):
+        """A primitive (or a non-differentiable op) ran: ``raw`` is what ``fn`` returned."""
+        saves = prim is not None and prim.saves
+        value = raw[0] if saves else raw
+        call = None
+        if not saves and fn in _LOWERINGS and not kw:
+            vals = [a.value if isinstance(a, Tensor) else a for a in args]
+            call = _lower(fn, vals, [self.expr(a) for a in args], value, self._const)
+        call = call or self.call_expr(fn, args, kw)
+        out = self._var(value)
+        if saves:
+            saved = f"s{self.n}"
+            self.pure(f"{out}, {saved} = {call}")
+        else:
+            self.pure(f"{out} = {call}")
+        if isinstance(res, Tensor):
+            self._bind(res, out)
+            if saves:
+                self.saved[id(res)] = saved
+
+    @_safe
+    def call(self, fn, args, kw, out):
+        """A function marked ``replayable`` ran (a random draw, running statistics)."""
+        call = self.call_expr(fn, args, kw)
+        if out is None:
+            self.lines.append(call)
+            self.effects = True
+        elif isinstance(out, tuple):
+            names = [self._var(o) for o in out]
+            self.lines.append(f"{', '.join(names)}{',' if len(names) == 1 else ''} = {call}")
+        else:
+            self.lines.append(f"{self._var(out)} = {call}")
+
+    @_safe
+    def guard(self, obj, how, result):
+        """Python read a value: a layer's mode, or a tensor's data (control flow may depend on it)."""
+        expected = self._const(result)
+        if how == "training":
+            if ("training", id(obj), result) not in self.guards:  # (a layer may read its mode often)
+                self.prologue.append(f"if {self._const(obj)}.training != {expected}: return _RETRACE")
+                self.guards.append(("training", id(obj), result))
+            return
+        name = self.names.get(id(obj))
+        if name is None:
+            return  # a constant tensor: its data is the same on every call
+        if self.effects:
+            self.refuse(f"it reads a tensor's value ({how}) after a side effect, so a retrace would repeat it")
+        self.lines.append(f"if _differs({self._const(_READ[how])}({name}), {expected}): return _RETRACE")
+        self.guards.append((how, name, result if not is_array(result) else result.tobytes()))
+
+    def modified(self, tensors):
+        self.refuse("it edits a tensor in place (an optimizer step or `w -= ...` inside the step)")
+
+    def backprop(self, root, seed, inputs, retain_graph):
+        """autograd.backprop without create_graph, recording each VJP and each sum as a statement."""
+        saved_tracer = ag._state.tracer
+        ag._state.tracer = None  # what the VJPs compute inside is recorded as their one call
+        try:
+            return self._backprop(root, seed, inputs, retain_graph)
+        finally:
+            ag._state.tracer = saved_tracer
+
+    def _backprop(self, root, seed, inputs, retain_graph):
+        stop = set(inputs) if inputs is not None else ()
+        order = _toposort(root, stop)
+        root_name = self.names.get(id(root))
+        if root_name is None:
+            self.refuse("backward() from a tensor computed before the step")
+            root_name = self.expr(root)
+        seed_name = self.names.get(id(seed))
+        if seed_name is None:
+            if _same_array(seed, _ones_like(root.value)):
+                seed_name = self._var(seed)
+                ones = self._const(np.ones_like) if isinstance(root.value, (np.ndarray, np.generic)) else "_ones_like"
+                self.pure(f"{seed_name} = {ones}({root_name})")
+            else:
+                seed_name = self.expr(seed)
+        gname = {}  # id(node) -> the variable holding its gradient so far
+        acc = {}
+        if root._prim is None or root in stop:
+            acc[root] = seed
+        else:
+            root._g = seed
+        gname[id(root)] = seed_name
+        results = []
+        handed = {id(seed)}
+        leaf_hook = ag._state.leaf_hook if inputs is None else None
+        if leaf_hook is not None:
+            self.refuse("a hook on leaf gradients (on_leaf_grad) is active")
+        prev_mode = ag._set_grad_enabled(False)
+        try:
+            for node in reversed(order):
+                prim = node._prim
+                if prim is None or node in stop:
+                    g = acc.pop(node, None)
+                    if g is None:
+                        continue
+                    name = gname[id(node)]
+                    if getattr(g, "base", None) is not None or id(g) in handed:
+                        g = g.copy(order="K")
+                        new = self._var(g)
+                        self.lines.append(f"{new} = {name}.copy(order='K')")
+                        name = new
+                    else:  # the same test on replay, should a kernel return a view there
+                        self.lines.append(f"if {name}.base is not None: {name} = {name}.copy(order='K')")
+                    handed.add(id(g))
+                    self._bind(g, name)
+                    if inputs is not None:
+                        results.append((node, g))
+                    else:
+                        _accumulate(node, g)
+                        self.lines.append(f"_accumulate({self._const(node)}, {name})")
+                        self.effects = True
+                        if leaf_hook is not None:
+                            leaf_hook(node)
+                    continue
+                g = node._g
+                if g is None:
+                    continue
+                node._g = None
+                if prim is _FREED:
+                    raise GraphFreedError(_FREED_MESSAGE)
+                args = node._args
+                if node._stamp < ag._clock and prim.reads:
+                    _check_versions(node, prim, args)
+                kw = node._kw
+                gargs = [a.value if isinstance(a, Tensor) else a for a in args]
+                head = (node.value, node._saved) if prim.saves else (node.value,)
+                ans = self.names.get(id(node))
+                if ans is None:
+                    self.refuse("the backward pass reaches ops recorded before the step")
+                    ans = "None"
+                head_names = [gname[id(node)], ans] + ([self.saved.get(id(node), "None")] if prim.saves else [])
+                for i, a in enumerate(args):
+                    if not (isinstance(a, Tensor) and a.requires_grad):
+                        continue
+                    if prim.vjp_argnum is not None:
+                        gi = prim.vjp_argnum(i, g, *head, *gargs, **kw)
+                        call = self.call_expr(prim.vjp_argnum, args, kw, [str(i), *head_names])
+                    else:
+                        gi = prim.vjps[i](g, *head, *gargs, **kw)
+                        call = self.call_expr(prim.vjps[i], args, kw, head_names)
+                    if gi is None:
+                        continue
+                    fn = prim.vjps[i] if prim.vjp_argnum is None else None
+                    if fn in _LOWERINGS and not kw:
+                        exprs = head_names + [self.expr(a) for a in args]
+                        call = _lower(fn, [g, *head, *gargs], exprs, gi, self._const) or call
+                    gi_name = self._var(gi)
+                    self.pure(f"{gi_name} = {call}")
+                    leafish = a._prim is None or a in stop
+                    prev = acc.get(a) if leafish else a._g
+                    if prev is None:
+                        total, total_name = gi, gi_name
+                    else:
+                        total = prev + gi
+                        total_name = self._var(total)
+                        self.pure(f"{total_name} = {gname[id(a)]} + {gi_name}")
+                    gname[id(a)] = total_name
+                    if leafish:
+                        acc[a] = total
+                    else:
+                        a._g = total
+                if not retain_graph:
+                    node._prim = _FREED
+                    node._args = None
+                    node._saved = None
+        except BaseException:
+            for node in order:
+                if node._prim is not None:
+                    node._g = None
+            raise
+        finally:
+            ag._set_grad_enabled(prev_mode)
+        if inputs is not None:
+            found = {id(t): g for t, g in results}
+            return [found.get(id(t)) for t in inputs]
+        return None
+
+    # -- the program -------------------------------------------------------------------------------
+    def finish(self, result):
+        """The replay program for the traced call that returned ``result`` (None if it cannot replay)."""
+        from .tree import flatten
+
+        leaves, treedef = flatten(result)
+        outs = []
+        for leaf in leaves:
+            name = self.names.get(id(leaf)) or (self.names.get(id(leaf.value)) if isinstance(leaf, Tensor) else None)
+            if name is not None:
+                outs.append(f"_const({name})" if isinstance(leaf, Tensor) else name)
+            elif isinstance(leaf, Tensor):  # never hand out the same array twice: the caller may edit it
+                outs.append(f"_const({self._const(leaf)}.value.copy())")
+            elif is_array(leaf):
+                outs.append(f"{self._const(leaf)}.copy()")
+            else:
+                outs.append(self._const(leaf))
+        if self.broken is not None:
+            return None
+        ret = f"return [{', '.join(outs)}]"
+        body = self.prologue + _live(self.lines, self.pure_lines, ret) + self.epilogue + [ret]
+        return _Program(self.args, body, self.env, self.fixed, tuple(self.guards), treedef)
+
+
+_NAME = re.compile(r"\b[vsa]\d+\b")
+
+
+def _live(lines, pure, ret):
+    """``lines`` without the pure statements whose results nothing uses (e.g. the ops an op's own
+    forward called, recorded beside it)."""
+    used = set(_NAME.findall(ret))
+    kept = []
+    for i in range(len(lines) - 1, -1, -1):
+        line = lines[i]
+        if i in pure:
+            lhs, rhs = line.split(" = ", 1)
+            if not any(n in used for n in _NAME.findall(lhs)):
+                continue
+            used.update(_NAME.findall(rhs))
+        else:
+            used.update(_NAME.findall(line))
+        kept.append(line)
+    return kept[::-1]
+
+
+class _Program:
+    """One verified trace, as a generated function ``replay(a0, a1, ...)`` on raw arrays."""
+
+    def __init__(self, args, body, env, fixed, guards, treedef):
+        self.source = f"def replay({', '.join(args)}):\n" + "".join(f"    {line}\n" for line in body)
+        self.env = env
+        self.fixed = fixed
+        self.guards = guards
+        self.treedef = treedef
+        self.flat = treedef is not None and treedef[0] is list and treedef[3] is list and all(c is None for c in treedef[2])  # a list
+        self._fn = None
+        self.const_names = [n for n in env if n.startswith("c")]
+        self.inputs = ()
+
+    def differs(self, other):
+        """Why two traces of the same call signature disagree (None when they agree)."""
+        if self.source != other.source:
+            return "two calls ran different sequences of operations (Python control flow that knetpy cannot see)"
+        for name, value in self.env.items():
+            if not _same(value, other.env[name]):
+                what = "an array" if is_array(value) or isinstance(value, Tensor) else f"the value {value!r:.40}"
+                return (f"{what} computed outside knetpy's ops (e.g. a random mask drawn with NumPy) differs "
+                        "from one call to the next")
+        return None
+
+    def fresh(self, other):
+        """Whether some array or float constant was a new object in each trace (computed on each call)."""
+        for name in self.const_names:
+            a, b = self.env[name], other.env[name]
+            if a is not b and (is_array(a) or isinstance(a, (Tensor, float, complex, np.generic))):
+                return True
+        return False
+
+    def same_inputs(self, other):
+        return all(_same_array(a, b) for a, b in zip(self.inputs, other.inputs))
+
+    def run(self, arrays):
+        from .tree import unflatten
+
+        fn = self._fn
+        if fn is None:
+            namespace = dict(self.env)
+            exec(self.source, namespace)  # noqa: S102 (source generated above from the trace)
+            fn = self._fn = namespace["replay"]
+        out = fn(*arrays)
+        if out is _RETRACE or self.flat:
+            return out
+        return unflatten(self.treedef, out)
