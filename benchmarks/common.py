@@ -49,6 +49,20 @@ def best_of(fn, repeat=3):
     return best, result
 
 
+def knetpy_sgd_step(forward, params, x, y, lr):
+    """One knetpy training step written out: gradients zeroed, ``kp.nll`` of ``forward(x)`` against ``y``,
+    ``backward()`` and plain SGD with learning rate ``lr`` on ``params``. Returns the loss (a Tensor)."""
+    import knetpy as kp
+
+    for p in params:
+        p.zero_grad()
+    loss = kp.nll(forward(x), y)
+    loss.backward()
+    for p in params:
+        p -= lr * p.grad
+    return loss
+
+
 def table(rows, reference="PyTorch"):
     """Markdown table of ``rows`` = [(name, seconds, extra)], with the ratio to ``reference``."""
     ref = next((s for n, s, _ in rows if n == reference), None)

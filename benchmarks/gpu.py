@@ -87,14 +87,7 @@ def time_knetpy(name, steps, repeat):
     model.to("cuda")
     model(x[:1])
     opt = kp.optim.SGD(model.parameters(), lr=LR[name])
-
-    def step():
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        return loss
-
+    step = _training_step(model, loss_fn, opt, x, y)
     return _timed(step, steps, repeat, cupy.cuda.Device().synchronize, lambda loss: float(loss))
 
 
@@ -136,6 +129,12 @@ def time_torch(name, steps, repeat):
     if name == "charlm":
         y = y.reshape(-1)
     opt = torch.optim.SGD(model.parameters(), lr=LR[name])
+    step = _training_step(model, loss_fn, opt, x, y)
+    return _timed(step, steps, repeat, torch.cuda.synchronize, lambda loss: loss.item())
+
+
+def _training_step(model, loss_fn, opt, x, y):
+    """A training step on ``x``, ``y`` returning its loss; knetpy and PyTorch spell it alike."""
 
     def step():
         loss = loss_fn(model(x), y)
@@ -144,7 +143,7 @@ def time_torch(name, steps, repeat):
         opt.zero_grad()
         return loss
 
-    return _timed(step, steps, repeat, torch.cuda.synchronize, lambda loss: loss.item())
+    return step
 
 
 def _timed(step, steps, repeat, sync, to_float):

@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 import peers_jax  # noqa: E402
-from common import emit, fashion_mnist_or_skip, lenet_flops  # noqa: E402
+from common import emit, fashion_mnist_or_skip, knetpy_sgd_step, lenet_flops  # noqa: E402
 
 BATCH = 100
 LR = 0.1
@@ -167,22 +167,13 @@ def layer_model(kp, weights):
 def run_layers(kp, weights, xtrn, ytrn, xtst, ytst, batches):
     net = layer_model(kp, weights)
     params = [p for layer in net for p in layer.parameters()]
-
-    def forward(x):
-        for layer in net:
-            x = layer(x)
-        return x
+    forward = kp.Sequential(net)  # as a user writes it: each conv + relu and its pooling run as one op
 
     losses, times = [], []
     for i in range(batches):
         tick = time.perf_counter()
         xb, yb = xtrn[i * BATCH : (i + 1) * BATCH], ytrn[i * BATCH : (i + 1) * BATCH]
-        for p in params:
-            p.zero_grad()
-        loss = kp.nll(forward(xb), yb)
-        loss.backward()
-        for p in params:
-            p -= LR * p.grad
+        loss = knetpy_sgd_step(forward, params, xb, yb, LR)
         losses.append(float(loss.value))
         times.append(time.perf_counter() - tick)
         yield  # one batch done: the driver may switch frameworks here

@@ -210,15 +210,17 @@ def main(argv=None):
     print("| benchmark | " + " | ".join(frameworks) + (" | knetpy ÷ PyTorch |" if ref else " |"))
     print("|---" * (len(frameworks) + 1 + bool(ref)) + "|")
     for bench in benches:
-        row, code = {}, {}
+        row, code, ran = {}, {}, False
         for fw in frameworks:
             if fw == "JAX" and bench == "ResNet-20":
                 continue
+            ran = True
             got = run_child(bench, fw, steps[bench])
             if got is not None:
                 row[fw], code[fw] = round(got[0], 1), got[1]
         if not row:
-            print(f"| {bench} | skipped (its data is not on this machine) |")
+            why = "its data is not on this machine" if ran else "no version of it for these frameworks"
+            print(f"| {bench} | skipped ({why}) |")
             continue
         result[bench] = row
         cells = [f"{row[fw]:.1f} ({code[fw]:.0f})" if fw in row else "—" for fw in frameworks]

@@ -21,7 +21,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import blas_report, table  # noqa: E402
+from common import blas_report, knetpy_sgd_step, table  # noqa: E402
 
 BATCH = 128
 LR = 0.05
@@ -65,6 +65,42 @@ def torch_resnet20(torch):
     return Net()
 
 
+def torch_step(torch, net, opt, xb, yb):
+    """One PyTorch training step of ``net`` on NumPy batches: cross-entropy, backward, ``opt``'s step. The loss."""
+    opt.zero_grad()
+    loss = torch.nn.functional.cross_entropy(net(torch.from_numpy(xb)), torch.from_numpy(yb))
+    loss.backward()
+    opt.step()
+    return loss
+
+
+def race(x, y, batches):
+    """ResNet-20 in knetpy and in PyTorch from the same starting weights, taking turns batch by batch
+    over the first ``batches`` + 1 batches of ``x``, ``y`` (the first warms both up and is not timed).
+    Returns the seconds per framework, the last losses and the knetpy model."""
+    import torch
+
+    import knetpy as kp
+
+    torch.manual_seed(0)
+    tnet = torch_resnet20(torch).train()
+    knet = kp.models.resnet20()
+    kp.models.load_torch_state(knet, tnet.state_dict())  # the same starting weights
+    params = knet.parameters()
+    topt = torch.optim.SGD(tnet.parameters(), lr=LR)
+    steps = {"knetpy": lambda xb, yb: float(knetpy_sgd_step(knet, params, xb, yb, LR).value),
+             "PyTorch": lambda xb, yb: torch_step(torch, tnet, topt, xb, yb).item()}
+    seconds, last = dict.fromkeys(steps, 0.0), {}
+    for i in range(batches + 1):
+        xb, yb = x[i * BATCH:(i + 1) * BATCH], y[i * BATCH:(i + 1) * BATCH]
+        for name, step in steps.items():
+            tick = time.perf_counter()
+            last[name] = step(xb, yb)
+            if i:
+                seconds[name] += time.perf_counter() - tick
+    return seconds, last, knet
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=20, help="timed batches per framework (default: 20)")
@@ -81,39 +117,8 @@ def main():
     torch.set_num_threads(threads)
     if args.threads:  # else knetpy's defaults: automatic threads
         kp.set_num_threads(args.threads)
-    torch.manual_seed(0)
     x, y = synthetic_cifar(BATCH * (args.batches + 1), seed=0)
-    tnet = torch_resnet20(torch).train()
-    knet = kp.models.resnet20()
-    kp.models.load_torch_state(knet, tnet.state_dict())  # the same starting weights
-    params = knet.parameters()
-    topt = torch.optim.SGD(tnet.parameters(), lr=LR)
-
-    def knetpy_step(xb, yb):
-        for p in params:
-            p.zero_grad()
-        loss = kp.nll(knet(xb), yb)
-        loss.backward()
-        for p in params:
-            p -= LR * p.grad
-        return float(loss.value)
-
-    def torch_step(xb, yb):
-        topt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(tnet(torch.from_numpy(xb)), torch.from_numpy(yb))
-        loss.backward()
-        topt.step()
-        return loss.item()
-
-    seconds = {"knetpy": 0.0, "PyTorch": 0.0}
-    last = {}
-    for i in range(args.batches + 1):  # batch 0 warms both up and is not timed
-        xb, yb = x[i * BATCH:(i + 1) * BATCH], y[i * BATCH:(i + 1) * BATCH]
-        for name, step in (("knetpy", knetpy_step), ("PyTorch", torch_step)):
-            tick = time.perf_counter()
-            last[name] = step(xb, yb)
-            if i:
-                seconds[name] += time.perf_counter() - tick
+    seconds, last, knet = race(x, y, args.batches)
     per_epoch = {k: v / (args.batches * BATCH) * EPOCH_IMAGES for k, v in seconds.items()}
     rows = [(name, seconds[name], f"{per_epoch[name]:.0f} s per CIFAR-10 epoch; last loss {last[name]:.4f}")
             for name in ("knetpy", "PyTorch")]

@@ -32,7 +32,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import blas_report  # noqa: E402
+from common import blas_report, knetpy_sgd_step  # noqa: E402
 
 BATCH, LR, EPOCH_IMAGES = 128, 0.05, 50_000
 SWEEP_BATCHES = (32, 64, 128, 256, 512)
@@ -56,42 +56,9 @@ def cifar_batches(n):
 def resnet(batches):
     """Seconds for ``batches`` training batches of ResNet-20 per framework, and the last losses."""
     import resnet as bench
-    import torch
 
-    import knetpy as kp
-
-    torch.manual_seed(0)
     x, y, source = cifar_batches(BATCH * (batches + 1))
-    tnet = bench.torch_resnet20(torch).train()
-    knet = kp.models.resnet20()
-    kp.models.load_torch_state(knet, tnet.state_dict())  # the same starting weights
-    params = knet.parameters()
-    topt = torch.optim.SGD(tnet.parameters(), lr=LR)
-
-    def knetpy_step(xb, yb):
-        for p in params:
-            p.zero_grad()
-        loss = kp.nll(knet(xb), yb)
-        loss.backward()
-        for p in params:
-            p -= LR * p.grad
-        return float(loss.value)
-
-    def torch_step(xb, yb):
-        topt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(tnet(torch.from_numpy(xb)), torch.from_numpy(yb))
-        loss.backward()
-        topt.step()
-        return loss.item()
-
-    seconds, last = {"knetpy": 0.0, "PyTorch": 0.0}, {}
-    for i in range(batches + 1):  # batch 0 warms both up and is not timed
-        xb, yb = x[i * BATCH:(i + 1) * BATCH], y[i * BATCH:(i + 1) * BATCH]
-        for name, step in (("knetpy", knetpy_step), ("PyTorch", torch_step)):
-            tick = time.perf_counter()
-            last[name] = step(xb, yb)
-            if i:
-                seconds[name] += time.perf_counter() - tick
+    seconds, last, knet = bench.race(x, y, batches)
     return seconds, last, source, knet.count_params()
 
 
@@ -103,13 +70,7 @@ def train_resnet20(framework, x, y, batches):
         net = kp.models.resnet20()
         for i in range(batches):
             xb, yb = x[i * BATCH:(i + 1) * BATCH], y[i * BATCH:(i + 1) * BATCH]
-            params = net.parameters()
-            for p in params:
-                p.zero_grad()
-            loss = kp.nll(net(xb), yb)
-            loss.backward()
-            for p in params:
-                p -= LR * p.grad
+            knetpy_sgd_step(net, net.parameters(), xb, yb, LR)
         return
     import resnet as bench
     import torch
@@ -118,9 +79,7 @@ def train_resnet20(framework, x, y, batches):
     opt = torch.optim.SGD(net.parameters(), lr=LR)
     for i in range(batches):
         xb, yb = x[i * BATCH:(i + 1) * BATCH], y[i * BATCH:(i + 1) * BATCH]
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(net(torch.from_numpy(xb)), torch.from_numpy(yb)).backward()
-        opt.step()
+        bench.torch_step(torch, net, opt, xb, yb)
 
 
 # -- (b) the sweep -----------------------------------------------------------------------------------------
@@ -149,8 +108,6 @@ def sweep_point(kind, batch, width, samples, rounds=3):
     """Microseconds per training sample for knetpy and PyTorch at one batch size and width."""
     import torch
 
-    import knetpy as kp
-
     g = np.random.default_rng(0)
     shape = (1, 28, 28) if kind == "LeNet" else (784,)
     steps = max(2, samples // batch)
@@ -164,12 +121,7 @@ def sweep_point(kind, batch, width, samples, rounds=3):
 
     def knetpy_steps(n):
         for i in range(n):
-            for p in params:
-                p.zero_grad()
-            loss = kp.nll(knet(xs[i]), ys[i])
-            loss.backward()
-            for p in params:
-                p -= 0.01 * p.grad
+            knetpy_sgd_step(knet, params, xs[i], ys[i], 0.01)
 
     def torch_steps(n):
         for i in range(n):
@@ -228,7 +180,8 @@ def main(argv=None):
         for kind in ("LeNet", "MLP"):
             for width in widths:
                 for batch in batch_sizes:
-                    us = sweep_point(kind, batch, width, samples[kind], rounds)
+                    # wider models cost more per sample: fewer samples keep each point's time similar
+                    us = sweep_point(kind, batch, width, samples[kind] // width, rounds)
                     rows.append({"model": kind, "width": width, "batch": batch, "us_per_sample": us})
                     print(f"| {kind} | x{width} | {batch} | {us['knetpy']:.1f} | {us['PyTorch']:.1f} "
                           f"| {us['knetpy'] / us['PyTorch']:.2f} |", flush=True)

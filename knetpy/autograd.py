@@ -583,6 +583,43 @@ _FREED_MESSAGE = (
 )
 
 
+def _take_grad(node, prim):
+    """The gradient summed into interior ``node``'s slot, taken out of it (None where none reached it).
+
+    Raises where the graph was freed by an earlier backward, or one of the node's inputs was edited
+    in place since it was recorded.
+    """
+    g = node._g
+    if g is None:
+        return None
+    node._g = None
+    if prim is _FREED:
+        raise GraphFreedError(_FREED_MESSAGE)
+    if node._stamp < _clock and prim.reads:  # something was edited in place since recording
+        _check_versions(node, prim, node._args)
+    return g
+
+
+def _accumulate(leaf, g):
+    """Add ``g`` to ``leaf.grad``."""
+    with _lock:  # threads backpropagating into shared parameters: no lost sums
+        leaf.grad = g if leaf.grad is None else leaf.grad + g
+
+
+def _free(node):
+    """Drop what ``node`` keeps for its backward (after the pass, without retain_graph)."""
+    node._prim = _FREED
+    node._args = None
+    node._saved = None
+
+
+def _drop_pending(order):
+    """After a pass stopped by an error: clear the gradients left in the slots of the nodes it did not reach."""
+    for node in order:
+        if node._prim is not None:
+            node._g = None
+
+
 def backprop(root, seed, inputs=None, create_graph=False, retain_graph=False):
     """Propagate ``seed`` = d(out)/d(root) back through the graph.
 
@@ -627,20 +664,14 @@ def backprop(root, seed, inputs=None, create_graph=False, retain_graph=False):
                 if inputs is not None:
                     results.append((node, g))
                 else:
-                    with _lock:  # threads backpropagating into shared parameters: no lost sums
-                        node.grad = g if node.grad is None else node.grad + g
+                    _accumulate(node, g)
                     if leaf_hook is not None:
                         leaf_hook(node)
                 continue
-            g = node._g
+            g = _take_grad(node, prim)
             if g is None:
                 continue
-            node._g = None
-            if prim is _FREED:
-                raise GraphFreedError(_FREED_MESSAGE)
             args = node._args
-            if node._stamp < _clock and prim.reads:  # something was edited in place since recording
-                _check_versions(node, prim, args)
             kw = node._kw
             if create_graph:
                 ans, gargs = node, args
@@ -666,13 +697,9 @@ def backprop(root, seed, inputs=None, create_graph=False, retain_graph=False):
                             prev = a._g
                             a._g = gi if prev is None else prev + gi
             if not retain_graph:
-                node._prim = _FREED
-                node._args = None
-                node._saved = None
+                _free(node)
     except BaseException:
-        for node in order:
-            if node._prim is not None:
-                node._g = None
+        _drop_pending(order)
         raise
     finally:
         _set_grad_enabled(prev_mode)

@@ -26,8 +26,9 @@ import warnings
 import numpy as np
 
 from . import autograd as ag
+from . import backend as _backend
 from . import parallel
-from .autograd import _FREED, _FREED_MESSAGE, GraphFreedError, Tensor, _check_versions, _const, _toposort
+from .autograd import Tensor, _accumulate, _const, _drop_pending, _free, _take_grad, _toposort
 from .backend import array_namespace, get_dtype, is_array
 
 __all__ = ["compile", "CompileWarning"]
@@ -76,11 +77,20 @@ class Compiled:
             return self.fn(*args, **kwargs)
         if ag._trace_threads and ag._state.tracer is not None:  # inside another step's trace: be part of it
             return self.fn(*args, **kwargs)
+        fast = getattr(self._local, "fast", None)
+        if fast is not None and not kwargs:
+            arrays = fast[0](args)
+            if arrays is not None:  # the same argument layout, shapes, dtypes and modes as the last replay
+                out = fast[1].run(arrays)
+                if out is not _RETRACE:
+                    self.replays += 1
+                    return out
+        self._local.fast = None
         arrays, key = [], []
         _walk(args, arrays, key)
         if kwargs:
             _walk(kwargs, arrays, key)
-        key.append((ag.is_grad_enabled(), get_dtype(), parallel._threads))
+        key.append((ag.is_grad_enabled(), get_dtype(), parallel._threads, parallel._auto))
         key = tuple(key)
         cache = self._local.__dict__.setdefault("cache", {})
         entry = cache.get(key)
@@ -93,6 +103,9 @@ class Compiled:
             out = prog.run(arrays)
             if out is not _RETRACE:
                 self.replays += 1
+                if not kwargs:
+                    check = _checker(args, key)
+                    self._local.fast = (check, prog) if check is not None else None
                 return out
         return self._trace(entry, args, kwargs, arrays)
 
@@ -210,6 +223,44 @@ def _walk(x, arrays, key):
             key.append((t, id(x)))
 
 
+def _checker(args, key):
+    """A generated check of positional arguments laid out as ``args`` (NumPy arrays, alone or in lists
+    and tuples): their arrays, or None when anything that :func:`_walk`'s key holds could differ.
+    It lets a replay skip building the key; other arguments get no check (the key is built)."""
+    lines, names, env = [], [], {"_np": np.ndarray, "_ag": ag, "_parallel": parallel, "_backend": _backend}
+
+    def leaf(expr, a):
+        name = f"a{len(names)}"
+        names.append(name)
+        env[f"s_{name}"], env[f"d_{name}"] = a.shape, a.dtype
+        lines.append(f"{name} = {expr}")
+        lines.append(f"if type({name}) is not _np or {name}.shape != s_{name} or "
+                     f"({name}.dtype is not d_{name} and {name}.dtype != d_{name}): return None")
+
+    lines.append(f"if len(args) != {len(args)}: return None")
+    for i, x in enumerate(args):
+        if type(x) is np.ndarray:
+            leaf(f"args[{i}]", x)
+        elif type(x) is list or type(x) is tuple:
+            if not all(type(e) is np.ndarray for e in x):
+                return None
+            lines.append(f"x = args[{i}]")
+            lines.append(f"if type(x) is not {x.__class__.__name__} or len(x) != {len(x)}: return None")
+            for j, e in enumerate(x):
+                leaf(f"x[{j}]", e)
+        else:
+            return None
+    grad, dtype, threads, auto = key[-1]
+    env["dtype"] = dtype
+    lines.append(f"if _backend._default_dtype is not dtype or _parallel._threads != {threads!r} or "
+                 f"_parallel._auto is not {auto!r} or "
+                 f"(not _ag._off_threads or _ag._state.grad_enabled) is not {grad!r}: return None")
+    lines.append(f"return [{', '.join(names)}]")
+    source = "def check(args):\n" + "".join(f"    {line}\n" for line in lines)
+    exec(source, env)  # noqa: S102 (generated above from the arguments' layout)
+    return env["check"]
+
+
 def _same_array(a, b):
     if a is b:
         return True
@@ -256,11 +307,6 @@ def _edited(t):
     )
 
 
-def _accumulate(leaf, g):
-    with ag._lock:  # as backward(): threads accumulating into shared parameters lose no sum
-        leaf.grad = g if leaf.grad is None else leaf.grad + g
-
-
 _READ = {
     "numpy": lambda v: np.asarray(v.get() if type(v).__module__.startswith("cupy") else v),
     "item": lambda v: v.item(),
@@ -286,6 +332,27 @@ def _small_gemm(a, b):
     if type(a) is not np.ndarray or type(b) is not np.ndarray or a.ndim != 2 or b.ndim != 2:
         return False
     return parallel._threads < 2 or 2 * a.shape[0] * a.shape[1] * b.shape[1] < parallel.MIN_FLOPS
+
+
+def _gemm(a, b, xa, xb, const):
+    """The replay expression of ``parallel.matmul(a, b)`` where it is one plain product, or None."""
+    if not _small_gemm(a, b):
+        return None
+    if parallel.one_blas_thread(2 * a.shape[0] * a.shape[1] * b.shape[1]):
+        return f"{const(parallel.matmul_one_blas_thread)}({xa}, {xb})"
+    return f"({xa} @ {xb})"
+
+
+def _affine(x, w, b):  # layers.core.affine on NumPy arrays, where parallel.matmul is one plain product
+    y = x @ w
+    y += b
+    return y
+
+
+def _affine_one_blas_thread(x, w, b):
+    y = parallel.matmul_one_blas_thread(x, w)
+    y += b
+    return y
 
 
 def _binary_rule(symbol):
@@ -342,10 +409,11 @@ def _lower(fn, vals, exprs, out, const):
 
 def _lowerings():
     from . import ops
+    from .layers.core import affine
     from .ops import add, matmul, mul, relu, sub
     from .ops.linalg import _matmul_vjp_a, _matmul_vjp_b
     from .ops.reduce import _is_half
-    from .ops.shape import sum_to
+    from .ops.shape import sum_to, wide_rows
 
     def unary(ufunc):  # the _unary ops' forward is one ufunc call
         def rule(vals, exprs, out, const):
@@ -380,10 +448,20 @@ def _lowerings():
             g, x = vals[0], vals[arg]
             if type(g) is not np.ndarray or g.shape == np.shape(x):
                 return None
-            plain = _sum_to_axes(g.shape, np.shape(x))
+            shape = np.shape(x)
+            plain = _sum_to_axes(g.shape, shape)
             if plain is not None:  # sum_to's own plain sum, where no memory layout could change its path
-                return f"{exprs[0]}.sum(axis={plain!r}, keepdims=True).reshape({np.shape(x)!r})"
-            return f"{const(sum_to.__wrapped__)}({exprs[0]}, {const(np.shape(x))})"
+                if np.sum(g, axis=plain).shape == shape:  # (keepdims changes the result's shape only)
+                    return f"{exprs[0]}.sum(axis={plain!r})"
+                return f"{exprs[0]}.sum(axis={plain!r}, keepdims=True).reshape({shape!r})"
+            fallback = f"{const(sum_to.__wrapped__)}({exprs[0]}, {const(shape)})"
+            if g.ndim == 2 and g.flags.c_contiguous and g.shape[0] > 1 and shape == g.shape[1:] and g.shape[1] > 1:
+                # sum_to's path for a dense (rows, C) matrix (ops.shape.sum_rows), its last reshape left out
+                c = g.shape[1]
+                k = wide_rows(g.shape[0], c)
+                rows = f"{exprs[0]}.reshape(-1, {k * c}).sum(axis=0).reshape({k}, {c}).sum(axis=0)"
+                return f"({rows} if {exprs[0]}.flags.c_contiguous else {fallback})"
+            return fallback
 
         return rule
 
@@ -397,11 +475,22 @@ def _lowerings():
         def rule(vals, exprs, out, const):
             a, b = vals[i], vals[j]
             a, b = (a.T if ta else a), (b.T if tb else b)
-            if _small_gemm(a, b):
-                return f"({exprs[i]}{'.T' if ta else ''} @ {exprs[j]}{'.T' if tb else ''})"
-            return None
+            return _gemm(a, b, f"{exprs[i]}{'.T' if ta else ''}", f"{exprs[j]}{'.T' if tb else ''}", const)
 
         return rule
+
+    def affine_fwd(vals, exprs, out, const):  # parallel.matmul(x, w), then += b
+        x, w, b = vals
+        if _small_gemm(x, w) and type(b) is np.ndarray:
+            mm = _affine_one_blas_thread if parallel.one_blas_thread(2 * x.shape[0] * x.shape[1] * w.shape[1]) else _affine
+            return f"{const(mm)}({exprs[0]}, {exprs[1]}, {exprs[2]})"
+        return None
+
+    def affine_bias_vjp(vals, exprs, out, const):  # ops.sum(g, axis=(0,)) for a 2-D g
+        g = vals[0]
+        if type(g) is np.ndarray and g.ndim == 2 and g.dtype.kind == "f" and not _is_half(g):
+            return f"{exprs[0]}.sum(axis=(0,))"
+        return None
 
     table = {
         add.__wrapped__: _binary_rule("+"),
@@ -416,6 +505,10 @@ def _lowerings():
         sub.prim.vjps[1]: _same_shape_rule("(-{g})", 3),
         mul.prim.vjps[0]: _same_shape_rule("({g} * {y})", 2),
         mul.prim.vjps[1]: _same_shape_rule("({g} * {x})", 3),
+        affine.__wrapped__: affine_fwd,
+        affine.prim.vjps[0]: gemm(False, True, 0, 3),  # g @ w.T
+        affine.prim.vjps[1]: gemm(True, False, 2, 0),  # x.T @ g (a 2-D x)
+        affine.prim.vjps[2]: affine_bias_vjp,
         relu.__wrapped__: relu_fwd,
         relu.prim.vjps[0]: relu_vjp,
         ops.square.prim.vjps[0]: square_vjp,
@@ -426,6 +519,66 @@ def _lowerings():
                         ("square", np.square), ("sin", np.sin), ("cos", np.cos), ("abs", np.abs)]:
         table[getattr(ops, name).__wrapped__] = unary(ufunc)
     return table
+
+
+def _nll_fn():
+    """nll's primitive function (its VJP is ``_nll_fn.vjp``)."""
+    from .ops.nn import _nll, _nll_vjp
+
+    _nll_fn.vjp = _nll_vjp
+    return _nll.__wrapped__
+
+
+_nll_fn.vjp = None
+
+
+from .ops.nn import check_label_range  # noqa: E402
+
+
+def _nll_plain(x, labels, kw):
+    """Whether nll's arguments take the path that :func:`_logp_rows` and :func:`_nll_grad` repeat."""
+    return (type(x) is np.ndarray and x.ndim == 2 and x.dtype.kind == "f" and x.dtype.itemsize >= 4
+            and type(labels) is np.ndarray and labels.shape == x.shape[:1] and kw.get("axis") == 1
+            and set(kw) == {"axis", "average"})
+
+
+# nll on NumPy (N, C) scores with the same kernels as ops.nn._nll (the same bits), fewer Python layers:
+def _logp_rows(x):
+    """logp(x, axis=1) as ops.nn.logp computes it."""
+    m = x.max(axis=1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)
+    shifted = x - m
+    s = np.exp(shifted).sum(axis=1, keepdims=True)
+    return np.subtract(shifted, np.log(s, out=s), out=shifted)
+
+
+def _nll_loss(lp, rows, labels, average):
+    check_label_range(labels, lp.shape[1], "nll")
+    total = -lp[rows, labels].sum()  # (take_along_axis picks the same values into an (N, 1) array)
+    return total / labels.size if average else total
+
+
+def _nll_grad(lp, rows, labels, scale):
+    """_nll_vjp: softmax minus the one-hot labels, times ``scale``."""
+    check_label_range(labels, lp.shape[1], "nll")
+    grad = np.exp(lp)
+    grad[rows, labels] -= 1
+    grad *= scale
+    return grad
+
+
+class _ShapeOnly(set):
+    """The VJPs whose result depends on the incoming gradient and on shapes only (mean's, sum's)."""
+
+    def __contains__(self, fn):
+        if not self:
+            from . import ops
+
+            self.update({ops.mean.prim.vjps[0], ops.sum.prim.vjps[0]})
+        return set.__contains__(self, fn)
+
+
+_SHAPE_ONLY = _ShapeOnly()
 
 
 class _Lowerings(dict):
@@ -470,6 +623,8 @@ class _Tracer:
         self.guards = []
         self.epilogue = []
         self.pure_lines = set()
+        self.frozen_ids = set()  # id() of the arrays _frozen made
+        self.frozen_names = set()  # the variables holding them
         self.effects = False  # a statement with a side effect was recorded: no guard may follow
         self.broken = None
         self.n = 0
@@ -496,6 +651,15 @@ class _Tracer:
             name = self.consts[id(obj)] = f"c{len(self.env)}"
             self.env[name] = obj
             self.keep.append(obj)
+        return name
+
+    def _frozen(self, value):
+        """A name in env for an array made while tracing that every replay reads and none may write:
+        never handed out (what reaches a result is copied), not compared as a per-call constant."""
+        name = f"k{len(self.env)}"
+        self.env[name] = value
+        self.keep.append(value)
+        self.frozen_ids.add(id(value))
         return name
 
     def pure(self, line):
@@ -546,6 +710,8 @@ class _Tracer:
         """A primitive (or a non-differentiable op) ran: ``raw`` is what ``fn`` returned."""
         saves = prim is not None and prim.saves
         value = raw[0] if saves else raw
+        if saves and fn is _nll_fn() and self._nll(args, kw, raw, res):
+            return
         call = None
         if not saves and fn in _LOWERINGS and not kw:
             vals = [a.value if isinstance(a, Tensor) else a for a in args]
@@ -561,6 +727,21 @@ class _Tracer:
             self._bind(res, out)
             if saves:
                 self.saved[id(res)] = saved
+
+    def _nll(self, args, kw, raw, res):
+        """Record ``nll`` of (N, C) scores as two statements: the log-probabilities its VJP reads, then the
+        loss (left out of the replay when only the seed of the backward pass read it). False: not lowered."""
+        x, labels = (a.value if isinstance(a, Tensor) else a for a in args)
+        if not _nll_plain(x, labels, kw):
+            return False
+        out, saved = self._var(raw[0]), f"s{self.n}"
+        rows = self._frozen(np.arange(len(labels)))
+        self.pure(f"{saved} = {self._const(_logp_rows)}({self.expr(args[0])})")
+        self.pure(f"{out} = {self._const(_nll_loss)}({saved}, {rows}, {self.expr(args[1])}, {bool(kw['average'])})")
+        if isinstance(res, Tensor):
+            self._bind(res, out)
+            self.saved[id(res)] = saved
+        return True
 
     @_safe
     def call(self, fn, args, kw, out):
@@ -615,8 +796,13 @@ class _Tracer:
         if seed_name is None:
             if _same_array(seed, _ones_like(root.value)):
                 seed_name = self._var(seed)
-                ones = self._const(np.ones_like) if isinstance(root.value, (np.ndarray, np.generic)) else "_ones_like"
-                self.pure(f"{seed_name} = {ones}({root_name})")
+                if type(seed) is np.ndarray:
+                    # The seed's shape and dtype are fixed by the trace: one array of ones, made now, serves
+                    # every replay, and the forward pass is left out where only the seed read the loss.
+                    self.pure(f"{seed_name} = {self._frozen(seed)}")
+                    self.frozen_names.add(seed_name)
+                else:
+                    self.pure(f"{seed_name} = _ones_like({root_name})")
             else:
                 seed_name = self.expr(seed)
         gname = {}  # id(node) -> the variable holding its gradient so far
@@ -627,7 +813,7 @@ class _Tracer:
             root._g = seed
         gname[id(root)] = seed_name
         results = []
-        handed = {id(seed)}
+        handed = {id(seed)} | self.frozen_ids
         leaf_hook = ag._state.leaf_hook if inputs is None else None
         if leaf_hook is not None:
             self.refuse("a hook on leaf gradients (on_leaf_grad) is active")
@@ -640,10 +826,15 @@ class _Tracer:
                     if g is None:
                         continue
                     name = gname[id(node)]
-                    if getattr(g, "base", None) is not None or id(g) in handed:
+                    if id(g) in handed:
                         g = g.copy(order="K")
                         new = self._var(g)
                         self.lines.append(f"{new} = {name}.copy(order='K')")
+                        name = new
+                    elif getattr(g, "base", None) is not None:  # (a lowered call may give a fresh array)
+                        g = g.copy(order="K")
+                        new = self._var(g)
+                        self.lines.append(f"{new} = {name}.copy(order='K') if {name}.base is not None else {name}")
                         name = new
                     else:  # the same test on replay, should a kernel return a view there
                         self.lines.append(f"if {name}.base is not None: {name} = {name}.copy(order='K')")
@@ -658,15 +849,10 @@ class _Tracer:
                         if leaf_hook is not None:
                             leaf_hook(node)
                     continue
-                g = node._g
+                g = _take_grad(node, prim)
                 if g is None:
                     continue
-                node._g = None
-                if prim is _FREED:
-                    raise GraphFreedError(_FREED_MESSAGE)
                 args = node._args
-                if node._stamp < ag._clock and prim.reads:
-                    _check_versions(node, prim, args)
                 kw = node._kw
                 gargs = [a.value if isinstance(a, Tensor) else a for a in args]
                 head = (node.value, node._saved) if prim.saves else (node.value,)
@@ -687,10 +873,19 @@ class _Tracer:
                     if gi is None:
                         continue
                     fn = prim.vjps[i] if prim.vjp_argnum is None else None
-                    if fn in _LOWERINGS and not kw:
+                    if fn is not None and fn is _nll_fn.vjp and _nll_plain(*gargs, kw) and type(g) is np.ndarray:
+                        rows = self._frozen(np.arange(len(gargs[1])))
+                        scale = f"{head_names[0]} / {gargs[1].size}" if kw["average"] else head_names[0]
+                        call = f"{self._const(_nll_grad)}({head_names[2]}, {rows}, {self.expr(args[1])}, {scale})"
+                    elif fn in _LOWERINGS and not kw:
                         exprs = head_names + [self.expr(a) for a in args]
                         call = _lower(fn, [g, *head, *gargs], exprs, gi, self._const) or call
                     gi_name = self._var(gi)
+                    if fn in _SHAPE_ONLY and head_names[0] in self.frozen_names and type(gi) is np.ndarray:
+                        # what it computes depends on the seed and on shapes alone: the same array every time
+                        call = self._frozen(gi)
+                        handed.add(id(gi))
+                        self.frozen_names.add(gi_name)
                     self.pure(f"{gi_name} = {call}")
                     leafish = a._prim is None or a in stop
                     prev = acc.get(a) if leafish else a._g
@@ -706,13 +901,9 @@ class _Tracer:
                     else:
                         a._g = total
                 if not retain_graph:
-                    node._prim = _FREED
-                    node._args = None
-                    node._saved = None
+                    _free(node)
         except BaseException:
-            for node in order:
-                if node._prim is not None:
-                    node._g = None
+            _drop_pending(order)
             raise
         finally:
             ag._set_grad_enabled(prev_mode)
@@ -803,8 +994,6 @@ class _Program:
         return all(_same_array(a, b) for a, b in zip(self.inputs, other.inputs))
 
     def run(self, arrays):
-        from .tree import unflatten
-
         fn = self._fn
         if fn is None:
             namespace = dict(self.env)
@@ -813,4 +1002,6 @@ class _Program:
         out = fn(*arrays)
         if out is _RETRACE or self.flat:
             return out
+        from .tree import unflatten
+
         return unflatten(self.treedef, out)

@@ -620,8 +620,15 @@ class Sequential(Model):
         self._probe = out  # the last layer's output for one zero sample, for the next add
 
     def forward(self, x):
-        for layer in self._layers:
-            x = layer(x)
+        layers, i = self._layers, 0
+        while i < len(layers):
+            layer = layers[i]
+            after = layers[i + 1] if i + 1 < len(layers) else None
+            if after is not None and getattr(layer, "fuses_with", None) and layer.fuses_with(after, x):
+                # a conv + relu followed by max pooling: one op, which keeps only the pooled output
+                x, i = layer.forward_pooled(x, after), i + 2
+            else:
+                x, i = layer(x), i + 1
         return x
 
     def __len__(self):

@@ -183,9 +183,9 @@ def is_auto():
 
 AUTO_RULE = (f"ops of at least {MIN_ELEMENTS >> 10}K elements or {MIN_FLOPS >> 20} MFLOP (im2col/col2im, "
              "pooling, bias and activation, the recurrent kernels, GEMMs) are split over the cores, with BLAS "
-             "on one thread while their parts run; smaller ops, and GEMMs of 1 GFLOP or more, run as NumPy "
-             "does (BLAS's own threads); fit runs BLAS on one thread when the model's largest GEMM is under "
-             "1 GFLOP")
+             "on one thread while their parts run; smaller ops run as NumPy does, a smaller GEMM over 0.5 MFLOP "
+             "with BLAS held at one thread, and GEMMs of 1 GFLOP or more with BLAS's own threads; fit runs BLAS "
+             "on one thread when the model's largest GEMM is under 1 GFLOP")
 
 
 def threads_setting():
@@ -344,6 +344,8 @@ def matmul(a, b, out=None):
     # automatic threads leave a GEMM of a GFLOP or more to BLAS's own threads, which split it as well
     if (ranges(2, 2 * m * n * k, MIN_FLOPS) is None or (max(m, n) < 32 * threads and k < 32 * threads)
             or (_auto and 2 * m * n * k >= BLAS_MIN_FLOPS)):
+        if one_blas_thread(2 * m * n * k):
+            return matmul_one_blas_thread(a, b, out)
         return a @ b if out is None else np.matmul(a, b, out=out)
     if out is None:
         out = np.empty((m, n), dtype=np.result_type(a, b))
@@ -408,6 +410,28 @@ BLAS_ENVIRONMENT = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"
 BLAS_RULE = (f"one thread for models whose largest GEMM is under {BLAS_MIN_FLOPS / 1e9:g} GFLOP, else BLAS's "
              "own count; knetpy's threads (which set BLAS to one) and OPENBLAS_NUM_THREADS/OMP_NUM_THREADS "
              "take precedence")
+
+
+# A lone GEMM that OpenBLAS would spread over its threads (over about 0.5 MFLOP: m * n * k > 4 * 65536)
+# but under BLAS_MIN_FLOPS runs on one BLAS thread while threads are automatic: the same rule as fit's,
+# per product, so that a kp.grad loop at the defaults is not stalled on a busy machine either.
+BLAS_SPLIT_FLOPS = 2 * 4 * 65536
+_blas_env = any(os.environ.get(k) for k in BLAS_ENVIRONMENT)  # the user chose BLAS's threads
+
+
+def one_blas_thread(flops):
+    """Whether :func:`matmul` runs a plain GEMM of ``flops`` with one BLAS thread."""
+    return _auto and BLAS_SPLIT_FLOPS <= flops < BLAS_MIN_FLOPS and not _blas_env and not getattr(_local, "inside", False)
+
+
+def matmul_one_blas_thread(a, b, out=None):
+    """``a @ b`` with BLAS held at one thread (its count is put back after)."""
+    held = _hold_blas()
+    try:
+        return a @ b if out is None else np.matmul(a, b, out=out)
+    finally:
+        for c, count in held:
+            c.set_num_threads(count)
 
 
 def blas_threads_for(flops):

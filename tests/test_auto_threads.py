@@ -6,20 +6,13 @@ import sys
 
 import numpy as np
 import pytest
+from thread_cases import blas_threads
 
 import knetpy as kp
 from knetpy import parallel
 from knetpy.layers import LSTM, Conv2D, Dense, Flatten, MaxPool2D
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
-
-
-def blas_threads():
-    """The thread count of NumPy's BLAS (SciPy, loaded by scikit-learn, may bring a second one)."""
-    libs = [i for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
-    counts = {i["num_threads"] for i in libs if "numpy" in i["filepath"]} or {i["num_threads"] for i in libs}
-    assert len(counts) == 1, libs
-    return counts.pop()
 
 
 @pytest.fixture(autouse=True)

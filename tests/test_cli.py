@@ -15,6 +15,7 @@ import sys
 
 import numpy as np
 import pytest
+from example_cases import has, no_downloads
 
 import knetpy as kp
 from knetpy import cli, plot
@@ -22,18 +23,9 @@ from knetpy import cli, plot
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _has(module):
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True
-
-
 @pytest.fixture(autouse=True)
 def _no_downloads(tmp_path, monkeypatch):
-    monkeypatch.setenv("KNETPY_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("KNETPY_DATA", raising=False)
+    no_downloads(tmp_path, monkeypatch)
 
 
 def _run_module(*args, timeout=120):
@@ -138,7 +130,7 @@ def _exec_snippet(snippet):
     return buffer.getvalue()
 
 
-@pytest.mark.skipif(not _has("sklearn"), reason="the quickstart's digits need scikit-learn (extra [data])")
+@pytest.mark.skipif(not has("sklearn"), reason="the quickstart's digits need scikit-learn (extra [data])")
 def test_quickstart_trains_a_cnn_on_digits_saves_it_and_shows_how_to_use_it(tmp_path, capsys):
     assert cli.main(["quickstart", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out

@@ -1,23 +1,14 @@
 """kp.compile: a recorded step replays bit for bit, retraces when it must, and never answers wrongly."""
 
-import threading
 import warnings
 
 import numpy as np
 import pytest
+from compile_cases import assert_same_bits
+from thread_cases import run_threads
 
 import knetpy as kp
 from knetpy.autograd import mark_modified, replayable
-
-
-def _equal(a, b):
-    """Bit-for-bit equality of two pytrees of arrays (dtype and shape included)."""
-    la, lb = kp.tree_flatten(a)[0], kp.tree_flatten(b)[0]
-    assert len(la) == len(lb)
-    for x, y in zip(la, lb):
-        x, y = np.asarray(getattr(x, "value", x)), np.asarray(getattr(y, "value", y))
-        assert x.dtype == y.dtype and x.shape == y.shape
-        assert x.tobytes() == y.tobytes()
 
 
 def _train_both(loss, w, batches, lr=0.1, value=False):
@@ -28,13 +19,13 @@ def _train_both(loss, w, batches, lr=0.1, value=False):
     wc = [a.copy() for a in w]
     for args in batches:
         re, rc = eager(we, *args), compiled(wc, *args)
-        _equal(re, rc)
+        assert_same_bits(re, rc)
         ge, gc = (re[1], rc[1]) if value else (re, rc)
         for a, g in zip(we, ge):
             a -= lr * g
         for a, g in zip(wc, gc):
             a -= lr * g
-    _equal(we, wc)
+    assert_same_bits(we, wc)
     return compiled
 
 
@@ -110,7 +101,7 @@ def test_lstm_step_replays_bit_for_bit():
             for p, gr in zip(params, grads):
                 p.value -= 0.1 * gr
         runs.append((losses, [p.value.copy() for p in params]))
-    _equal(runs[0], runs[1])
+    assert_same_bits(runs[0], runs[1])
     assert compiled.traces == 2 and compiled.replays == 3
 
 
@@ -133,7 +124,7 @@ def test_retraces_on_shape_dtype_and_python_arguments():
     assert _retraces(step, [(w.astype("d"), x.astype("d"), 2.0)] * 3) == [1, 1, 0]  # dtype
     assert _retraces(step, [(w, x, 3.0)] * 3) == [1, 1, 0]  # a Python argument
     assert _retraces(step, [(w, x, 2.0)]) == [0]  # the first signature is still compiled
-    _equal(step(w, x, 3.0), kp.grad(lambda w, x, s: kp.sum(kp.tanh(x @ w) * s))(w, x, 3.0))
+    assert_same_bits(step(w, x, 3.0), kp.grad(lambda w, x, s: kp.sum(kp.tanh(x @ w) * s))(w, x, 3.0))
 
 
 def test_retraces_when_the_mode_changes():
@@ -145,7 +136,7 @@ def test_retraces_when_the_mode_changes():
     assert _retraces(step, [(x,)] * 3) == [1, 1, 0]
     model.eval()
     assert _retraces(step, [(x,)] * 3) == [1, 1, 0]
-    _equal(step(x), model(x))  # eval: no dropout, deterministic
+    assert_same_bits(step(x), model(x))  # eval: no dropout, deterministic
     with kp.layers.base.thread_mode(model, True):
         assert _retraces(step, [(x,)]) == [1]  # the thread's forced mode counts too
 
@@ -162,9 +153,9 @@ def test_retraces_when_python_control_flow_reads_a_tensor():
     pos, neg = np.ones((2, 3), "f"), -np.ones((2, 3), "f")
     assert _retraces(step, [(w, pos)] * 3) == [1, 1, 0]
     assert _retraces(step, [(w, neg)]) == [1]  # the guard failed: traced again, the eager answer
-    _equal(step(w, neg), eager(w, neg))
-    _equal(step(w, neg), eager(w, neg))
-    _equal(step(w, pos), eager(w, pos))
+    assert_same_bits(step(w, neg), eager(w, neg))
+    assert_same_bits(step(w, neg), eager(w, neg))
+    assert_same_bits(step(w, pos), eager(w, pos))
     assert step.traces == 5  # both branches are now compiled; switching costs a failed guard only
 
 
@@ -179,7 +170,7 @@ def test_dropout_masks_are_fresh_on_every_replay_and_match_eager():
         return [np.asarray(fn(x)).copy() for _ in range(6)]
 
     eager, compiled = run(lambda f: f), run(kp.compile)
-    _equal(eager, compiled)
+    assert_same_bits(eager, compiled)
     assert len({a.tobytes() for a in compiled}) == 6  # a new mask every call
 
 
@@ -271,7 +262,7 @@ def test_a_changed_input_array_inside_the_step_is_refused():
         for _ in range(4):
             step(w)
             f(we)
-    _equal(w, we)
+    assert_same_bits(w, we)
 
 
 def test_two_threads_share_a_compiled_step_safely():
@@ -282,21 +273,12 @@ def test_two_threads_share_a_compiled_step_safely():
     w = np.random.default_rng(0).standard_normal((8, 4)).astype("f")
     xs = [np.random.default_rng(i).standard_normal((16, 8)).astype("f") for i in range(2)]
     want = [eager(w, x) for x in xs]
-    errors = []
 
     def work(i):
-        try:
-            for _ in range(200):
-                _equal(step(w, xs[i]), want[i])
-        except Exception as e:  # pragma: no cover (reported below)
-            errors.append(e)
+        for _ in range(200):
+            assert_same_bits(step(w, xs[i]), want[i])
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    run_threads(2, work)
     assert step.traces == 4  # each thread traced for itself
 
 
@@ -317,12 +299,12 @@ def test_numpy_work_on_unchanged_data_is_not_trusted_until_the_data_changes():
     w = np.ones(3, "f")
     x1, x2 = np.zeros(3, "f"), np.ones(3, "f")
     for _ in range(4):
-        _equal(step(w, x1), eager(w, x1))  # same data every call: recorded, never replayed
+        assert_same_bits(step(w, x1), eager(w, x1))  # same data every call: recorded, never replayed
     assert step.replays == 0
     with pytest.warns(kp.CompileWarning, match="outside knetpy's ops"):
-        _equal(step(w, x2), eager(w, x2))  # other data: the constant differs, so it is data
-        _equal(step(w, x1), eager(w, x1))
-    _equal(step(w, x2), eager(w, x2))
+        assert_same_bits(step(w, x2), eager(w, x2))  # other data: the constant differs, so it is data
+        assert_same_bits(step(w, x1), eager(w, x1))
+    assert_same_bits(step(w, x2), eager(w, x2))
 
 
 def test_batchnorm_in_eval_reads_its_running_statistics_on_every_replay():
@@ -335,7 +317,7 @@ def test_batchnorm_in_eval_reads_its_running_statistics_on_every_replay():
         step(x)
     assert step.replays == 1
     model.layers()[-1].running_mean.value = model.layers()[-1].running_mean.value + 1.0
-    _equal(step(x), model(x))
+    assert_same_bits(step(x), model(x))
     assert step.replays == 2
 
 
@@ -345,7 +327,7 @@ def test_a_compiled_step_inside_another_is_recorded_as_part_of_it():
     w = np.ones((3, 2), "f")
     for i in range(4):
         x = np.full((2, 3), float(i), "f")
-        _equal(outer(w, x), [kp.grad(lambda w, x: kp.sum(kp.tanh(x @ w)))(w, x) * 2])
+        assert_same_bits(outer(w, x), [kp.grad(lambda w, x: kp.sum(kp.tanh(x @ w)))(w, x) * 2])
     assert (outer.traces, outer.replays, inner.traces) == (2, 2, 0)
 
 
@@ -364,6 +346,6 @@ def test_each_lowered_elementwise_op_matches_its_eager_op(name):
     w = np.full(5, 0.7, "f")
     for i in range(4):
         x = np.linspace(0.1, 2, 5).astype("f") + i
-        _equal(step(w, x), kp.grad(lambda w, x: kp.sum(op(x * w + 1.5)))(w, x))
+        assert_same_bits(step(w, x), kp.grad(lambda w, x: kp.sum(op(x * w + 1.5)))(w, x))
     assert step.replays == 2
     assert op.__wrapped__ in kp.compile.__globals__["_LOWERINGS"]  # the lowered path was the one tested

@@ -16,6 +16,7 @@ import sys
 
 import numpy as np
 import pytest
+from example_cases import has, no_downloads
 
 import knetpy as kp
 from knetpy import plot
@@ -26,15 +27,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 FASHION = pathlib.Path("/usr/share/datasets/fashion-mnist")
 needs_fashion = pytest.mark.skipif(
     not FASHION.is_dir(), reason=f"Fashion-MNIST is not installed at {FASHION} (apt-get install dataset-fashion-mnist)")
-def _has(module):
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True
-
-
-needs_sklearn = pytest.mark.skipif(not _has("sklearn"), reason="the digits need scikit-learn (extra [data])")
+needs_sklearn = pytest.mark.skipif(not has("sklearn"), reason="the digits need scikit-learn (extra [data])")
 
 IMAGE_EXAMPLES = {"softmax": softmax, "mlp": mlp, "lenet": lenet}
 # Two epochs: one loss value per epoch, and the loss must fall from the first to the last.
@@ -43,9 +36,7 @@ DIGITS_EPOCHS = 2
 
 @pytest.fixture(autouse=True)
 def _no_downloads(tmp_path, monkeypatch):
-    """No test may download into (or read from) the user's cache."""
-    monkeypatch.setenv("KNETPY_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("KNETPY_DATA", raising=False)
+    no_downloads(tmp_path, monkeypatch)
 
 
 # -- the report line ------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import sys
 
 import numpy as np
 import pytest
+from example_cases import has, no_downloads
 
 import knetpy as kp
 from knetpy.examples import EXAMPLES, charlm, housing, lenet, mlp, resnet, softmax, spirals
@@ -41,16 +42,8 @@ REPORTED = {"mlp": ["trn_acc", "tst_acc", "loss"], "lenet": ["trn_acc", "tst_acc
             "charlm": ["losses", "loss", "dev_loss", "sample"], "resnet": ["trn_acc", "tst_acc", "loss"]}
 
 
-def _has(module):
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True
-
-
 def _needs(name):
-    if name in ("mlp", "lenet", "softmax") and not _has("sklearn"):
+    if name in ("mlp", "lenet", "softmax") and not has("sklearn"):
         pytest.skip("the digits need scikit-learn (extra [data])")
 
 
@@ -61,8 +54,7 @@ def _run(name, device, tmp_path, *extra):
 
 @pytest.fixture(autouse=True)
 def _no_downloads(tmp_path, monkeypatch):
-    monkeypatch.setenv("KNETPY_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("KNETPY_DATA", raising=False)
+    no_downloads(tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize("name", list(DEVICE_EXAMPLES))
@@ -137,3 +129,48 @@ def test_bad_devices_are_usage_errors(name, device, message, monkeypatch, capsys
 
 def test_every_device_example_is_a_train_program():
     assert set(DEVICE_EXAMPLES) <= set(EXAMPLES)
+
+
+# -- the CartPole programs: played on the host, trained on the device ------------------------------------
+RL = {"reinforce": ["--episodes", "6", "--batch-episodes", "2", "--hidden", "16"],
+      "dqn": ["--episodes", "3", "--learning-starts", "20", "--batch-size", "8", "--hidden", "16"]}
+
+
+@pytest.mark.parametrize("name", list(RL))
+def test_an_rl_example_on_the_strict_device_trains_the_same_weights(name, tmp_path, capsys):
+    if not has("gymnasium"):
+        pytest.skip("the CartPole programs need gymnasium (extra [rl])")
+    from knetpy.examples import get
+
+    runs = {}
+    for device in ("cpu", "strict"):
+        strict.reset_transfers()
+        runs[device] = get(name).main([*RL[name], "--device", device, "--no-plot", "--out", str(tmp_path / device)])
+    assert strict.transfers["to_device"] > 0
+    assert runs["strict"]["returns"] == runs["cpu"]["returns"]
+    cpu, dev = (kp.tree.flatten(kp.load(runs[d]["checkpoint"]))[0] for d in ("cpu", "strict"))
+    assert len(cpu) == len(dev) > 0
+    for a, b in zip(cpu, dev):
+        assert kp.device(b) == "cpu"
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
+
+
+def test_rl_losses_and_targets_compute_on_the_device():
+    rng = np.random.default_rng(0)
+    q, nq, online = (rng.standard_normal((5, 3)).astype(np.float32) for _ in range(3))
+    r, d = rng.standard_normal(5).astype(np.float32), (rng.random(5) < 0.3).astype(np.float32)
+    a = rng.integers(0, 3, 5)
+    adv = rng.standard_normal(5).astype(np.float32)
+    s = strict.asarray
+    strict.reset_transfers()
+    y = kp.rl.q_targets(s(r), s(nq), s(d), 0.9, next_q_online=s(online))
+    loss = kp.rl.q_loss(kp.Param(s(q)), s(a), y)
+    pg = kp.rl.policy_gradient_loss(kp.Param(s(q)), s(a), s(adv))
+    assert strict.transfers["to_host"] == 0, strict.transfer_log
+    assert isinstance(y, strict.StrictArray) and isinstance(loss.value, strict.StrictArray)
+    np.testing.assert_allclose(y.get(), kp.rl.q_targets(r, nq, d, 0.9, next_q_online=online), rtol=1e-6)
+    np.testing.assert_allclose(loss.value.get(), kp.rl.q_loss(q, a, kp.rl.q_targets(r, nq, d, 0.9, online)), rtol=1e-6)
+    np.testing.assert_allclose(pg.value.get(), kp.rl.policy_gradient_loss(q, a, adv), rtol=1e-6)
+    # acting: the greedy action is the one number read back
+    assert kp.rl.epsilon_greedy(s(q[0]), 0.0, np.random.default_rng(0)) == int(np.argmax(q[0]))
+    assert strict.transfers["to_host"] == 4  # the three .get() above and the action

@@ -18,6 +18,7 @@ if kp.gpu() is None:
     pytest.skip("CuPy is installed but no GPU is usable (no device or no driver)", allow_module_level=True)
 
 from autodiff_cases import CASE_IDS, CASES  # noqa: E402
+from backend_cases import assert_runs_match, default_diff, moved, run_op  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from test_conv import KERNEL, OPTIONS, SPATIAL  # noqa: E402
@@ -31,28 +32,7 @@ FAST = settings(max_examples=8, deadline=None, derandomize=True)
 
 
 def to_gpu(x):
-    if isinstance(x, (np.ndarray, np.generic)):
-        return cupy.asarray(x)
-    if isinstance(x, (tuple, list)):
-        return type(x)(to_gpu(v) for v in x)
-    if isinstance(x, dict):
-        return {k: to_gpu(v) for k, v in x.items()}
-    return x
-
-
-def _run(fn, args, kw, move, diff):
-    inputs = [kp.Param(move(a)) if i in diff else move(a) for i, a in enumerate(args)]
-    out = fn(*inputs, **move(kw))
-    outs = list(out) if isinstance(out, (tuple, list)) else [out]
-    rng = np.random.default_rng(7)
-    total = None
-    for o in outs:
-        if isinstance(o, kp.Tensor) and o.requires_grad:
-            term = kp.sum(o * move(rng.standard_normal(o.shape).astype(o.dtype)))
-            total = term if total is None else total + term
-    if total is not None:
-        total.backward()
-    return [o.value if isinstance(o, kp.Tensor) else o for o in outs], [inputs[i].grad for i in diff]
+    return moved(x, cupy.asarray)
 
 
 def _close(name, got, want):
@@ -65,19 +45,9 @@ def _close(name, got, want):
 
 def assert_same_on_gpu(fn, *args, diff=None, **kw):
     if diff is None:
-        diff = [i for i, a in enumerate(args) if isinstance(a, (np.ndarray, np.generic)) and a.dtype.kind == "f"]
-    want_values, want_grads = _run(fn, args, kw, lambda a: a, diff)
-    values, grads = _run(fn, args, kw, to_gpu, diff)
-    for k, (got, want) in enumerate(zip(values, want_values)):
-        if want is None:
-            assert got is None
-        else:
-            _close(f"output {k}", got, want)
-    for i, got, want in zip(diff, grads, want_grads):
-        if want is None:
-            assert got is None
-        else:
-            _close(f"gradient of argument {i}", got, want)
+        diff = default_diff(args)
+    want = run_op(fn, args, kw, lambda a: a, diff)
+    assert_runs_match(run_op(fn, args, kw, to_gpu, diff), want, diff, _close)
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)

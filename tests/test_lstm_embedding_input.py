@@ -98,6 +98,10 @@ def test_lookup_only_where_it_pays(monkeypatch):
     one = LSTM(5)
     one(embed(np.zeros((9, 7), dtype=np.int64)) * 2.0)
     assert taken == [False]
+    taken.clear()
+    one(Embedding(13, 6)(np.zeros((9, 7), dtype=np.int64)))  # 13 > 2 * 6: the one-hot GEMM would cost more
+    one(Embedding(12, 6)(np.zeros((9, 7), dtype=np.int64)))
+    assert taken == [False, True]
 
 
 @pytest.mark.parametrize("on", FAST, ids=lambda on: "fast" if on else "numpy")

@@ -15,6 +15,7 @@ import functools
 import numpy as np
 import pytest
 from autodiff_cases import CASE_IDS, CASES
+from backend_cases import assert_runs_match, default_diff, differentiable, moved, run_op
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_conv import DECONV, KERNEL, OPTIONS, SPATIAL
@@ -32,42 +33,14 @@ FAST = settings(max_examples=8, deadline=None, derandomize=True)
 # -- running an op on both backends ---------------------------------------------------------------------
 def to_strict(x):
     """NumPy arrays and scalars (also inside tuples, lists and dicts) as strict arrays."""
-    if isinstance(x, (np.ndarray, np.generic)):
-        return strict.asarray(x)
-    if isinstance(x, tuple):
-        return tuple(to_strict(v) for v in x)
-    if isinstance(x, list):
-        return [to_strict(v) for v in x]
-    if isinstance(x, dict):
-        return {k: to_strict(v) for k, v in x.items()}
-    return x
+    return moved(x, strict.asarray)
 
 
-def _differentiable(a):
-    return isinstance(a, (np.ndarray, np.generic)) and a.dtype.kind == "f"
-
-
-def _run(fn, args, kw, on_strict, diff):
-    """Forward, then backward from a fixed random projection of every floating output."""
-    move = to_strict if on_strict else (lambda a: a)
-    inputs = [kp.Param(move(a)) if i in diff else move(a) for i, a in enumerate(args)]
-    out = fn(*inputs, **move(kw))
-    outs = list(out) if isinstance(out, (tuple, list)) else [out]
-    rng = np.random.default_rng(7)
-    total = None
-    for o in outs:
-        if isinstance(o, kp.Tensor) and o.requires_grad:
-            term = kp.sum(o * move(rng.standard_normal(o.shape).astype(o.dtype)))
-            total = term if total is None else total + term
-    if total is not None:
-        total.backward()
-    values = [o.value if isinstance(o, kp.Tensor) else o for o in outs]
-    return values, [inputs[i].grad for i in diff]
-
-
-def _close(name, got, want, rtol):
+def _close(name, got, want):
     assert type(got) is strict.StrictArray, f"{name}: a {type(got).__name__} came back, not a strict array"
     got = strict.asnumpy(got)
+    want = np.asarray(want)  # (NumPy's Python numbers: a device gives a 0-d array)
+    rtol = 1e-5 if want.dtype == np.float32 else 1e-10
     assert got.dtype == want.dtype and got.shape == want.shape, f"{name}: {got.dtype}{got.shape} vs {want.dtype}{want.shape}"
     atol = rtol * float(np.nanmax(np.abs(want), initial=1.0))  # (NaN where NumPy gives NaN compares equal)
     np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=name)
@@ -77,24 +50,12 @@ def assert_same_on_strict(fn, *args, diff=None, **kw):
     """``fn(*args, **kw)`` forward and backward on strict arrays: strict results equal to NumPy's, and no
     copy to the host on the way. ``diff``: the arguments to differentiate (default: the floating ones)."""
     if diff is None:
-        diff = [i for i, a in enumerate(args) if _differentiable(a)]
-    want_values, want_grads = _run(fn, args, kw, False, diff)
+        diff = default_diff(args)
+    want = run_op(fn, args, kw, lambda a: a, diff)
     strict.reset_transfers()
-    values, grads = _run(fn, args, kw, True, diff)
+    got = run_op(fn, args, kw, to_strict, diff)
     assert strict.transfers["to_host"] == 0, f"copies to the host inside the op: {strict.transfer_log}"
-    for k, (got, want) in enumerate(zip(values, want_values)):
-        if want is None:
-            assert got is None
-            continue
-        want = np.asarray(want)  # (NumPy's Python numbers: a device gives a 0-d array)
-        rtol = 1e-5 if want.dtype == np.float32 else 1e-10
-        _close(f"output {k}", got, want, rtol)
-    for i, got, want in zip(diff, grads, want_grads):
-        if want is None:  # (an output without a gradient: argmax, comparisons)
-            assert got is None
-            continue
-        rtol = 1e-5 if want.dtype == np.float32 else 1e-10
-        _close(f"gradient of argument {i}", got, want, rtol)
+    assert_runs_match(got, want, diff, _close)
 
 
 # -- the primitives of the autodiff table ---------------------------------------------------------------------
@@ -115,7 +76,7 @@ SECOND_ORDER = [c for c in CASES if c.second_order]
 def test_second_derivatives_on_strict_arrays(case, data):
     """The VJPs themselves, recorded (create_graph) and differentiated again, on strict arrays."""
     args, kw = data.draw(case.inputs)
-    diff = tuple(i for i, a in enumerate(args) if _differentiable(a))
+    diff = tuple(i for i, a in enumerate(args) if differentiable(a))
 
     def first_derivatives(*a, **k):
         return kp.grad(lambda *b: kp.sum(kp.square(case.kp_fn(*b, **k))), argnums=diff)(*a)

@@ -1,8 +1,13 @@
-"""Helpers of the thread tests: running a function in several threads, counting split ops."""
+"""Helpers of the thread tests: running a function in several threads, counting split ops, BLAS threads."""
 
 import threading
 
 from knetpy import parallel
+
+try:
+    import threadpoolctl
+except ImportError:  # the tests that read BLAS threads skip without it
+    threadpoolctl = None
 
 
 def run_threads(n, target):
@@ -35,3 +40,11 @@ def count_splits(monkeypatch):
 
     monkeypatch.setattr(parallel, "run", counting_run)
     return calls
+
+
+def blas_threads():
+    """The thread count of NumPy's BLAS (SciPy, loaded by scikit-learn, may bring a second one)."""
+    libs = [i for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    counts = {i["num_threads"] for i in libs if "numpy" in i["filepath"]} or {i["num_threads"] for i in libs}
+    assert len(counts) == 1, libs
+    return counts.pop()

@@ -7,7 +7,7 @@ import math
 from .. import ops
 from ..autograd import Tensor, primitive
 from ..layers._util import as_input, cast
-from ..layers.normalization import BatchNorm, normalize
+from ..layers.normalization import BatchNorm, _xhat, normalize
 from . import comm
 
 
@@ -18,9 +18,12 @@ def sync_normalize(x, gamma, beta, mean=None, inv_std=None, axes=None, pshape=No
     return normalize.__wrapped__(x, gamma, beta, mean=mean, inv_std=inv_std, axes=axes, pshape=pshape, eps=eps)
 
 
-def _vjp_x(g, ans, xhat, x, gamma, beta, mean=None, inv_std=None, axes=None, pshape=None, eps=None, count=None):
+def _vjp_x(g, ans, cache, x, gamma, beta, mean=None, inv_std=None, axes=None, pshape=None, eps=None, count=None):
     if isinstance(x, Tensor):
         raise NotImplementedError("SyncBatchNorm: gradients of gradients are not supported; use BatchNorm")
+    xhat = _xhat(x, mean, inv_std)  # computed again, not kept from the forward pass (see normalize)
+    if gamma is not None:
+        cache[0] = xhat
     dxhat = g if gamma is None else g * gamma.reshape(pshape)
     # The batch-norm backward with the means taken over every rank's samples.
     sum_g, sum_gx = comm.all_reduce([dxhat.sum(axis=axes, keepdims=True),
@@ -28,11 +31,14 @@ def _vjp_x(g, ans, xhat, x, gamma, beta, mean=None, inv_std=None, axes=None, psh
     return (dxhat - sum_g / count - xhat * (sum_gx / count)) * inv_std
 
 
-def _vjp_gamma(g, ans, xhat, x, gamma, beta, mean=None, inv_std=None, axes=None, pshape=None, eps=None, count=None):
+def _vjp_gamma(g, ans, cache, x, gamma, beta, mean=None, inv_std=None, axes=None, pshape=None, eps=None, count=None):
+    xhat, cache[0] = cache[0], None
+    if xhat is None:  # x needed no gradient
+        xhat = _xhat(x, mean, inv_std)
     return ops.reshape(ops.sum_to(g * xhat, pshape), gamma.shape)
 
 
-def _vjp_beta(g, ans, xhat, x, gamma, beta, mean=None, inv_std=None, axes=None, pshape=None, eps=None, count=None):
+def _vjp_beta(g, ans, cache, x, gamma, beta, mean=None, inv_std=None, axes=None, pshape=None, eps=None, count=None):
     return ops.reshape(ops.sum_to(g, pshape), beta.shape)
 
 
@@ -47,9 +53,9 @@ class SyncBatchNorm(BatchNorm):
     statistics are averaged over the ranks at the end of each epoch). On one process, or in
     eval mode, it is BatchNorm."""
 
-    def forward(self, x):
+    def forward(self, x, relu=False):
         if not self.training or comm.world_size() == 1:
-            return super().forward(x)
+            return super().forward(x, relu=relu)
         x = cast(as_input(x), self.running_mean.dtype)
         ax, axes, pshape = self._layout(x)
         xv = x.value if isinstance(x, Tensor) else x
@@ -63,7 +69,7 @@ class SyncBatchNorm(BatchNorm):
         y = sync_normalize(x, self.gamma, self.beta, mean=mean, inv_std=inv_std, axes=axes, pshape=pshape,
                            eps=self.eps, count=count)
         self._update_running(mean.reshape(-1), var.reshape(-1) * (count / (count - 1)))
-        return y
+        return ops.relu(y) if relu else y
 
 
 def convert_sync_batchnorm(model):

@@ -8,12 +8,17 @@ channels are taken from the first input.
 
 from __future__ import annotations
 
+import numpy as np
+
 from .. import activations, ops
 from .. import init as initializers
-from ..autograd import Param
+from ..autograd import Param, Tensor
+from ..data._checks import require_real
 from ..ops.conv import conv4_bias, per_axis
+from ..ops.conv_pool import conv_relu_pool
 from ._util import as_input, cast, config_repr, fmt_shape, positive_int
 from .base import Layer
+from .pooling import _MaxPool, _Pool
 
 
 def _padding_option(padding, rank, layer, causal=False):
@@ -105,6 +110,37 @@ class _Conv(Layer):
         return 0, pads
 
     def forward(self, x):
+        x, args = self._prepare(x)
+        if self.b is not None and self._act in (activations.linear, activations.relu):
+            # bias and relu fused into the convolution: one pass fewer each way
+            return conv4_bias(self.w, x, self.b, *args, relu=self._act is activations.relu)
+        y = ops.conv4(self.w, x, *args)
+        if self.b is not None:
+            y = y + ops.reshape(self.b, (1, self.filters) + (1,) * self.rank)
+        return self._act(y)
+
+    def fuses_with(self, pool, x):
+        """Whether :meth:`forward_pooled` computes ``pool(self(x))``: a built layer with bias and relu,
+        and a built max-pooling layer of the same rank, neither with its own ``forward``; and no
+        first device input to move the layer for (the unfused call does that)."""
+        value = x.value if isinstance(x, Tensor) else x
+        return (
+            isinstance(pool, _MaxPool) and pool.rank == self.rank
+            and self.built and pool.built and self.b is not None and self._act is activations.relu
+            and type(self).forward is _Conv.forward and type(pool).forward is _Pool.forward
+            and "forward" not in vars(self) and "forward" not in vars(pool)
+            and (self._on_device or type(value) is np.ndarray)
+        )
+
+    def forward_pooled(self, x, pool):
+        """``pool(self(x))`` as one op (:func:`knetpy.ops.conv_relu_pool`); see :meth:`fuses_with`."""
+        require_real(x, "the input", type(self).__name__)
+        x, args = self._prepare(x)
+        return conv_relu_pool(self.w, x, self.b, *args, window=pool.pool_size, pool_padding=pool.padding,
+                              pool_stride=pool.strides)
+
+    def _prepare(self, x):
+        """The input checked, cast and padded; the conv4 arguments after w and x."""
         x = as_input(x)
         channels = self._expect(x.shape)
         if channels != self.w.shape[1] * self.groups:
@@ -116,14 +152,7 @@ class _Conv(Layer):
         padding, explicit = self._conv_padding(x.shape[2:])
         if explicit is not None:  # 'same' with an odd total (one more zero after than before), or 'causal'
             x = ops.pad(x, ((0, 0), (0, 0), *explicit))
-        args = (padding, self.strides, self.dilation, 1, self.groups)
-        if self.b is not None and self._act in (activations.linear, activations.relu):
-            # bias and relu fused into the convolution: one pass fewer each way
-            return conv4_bias(self.w, x, self.b, *args, relu=self._act is activations.relu)
-        y = ops.conv4(self.w, x, *args)
-        if self.b is not None:
-            y = y + ops.reshape(self.b, (1, self.filters) + (1,) * self.rank)
-        return self._act(y)
+        return x, (padding, self.strides, self.dilation, 1, self.groups)
 
     def compute_output_shape(self, input_shape):
         self._expect(input_shape)

@@ -10,6 +10,7 @@ from .. import init as initializers
 from .. import ops
 from ..autograd import Param, Tensor, primitive, replayable
 from ..backend import array_namespace
+from ..ops.nn import _relu_vjp
 from ._util import as_input, cast, config_repr, fmt_shape
 from .base import Layer
 
@@ -19,22 +20,57 @@ def _value(x):
 
 
 # -- the fused op ---------------------------------------------------------------------------------------
+def _xhat(x, mean, inv_std):
+    """``(x - mean) * inv_std`` in one new array (in place when the dtypes allow: the same values)."""
+    xhat = x - mean
+    return _scale(xhat, inv_std)
+
+
+def _scale(a, b):
+    """``a * b``, into ``a`` (a temporary of the caller's) unless that would change the result's dtype."""
+    if array_namespace(a, b).result_type(a, b) != a.dtype:
+        return a * b
+    a *= b
+    return a
+
+
 @primitive(saves=True)
-def normalize(x, gamma, beta, mean=None, inv_std=None, axes=None, pshape=None, eps=None):
-    """``(x - mean) * inv_std * gamma + beta`` where ``mean`` and ``inv_std = 1 / sqrt(var + eps)``
-    are the statistics of ``x`` itself over ``axes`` (given precomputed, keepdims-shaped).
+def normalize(x, gamma, beta, mean=None, inv_std=None, axes=None, pshape=None, eps=None, relu=False):
+    """``(x - mean) * inv_std * gamma + beta`` (then a ReLU with ``relu``) where ``mean`` and
+    ``inv_std = 1 / sqrt(var + eps)`` are the statistics of ``x`` itself over ``axes`` (given
+    precomputed, keepdims-shaped).
 
     ``gamma`` and ``beta`` (either may be None) broadcast through ``pshape``, the input's shape
     with 1 on the axes they do not span. The gradient accounts for the statistics depending on
     ``x``; with tensors in the backward pass (higher order) it is rebuilt from differentiable ops.
+
+    The normalised ``xhat`` is not kept for the backward pass (x already is): the VJPs compute it
+    again, as PyTorch does, which saves one activation per layer. The saved value is a small cache
+    through which the VJP of ``x`` hands its ``xhat`` to the VJP of ``gamma`` (run right after),
+    and the gradient through the ReLU goes to all three. The fused ReLU saves one more activation: the
+    values before it are not kept (its gradient needs only the output's sign).
     """
-    xhat = (x - mean) * inv_std
-    y = xhat
+    y = _xhat(x, mean, inv_std)
     if gamma is not None:
-        y = y * gamma.reshape(pshape)
+        y = _scale(y, gamma.reshape(pshape))
     if beta is not None:
-        y = y + beta.reshape(pshape)
-    return y, xhat
+        b = beta.reshape(pshape)
+        if array_namespace(y, b).result_type(y, b) == y.dtype:
+            y += b
+        else:
+            y = y + b
+    if relu:
+        array_namespace(y).maximum(y, 0, out=y)  # y is a new array of this op's own
+    return y, [None, None]
+
+
+def _through_relu(g, ans, cache, relu):
+    """The incoming gradient ``g`` through the fused ReLU, computed once for the three VJPs."""
+    if not relu:
+        return g
+    if cache[1] is None or cache[1][0] is not g:  # (a second backward pass brings another g)
+        cache[1] = (g, _relu_vjp(g, ans, None))
+    return cache[1][1]
 
 
 def _differentiable_stats(x, axes, eps):
@@ -44,9 +80,16 @@ def _differentiable_stats(x, axes, eps):
     return centred * inv_std, inv_std
 
 
-def _normalize_vjp_x(g, ans, xhat, x, gamma, beta, mean=None, inv_std=None, axes=None, pshape=None, eps=None):
+def _normalize_vjp_x(
+    g, ans, cache, x, gamma, beta, mean=None, inv_std=None, axes=None, pshape=None, eps=None, relu=False
+):
+    g = _through_relu(g, ans, cache, relu)
     if isinstance(x, Tensor):
         xhat, inv_std = _differentiable_stats(x, axes, eps)
+    else:
+        xhat = _xhat(x, mean, inv_std)
+        if gamma is not None:
+            cache[0] = xhat  # the VJP of gamma (next) takes it; dropped with the node otherwise
     dxhat = g if gamma is None else g * ops.reshape(gamma, pshape)
     # d/dx of (x - mean) / std with mean and std of x: remove the mean and the xhat-direction
     # component of the incoming gradient (the biased-variance batch-norm backward).
@@ -56,16 +99,22 @@ def _normalize_vjp_x(g, ans, xhat, x, gamma, beta, mean=None, inv_std=None, axes
 
 
 def _normalize_vjp_gamma(
-    g, ans, xhat, x, gamma, beta, mean=None, inv_std=None, axes=None, pshape=None, eps=None
+    g, ans, cache, x, gamma, beta, mean=None, inv_std=None, axes=None, pshape=None, eps=None, relu=False
 ):
+    g = _through_relu(g, ans, cache, relu)
     if isinstance(x, Tensor):
         xhat, _ = _differentiable_stats(x, axes, eps)
+    else:
+        xhat, cache[0] = cache[0], None
+        if xhat is None:  # x needed no gradient
+            xhat = _xhat(x, mean, inv_std)
     return ops.reshape(ops.sum_to(g * xhat, pshape), gamma.shape)
 
 
 def _normalize_vjp_beta(
-    g, ans, xhat, x, gamma, beta, mean=None, inv_std=None, axes=None, pshape=None, eps=None
+    g, ans, cache, x, gamma, beta, mean=None, inv_std=None, axes=None, pshape=None, eps=None, relu=False
 ):
+    g = _through_relu(g, ans, cache, relu)
     return ops.reshape(ops.sum_to(g, pshape), beta.shape)
 
 
@@ -153,11 +202,14 @@ class BatchNorm(Layer):
         pshape[ax] = self.num_features
         return ax, tuple(i for i in range(x.ndim) if i != ax), tuple(pshape)
 
-    def forward(self, x):
+    def forward(self, x, relu=False):
+        """Normalise ``x``; ``relu=True`` applies a ReLU after it in the same op, which keeps one array
+        for the backward pass where ``relu(bn(x))`` keeps two."""
         x = cast(as_input(x), self.running_mean.dtype)
         ax, axes, pshape = self._layout(x)
         if not self.training:
-            return self._inference(x, pshape)
+            y = self._inference(x, pshape)
+            return ops.relu(y) if relu else y
         count = math.prod(x.shape[i] for i in axes)
         if count < 2:
             raise ValueError(
@@ -166,7 +218,8 @@ class BatchNorm(Layer):
             )
         mean, var, inv_std = _stats(_value(x), axes, self.eps)
         y = normalize(
-            x, self.gamma, self.beta, mean=mean, inv_std=inv_std, axes=axes, pshape=pshape, eps=self.eps
+            x, self.gamma, self.beta, mean=mean, inv_std=inv_std, axes=axes, pshape=pshape, eps=self.eps,
+            relu=bool(relu),
         )
         _update_running(self, mean, var, count)
         return y

@@ -151,7 +151,7 @@ class BasicBlock(_Block):
     def forward(self, x):
         x = as_input(x)
         identity = x if self.downsample is None else self.downsample(x)
-        y = relu(self.bn1(self.conv1(x)))
+        y = self.bn1(self.conv1(x), relu=True)
         return relu(self.bn2(self.conv2(y)) + identity)
 
     def get_config(self):
@@ -201,8 +201,8 @@ class Bottleneck(_Bottleneck):
     def forward(self, x):
         x = as_input(x)
         identity = x if self.downsample is None else self.downsample(x)
-        y = relu(self.bn1(self.conv1(x)))
-        y = relu(self.bn2(self.conv2(y)))
+        y = self.bn1(self.conv1(x), relu=True)
+        y = self.bn2(self.conv2(y), relu=True)
         return relu(self.bn3(self.conv3(y)) + identity)
 
 
@@ -232,12 +232,12 @@ class PreActBlock(_Block):
 
     def forward(self, x):
         x = as_input(x)
-        pre = relu(self.bn1(x))
+        pre = self.bn1(x, relu=True)
         identity = x if self.shortcut is None else self.shortcut(pre)
         y = self.conv1(pre)
         if self.drop is not None:
             y = self.drop(y)
-        return self.conv2(relu(self.bn2(y))) + identity
+        return self.conv2(self.bn2(y, relu=True)) + identity
 
     def get_config(self):
         return {"filters": self.filters, "strides": self.strides, "dropout": self.dropout, "name": self.name}
@@ -262,11 +262,11 @@ class PreActBottleneck(_Bottleneck):
 
     def forward(self, x):
         x = as_input(x)
-        pre = relu(self.bn1(x))
+        pre = self.bn1(x, relu=True)
         identity = x if self.shortcut is None else self.shortcut(pre)
         y = self.conv1(pre)
-        y = self.conv2(relu(self.bn2(y)))
-        return self.conv3(relu(self.bn3(y))) + identity
+        y = self.conv2(self.bn2(y, relu=True))
+        return self.conv3(self.bn3(y, relu=True)) + identity
 
 
 # -- multi-branch blocks ---------------------------------------------------------------------------------

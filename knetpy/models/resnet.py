@@ -8,7 +8,6 @@ checkpoints load with :func:`knetpy.models.load_torch_state`.
 
 from __future__ import annotations
 
-from ..activations import relu
 from ..layers import BatchNorm, Dense, GlobalAvgPool2D, MaxPool2D
 from ..layers._util import as_input
 from ..model import Sequential
@@ -85,13 +84,13 @@ class ResNet(ZooModel):
         """The last stage's feature maps (N, C, h, w) of images ``x``."""
         x = self.conv1(as_input(x))
         if self.bn1 is not None:
-            x = relu(self.bn1(x))
+            x = self.bn1(x, relu=True)  # fused: keeps one array, not two
         if self.maxpool is not None:
             x = self.maxpool(x)
         for stage in self._stages:
             x = getattr(self, stage)(x)
         if self.post_bn is not None:
-            x = relu(self.post_bn(x))
+            x = self.post_bn(x, relu=True)
         return x
 
     def forward(self, x):

@@ -1,6 +1,7 @@
 """The differentiable primitives, each with its vector-Jacobian product beside its forward."""
 
 from .conv import conv4, conv4_bias, deconv4
+from .conv_pool import conv_relu_pool
 from .dot_attention import attention, attention_weights, scaled_dot_product_attention
 from .elementwise import (
     abs,

@@ -189,7 +189,8 @@ def _conv_matrix(w, x, geom, out_spatial, epilogue=None):
     """The convolution as a contiguous (N*L, C_out) matrix, what to save, and the output size.
 
     Per part of the batch (one per knetpy thread): gather the windows, one GEMM, then
-    ``epilogue(rows)`` (bias, activation) on that part's rows while they are still in cache.
+    ``epilogue(rows, a, b)`` (bias, activation, pooling) on that part's rows, those of samples a..b-1,
+    while they are still in cache.
     """
     kernel = w.shape[2:]
     if out_spatial is None:
@@ -225,7 +226,7 @@ def _conv_matrix(w, x, geom, out_spatial, epilogue=None):
             rows = y[a * per_sample : b * per_sample]
             gemm(chunk_cols, rows)
             if epilogue is not None:
-                epilogue(rows)
+                epilogue(rows, a, b)
 
     parallel.for_rows(part, n, n * gather.width, xp)
     return y, (_Saved(cols, buffer) if keep else _Saved(None, None)), out_spatial
@@ -415,14 +416,14 @@ def _add_bias_rows(y, b):
     y.reshape(-1, k * y.shape[1])[...] += array_namespace(b).tile(b, k)
 
 
-@primitive(saves=True)
-def _conv_bias_act(w, x, b, geom=None, relu=False):
-    xp = array_namespace(w, x)
+def _bias_act(x, b, relu):
+    """The epilogue adding ``b`` (then relu) to a convolution's GEMM rows, in place."""
+    xp = array_namespace(x, b)
     fused = _fast_arrays(x, b) and b.dtype == x.dtype
     if fused:
         from .fast.conv import bias_relu
 
-    def bias_act(rows):
+    def bias_act(rows, *_):
         if fused:  # one pass instead of two
             bias_relu(rows, b, relu)
             return
@@ -430,7 +431,12 @@ def _conv_bias_act(w, x, b, geom=None, relu=False):
         if relu:
             xp.maximum(rows, 0, out=rows)
 
-    y, saved, out_spatial = _conv_matrix(w, x, geom, None, bias_act)
+    return bias_act
+
+
+@primitive(saves=True)
+def _conv_bias_act(w, x, b, geom=None, relu=False):
+    y, saved, out_spatial = _conv_matrix(w, x, geom, None, _bias_act(x, b, relu))
     return from_channels_last(y.reshape(x.shape[0], *out_spatial, w.shape[0])), saved
 
 

@@ -130,14 +130,16 @@ def _lstm_forward(
         kern_bias = xp.zeros(4 * H, dtype=dt) if bias is None else xp.ascontiguousarray(bias[:, 0], dtype=dt)
         one = dt.type(1)
 
+    out, (y, h_last, c_last) = result_views(xp, into, N, T, H, 2, dt)
+
     for t, s_in, s_out in slots:
         g = gates[t]
         xp.matmul(w_cat_t, xh[:, s_in, :], out=g)
-        if kern is not None:  # the gate math below in one compiled pass
+        if kern is not None:  # the gate math below, and y[:, t], in one compiled pass
             if ids is None:
-                kern.forward_step(gates, t, kern_bias, c, s_in, s_out, tanh_c, xh, F, one)
+                kern.forward_step(gates, t, kern_bias, c, s_in, s_out, tanh_c, xh, F, y, one)
             else:
-                kern.forward_step_ids(gates, t, table_t, ids_tm, kern_bias, c, s_in, s_out, tanh_c, xh, one)
+                kern.forward_step_ids(gates, t, table_t, ids_tm, kern_bias, c, s_in, s_out, tanh_c, xh, y, one)
             continue
         if bias is not None:
             g += bias
@@ -160,9 +162,9 @@ def _lstm_forward(
             xp.copyto(h_out, xh[F:, s_in, :], where=m[1])
             xp.copyto(c_out, c_in, where=m[1])
 
-    out, (y, h_last, c_last) = result_views(xp, into, N, T, H, 2, dt)
-    y_lo = 0 if reverse else 1
-    _batch_major(xh[F:, y_lo : y_lo + T, :], y)
+    if kern is None:
+        y_lo = 0 if reverse else 1
+        _batch_major(xh[F:, y_lo : y_lo + T, :], y)
     if mask is not None and masks is not None:
         y *= mask[:, :, None]  # outputs past a sequence's end are zero, not its carried state
     h_last[...] = xh[F:, last_out, :].T
@@ -201,19 +203,21 @@ def _lstm_backward(
     dt = w_hh.dtype
     xh, c, gates, tanh_c, masks = saved["xh"], saved["c"], saved["gates"], saved["tanh_c"], saved["masks"]
     dy, dh_last, dc_last = grad_views(g, N, T, H, 2)
-    dy_fm = take(xp, (H, T, N), dt)
-    _feature_major(xp, dy, dy_fm)
     dgates = take(xp, (4 * H, T, N), dt)
     dh = xp.ascontiguousarray(dh_last.T)  # gradient reaching the state that leaves the current step
     dc = xp.ascontiguousarray(dc_last.T)
     dht = xp.empty((H, N), dtype=dt)
     a = xp.empty((H, N), dtype=dt)
     b = xp.empty((H, N), dtype=dt)
-    kern = _kernels(dgates, dh, dc, w_hh) if masks is None else None
+    kern = _kernels(dgates, dh, dc, dy, w_hh) if masks is None else None
+    dy_fm = None
+    if kern is None:
+        dy_fm = take(xp, (H, T, N), dt)
+        _feature_major(xp, dy, dy_fm)
     one = dt.type(1)
     for t, s_in, _ in reversed(_slots(T, reverse)):
-        if kern is not None:  # the gate gradients below in one compiled pass
-            kern.backward_step(gates, tanh_c, c, t, s_in, dh, dy_fm, dc, dgates, one)
+        if kern is not None:  # the gate gradients below in one compiled pass (dy[:, t] read there)
+            kern.backward_step(gates, tanh_c, c, t, s_in, dh, dy, dc, dgates, dht, one)
             xp.matmul(w_hh, dgates[:, t, :], out=dh)
             continue
         act, d = gates[t], dgates[:, t, :]

@@ -157,17 +157,26 @@ def _check_labels(scores, labels, axis, name):
             f"{name}: scores of shape {s.shape} (classes on axis {ax}) need labels of shape {want}, "
             f"got {lab.shape}"
         )
-    n_class = s.shape[ax]
-    # Labels on a device are not range-checked here: reading their min and max would stop the device
-    # every step (check them on the host before moving them).
-    if lab.size and type(lab) is np.ndarray and (int(lab.min()) < 0 or int(lab.max()) >= n_class):
-        bad = int(lab.min()) if int(lab.min()) < 0 else int(lab.max())
-        raise ValueError(f"{name}: label {bad} is out of range for {n_class} classes (0..{n_class - 1})")
+    check_label_range(lab, s.shape[ax], name)
     return lab, ax
+
+
+def check_label_range(labels, n_class, name):
+    """Refuse NumPy labels outside 0..n_class-1 (a negative one would silently index from the end).
+
+    Labels on a device are not range-checked: reading their min and max would stop the device every
+    step (check them on the host before moving them).
+    """
+    if labels.size and type(labels) is np.ndarray:
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= n_class:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"{name}: label {bad} is out of range for {n_class} classes (0..{n_class - 1})")
 
 
 @primitive(saves=True)
 def _nll(scores, labels, axis=1, average=True):
+    check_label_range(labels, scores.shape[axis], "nll")  # again here: a compiled step replays only this
     xp = array_namespace(scores)
     half = _is_half(scores)
     lp = logp.__wrapped__(scores.astype(np.float32) if half else scores, axis)

@@ -182,16 +182,17 @@ def _reference_direction(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask, reverse)
 def _lookup(x):
     """(table, ids) when ``x`` is an embedding lookup ``table[ids]`` of ids (N, T) on the host, in a
     table small enough that projecting it costs less than projecting x; else None."""
-    if not isinstance(x, Tensor) or x._prim is not getitem.prim:
+    if not isinstance(x, Tensor) or getattr(x, "_prim", None) is not getitem.prim or not x._args:
         return None
-    table, ids = x._args[0], x._kw.get("index")
+    table, ids = x._args[0], (x._kw or {}).get("index")
     if not isinstance(table, Tensor) or len(_shape(table)) != 2 or type(ids) is not np.ndarray:
         return None
     if ids.ndim != 2 or ids.dtype.kind not in "iu" or ids.size == 0:
         return None
-    V, (N, T) = _shape(table)[0], ids.shape
-    # the table's gradient is a one-hot GEMM of V x N*T: keep that small and well under the x GEMMs
-    if 4 * V > N * T or V * N * T > 1 << 24 or int(ids.min()) < 0:
+    (V, F), (N, T) = _shape(table), ids.shape
+    # The table's gradient is then a one-hot GEMM, V x N*T x 4H, in place of three N*T x F x 4H ones
+    # (the input projection, its weight gradient, the input gradient): a win while V is under 3F.
+    if V > 2 * F or 4 * V > N * T or V * N * T > 1 << 24 or int(ids.min()) < 0:
         return None
     return table, ids
 

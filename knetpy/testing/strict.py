@@ -107,6 +107,10 @@ class StrictArray:
         _refuse("np.asarray / np.array")
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):  # np.exp(a), ndarray + a
+        if method == "__call__" and not kwargs and any(isinstance(v, _np.generic) for v in inputs) and all(
+                isinstance(v, (StrictArray, _np.generic, int, float, complex, bool)) for v in inputs):
+            # np.float32(2) * a: a NumPy scalar on the left, which CuPy accepts as well
+            return _call(ufunc, ufunc.__name__, inputs, {})
         _refuse(f"np.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}"))
 
     def __array_function__(self, func, types, args, kwargs):

@@ -64,10 +64,11 @@ def _cell(zi, zf, zg, zo, c_prev, half):
 
 
 @njit(**_JIT)
-def forward_step(gates, t, bias, c, s_in, s_out, tanh_c, xh, h_row, one):
+def forward_step(gates, t, bias, c, s_in, s_out, tanh_c, xh, h_row, y, one):
     """Step ``t``: activate gates[t] in place (pre-activations with the sigmoid blocks halved, plus
     ``bias``), then c[s_out] = f c[s_in] + i g, tanh_c[t] = tanh(c[s_out]) and the new h into
-    xh[h_row:, s_out]. ``one`` is 1 in the arrays' dtype (it keeps the arithmetic in that dtype)."""
+    xh[h_row:, s_out] and, batch-major, into the output y[:, t] (N, T, H) while it is in cache.
+    ``one`` is 1 in the arrays' dtype (it keeps the arithmetic in that dtype)."""
     H, N = c.shape[1], c.shape[2]
     half = one / (one + one)
     for j in range(H):
@@ -81,30 +82,37 @@ def forward_step(gates, t, bias, c, s_in, s_out, tanh_c, xh, h_row, one):
             c[s_out, j, n] = cn
             tanh_c[t, j, n] = tc
             xh[h_row + j, s_out, n] = o * tc
+    for n in range(N):
+        for j in range(H):
+            y[n, t, j] = xh[h_row + j, s_out, n]
 
 
 @njit(**_JIT)
-def forward_step_ids(gates, t, table_t, ids_tm, zero_bias, c, s_in, s_out, tanh_c, xh, one):
+def forward_step_ids(gates, t, table_t, ids_tm, zero_bias, c, s_in, s_out, tanh_c, xh, y, one):
     """:func:`forward_step` for one-hot inputs: the input projection of sample n is column
     ids_tm[t, n] of ``table_t`` (4H, V), which holds the bias too; xh holds only h."""
     for k in range(gates.shape[1]):  # the gather on its own: the gate loop then stays vectorized
         for n in range(gates.shape[2]):
             gates[t, k, n] += table_t[k, ids_tm[t, n]]
-    forward_step(gates, t, zero_bias, c, s_in, s_out, tanh_c, xh, 0, one)
+    forward_step(gates, t, zero_bias, c, s_in, s_out, tanh_c, xh, 0, y, one)
 
 
 @njit(**_JIT)
-def backward_step(gates, tanh_c, c, t, s_in, dh, dy, dc, dgates, one):
+def backward_step(gates, tanh_c, c, t, s_in, dh, dy, dc, dgates, dy_t, one):
     """Step ``t`` backward: from dh (the gradient reaching this step's h from later steps), dy[:, t]
-    and dc (in place: it leaves as the gradient of the previous cell state), the pre-activation
-    gradients dgates[:, t] (of the unscaled gate inputs, blocks i, f, g, o)."""
+    (dy (N, T, H), batch-major, moved into the scratch ``dy_t`` (H, N) first) and dc (in place: it
+    leaves as the gradient of the previous cell state), the pre-activation gradients dgates[:, t]
+    (of the unscaled gate inputs, blocks i, f, g, o)."""
     H, N = dc.shape[0], dc.shape[1]
+    for n in range(N):
+        for j in range(H):
+            dy_t[j, n] = dy[n, t, j]
     for j in range(H):
         for n in range(N):
             i, f = gates[t, j, n], gates[t, H + j, n]
             g, o = gates[t, 2 * H + j, n], gates[t, 3 * H + j, n]
             tc = tanh_c[t, j, n]
-            dht = dh[j, n] + dy[j, t, n]
+            dht = dh[j, n] + dy_t[j, n]
             d = dc[j, n] + (one - tc * tc) * o * dht
             dgates[3 * H + j, t, n] = (one - o) * o * tc * dht
             dgates[j, t, n] = (one - i) * i * g * d
