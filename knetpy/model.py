@@ -760,6 +760,8 @@ _binary_logit_accuracy.__name__ = "accuracy"
 def _step_value(v):
     """A loss or metric of one batch, to be summed: a float from NumPy (free), a float64 0-d array from
     a device (left there: reading it every step would stall the device)."""
+    if type(v) is float:  # NumPy metrics already return one
+        return v
     if array_namespace(v) is np:
         return float(v)
     return v.astype("float64")

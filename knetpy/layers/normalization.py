@@ -10,6 +10,7 @@ from .. import init as initializers
 from .. import ops
 from ..autograd import Param, Tensor, primitive, replayable
 from ..backend import array_namespace
+from ..ops import fast
 from ..ops.nn import _relu_vjp
 from ._util import as_input, cast, config_repr, fmt_shape
 from .base import Layer
@@ -34,6 +35,30 @@ def _scale(a, b):
     return a
 
 
+# -- compiled kernels (numba) for one kept axis (batch norm), with the NumPy code below as the reference ----
+_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _fast_bn(x, axes, pshape, vectors, arrays=()):
+    """(A, C, B) views of ``x`` and ``arrays``, the function that lays out an output like ``x``
+    (:func:`~knetpy.ops.fast.batchnorm.views`) and the flat per-channel ``vectors`` (None stays None) for
+    :mod:`knetpy.ops.fast.batchnorm`, or None when it does not take them: kernels off, not NumPy arrays of
+    one float dtype, or statistics over other than all axes but one."""
+    if not fast.enabled() or type(x) is not np.ndarray or x.dtype not in _FAST_DTYPES or axes is None or not x.size:
+        return None
+    axes = tuple(a % x.ndim for a in axes)
+    if any(v is not None and (type(v) is not np.ndarray or v.dtype != x.dtype) for v in (*vectors, *arrays)):
+        return None
+    if pshape is not None and any(pshape[i] != 1 for i in axes):
+        return None
+    from ..ops.fast.batchnorm import views
+
+    found = views(x, axes, *arrays)
+    if found is None:
+        return None
+    return (*found, [None if v is None else v.reshape(-1) for v in vectors])
+
+
 @primitive(saves=True)
 def normalize(x, gamma, beta, mean=None, inv_std=None, axes=None, pshape=None, eps=None, relu=False):
     """``(x - mean) * inv_std * gamma + beta`` (then a ReLU with ``relu``) where ``mean`` and
@@ -50,6 +75,14 @@ def normalize(x, gamma, beta, mean=None, inv_std=None, axes=None, pshape=None, e
     and the gradient through the ReLU goes to all three. The fused ReLU saves one more activation: the
     values before it are not kept (its gradient needs only the output's sign).
     """
+    found = _fast_bn(x, axes, pshape, (mean, inv_std, gamma, beta))
+    if found is not None:
+        from ..ops.fast.batchnorm import forward
+
+        (x3,), back, vecs = found
+        y3 = np.empty_like(x3)
+        forward(x3, *vecs, bool(relu), y3)
+        return back(y3), [None, None, None]
     y = _xhat(x, mean, inv_std)
     if gamma is not None:
         y = _scale(y, gamma.reshape(pshape))
@@ -61,7 +94,7 @@ def normalize(x, gamma, beta, mean=None, inv_std=None, axes=None, pshape=None, e
             y = y + b
     if relu:
         array_namespace(y).maximum(y, 0, out=y)  # y is a new array of this op's own
-    return y, [None, None]
+    return y, [None, None, None]
 
 
 def _through_relu(g, ans, cache, relu):
@@ -71,6 +104,25 @@ def _through_relu(g, ans, cache, relu):
     if cache[1] is None or cache[1][0] is not g:  # (a second backward pass brings another g)
         cache[1] = (g, _relu_vjp(g, ans, None))
     return cache[1][1]
+
+
+def _fast_sums(g, ans, cache, x, gamma, mean, inv_std, axes, pshape, relu):
+    """The compiled backward's views and per-channel sums of g' and g' * xhat (g' through the ReLU),
+    computed once per backward pass for the three VJPs; None when the kernels do not take these arrays."""
+    if cache[2] is not None and cache[2][0] is g:
+        return cache[2][1]
+    if isinstance(x, Tensor) or type(g) is not np.ndarray or g.shape != x.shape:
+        return None
+    found = _fast_bn(x, axes, pshape, (mean, inv_std, gamma), (g, ans) if relu else (g,))
+    if found is None:
+        return None
+    from ..ops.fast.batchnorm import backward_sums
+
+    arrays, back, (mean, inv_std, gamma) = found
+    x3, g3, a3 = arrays[0], arrays[1], arrays[-1]  # (a3: unused without the ReLU)
+    done = (x3, g3, a3, back, mean, inv_std, gamma, backward_sums(g3, x3, a3, mean, inv_std, bool(relu)))
+    cache[2] = (g, done)
+    return done
 
 
 def _differentiable_stats(x, axes, eps):
@@ -83,6 +135,14 @@ def _differentiable_stats(x, axes, eps):
 def _normalize_vjp_x(
     g, ans, cache, x, gamma, beta, mean=None, inv_std=None, axes=None, pshape=None, eps=None, relu=False
 ):
+    done = _fast_sums(g, ans, cache, x, gamma, mean, inv_std, axes, pshape, relu)
+    if done is not None:
+        from ..ops.fast.batchnorm import input_grad
+
+        x3, g3, a3, back, m, s, gm, sums = done
+        dx3 = np.empty_like(x3)
+        input_grad(g3, x3, a3, m, s, gm, sums, bool(relu), dx3)
+        return back(dx3)
     g = _through_relu(g, ans, cache, relu)
     if isinstance(x, Tensor):
         xhat, inv_std = _differentiable_stats(x, axes, eps)
@@ -101,6 +161,9 @@ def _normalize_vjp_x(
 def _normalize_vjp_gamma(
     g, ans, cache, x, gamma, beta, mean=None, inv_std=None, axes=None, pshape=None, eps=None, relu=False
 ):
+    done = _fast_sums(g, ans, cache, x, gamma, mean, inv_std, axes, pshape, relu)
+    if done is not None:
+        return done[-1][1].astype(x.dtype).reshape(gamma.shape)
     g = _through_relu(g, ans, cache, relu)
     if isinstance(x, Tensor):
         xhat, _ = _differentiable_stats(x, axes, eps)
@@ -114,6 +177,9 @@ def _normalize_vjp_gamma(
 def _normalize_vjp_beta(
     g, ans, cache, x, gamma, beta, mean=None, inv_std=None, axes=None, pshape=None, eps=None, relu=False
 ):
+    done = _fast_sums(g, ans, cache, x, gamma, mean, inv_std, axes, pshape, relu)
+    if done is not None:
+        return done[-1][0].astype(x.dtype).reshape(beta.shape)
     g = _through_relu(g, ans, cache, relu)
     return ops.reshape(ops.sum_to(g, pshape), beta.shape)
 
@@ -124,6 +190,12 @@ normalize.defvjp(_normalize_vjp_x, _normalize_vjp_gamma, _normalize_vjp_beta)
 @replayable  # computed outside the primitives: a compiled step must compute it again on every replay
 def _stats(xv, axes, eps):
     """Mean (keepdims) and biased variance of the raw array ``xv`` over ``axes``, and 1/sqrt(var + eps)."""
+    found = _fast_bn(xv, axes, None, ())
+    if found is not None:
+        from ..ops.fast.batchnorm import batch_stats
+
+        shape = tuple(1 if i in axes or i - xv.ndim in axes else n for i, n in enumerate(xv.shape))
+        return tuple(v.reshape(shape) for v in batch_stats(found[0][0], eps))
     mean = xv.mean(axis=axes, keepdims=True)
     var = xv.var(axis=axes, keepdims=True)
     return mean, var, 1.0 / (var + eps) ** 0.5

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .base import Optimizer
+from ..autograd import mark_modified
+from .base import Optimizer, _leaf_value
 from .validate import check_number
 
 
@@ -28,6 +29,44 @@ class SGD(Optimizer):
                 f"got momentum={momentum!r}, dampening={dampening!r}"
             )
         super().__init__(params, lr, weight_decay=weight_decay, **options)
+
+    def step(self, closure=None):
+        # The common case, plain SGD (one group, no momentum, decay, clipping or noise), skips the
+        # general pipeline's per-step bookkeeping: the same `p -= lr * g` as update_rule.
+        if closure is not None or not self._plain():
+            return super().step(closure)
+        params, state, lr = self._params, self.state, self._lr
+        work = []
+        for name in self._group_names[0]:
+            p = params[name]
+            g = p.grad
+            if g is None:
+                continue
+            g = _leaf_value(g)
+            v = p.value
+            if g.shape != v.shape or g.dtype != v.dtype:
+                return super().step()  # nothing updated yet: the general path casts or reports it
+            work.append((name, p, v, g))
+        for name, _, v, g in work:
+            s = state.get(name)
+            if s is None:
+                s = state[name] = {"step": 0}
+                s.update(self.init_state(v))
+            s["step"] += 1
+            v -= lr * g
+        mark_modified(*(p for _, p, _, _ in work))
+        self.iterations += 1
+        return None
+
+    def _plain(self):
+        cls = type(self)
+        return (
+            cls.update_rule is SGD.update_rule and cls._update_array is Optimizer._update_array
+            and cls.init_state is Optimizer.init_state and not self.momentum and not self.weight_decay
+            and self.clip_norm is None and self.clip_value is None and not self.grad_noise
+            and self._params is not None and len(self.param_groups) == 1
+            and self._rule_for(self.param_groups[0]) is self
+        )
 
     def update_rule(self, value, grad, state):
         m = self.momentum
