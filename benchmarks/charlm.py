@@ -255,7 +255,7 @@ def main():
     for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS"):
         if var in os.environ:
             print(f"note: {var}={os.environ[var]} is set")
-    rows = [run_alone("knetpy", args), run_alone("torch", args)] + [run_alone("jax", args)] * peers_jax.available()
+    rows = [run_alone("knetpy", args), run_alone("torch", args)] + ([run_alone("jax", args)] if peers_jax.available() else [])
     ref = rows[1][1]
     print()
     print("| framework | seconds | ratio to PyTorch | final loss |")
