@@ -136,8 +136,11 @@ def softmax(x, axis=-1):
 softmax.defvjp(lambda g, ans, x, axis=-1: ans * (g - _sum(g * ans, axis=axis, keepdims=True)))
 
 
-def _check_labels(scores, labels, axis, name):
-    """Labels as an int array matching ``scores`` without the class axis; clear errors otherwise."""
+def _check_labels(scores, labels, axis, name, check_range=True):
+    """Labels as an int array matching ``scores`` without the class axis; clear errors otherwise.
+
+    ``check_range=False`` for an op whose primitive checks the range itself (nll: so do its replays).
+    """
     lab = np.asarray(_value(labels)) if not hasattr(_value(labels), "dtype") else _value(labels)
     s = _value(scores)
     if lab.dtype.kind not in "iu":
@@ -157,7 +160,8 @@ def _check_labels(scores, labels, axis, name):
             f"{name}: scores of shape {s.shape} (classes on axis {ax}) need labels of shape {want}, "
             f"got {lab.shape}"
         )
-    check_label_range(lab, s.shape[ax], name)
+    if check_range:
+        check_label_range(lab, s.shape[ax], name)
     return lab, ax
 
 
@@ -213,7 +217,7 @@ def nll(scores, labels, axis=1, average=True):
     ``scores`` may be raw logits or log-probabilities (log-softmax leaves those unchanged).
     Mean over the batch when ``average`` (Knet's default), sum otherwise.
     """
-    lab, ax = _check_labels(scores, labels, axis, "nll")
+    lab, ax = _check_labels(scores, labels, axis, "nll", check_range=False)  # _nll checks it
     return _nll(scores, lab, axis=ax, average=average)
 
 
