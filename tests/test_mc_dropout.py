@@ -1,6 +1,7 @@
 """MC dropout (kp.mc_dropout_predict) and the mcdropout lab."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -60,6 +61,9 @@ def test_other_threads_keep_the_model_mode():
     t.start()
     try:
         for _ in range(20):
+            kp.mc_dropout_predict(model, x, T=10)
+        deadline = time.monotonic() + 60  # keep going until the other thread has looked a few times
+        while len(seen) < 3 and time.monotonic() < deadline:
             kp.mc_dropout_predict(model, x, T=10)
     finally:
         stop.set()
