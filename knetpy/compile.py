@@ -59,8 +59,9 @@ def compile(fn):
 class Compiled:
     """A function recorded on its first calls and replayed afterwards; see :func:`compile`."""
 
-    def __init__(self, fn):
+    def __init__(self, fn, warn=True):
         self.fn = fn
+        self.warn = warn  # False: fall back to eager quietly (fit's automatic compile)
         self._local = threading.local()  # per thread: its own traces, so threads never share a replay
         self._lock = threading.Lock()
         self._traces = 0
@@ -134,12 +135,13 @@ class Compiled:
         entry.failures += 1
         if entry.failures >= 2:
             entry.eager = why
-            warnings.warn(
-                f"kp.compile({getattr(self.fn, '__name__', 'fn')}): running eagerly, the step cannot be "
-                f"replayed: {why}",
-                CompileWarning,
-                stacklevel=3,
-            )
+            if self.warn:
+                warnings.warn(
+                    f"kp.compile({getattr(self.fn, '__name__', 'fn')}): running eagerly, the step cannot be "
+                    f"replayed: {why}",
+                    CompileWarning,
+                    stacklevel=3,
+                )
         return result
 
 
@@ -552,15 +554,13 @@ def _logp_rows(x):
     return np.subtract(shifted, np.log(s, out=s), out=shifted)
 
 
-def _nll_loss(lp, rows, labels, average):
-    check_label_range(labels, lp.shape[1], "nll")
+def _nll_loss(lp, rows, labels, average):  # (the replay checked the labels' range before)
     total = -lp[rows, labels].sum()  # (take_along_axis picks the same values into an (N, 1) array)
     return total / labels.size if average else total
 
 
 def _nll_grad(lp, rows, labels, scale):
-    """_nll_vjp: softmax minus the one-hot labels, times ``scale``."""
-    check_label_range(labels, lp.shape[1], "nll")
+    """_nll_vjp: softmax minus the one-hot labels, times ``scale`` (the replay checked the labels' range)."""
     grad = np.exp(lp)
     grad[rows, labels] -= 1
     grad *= scale
@@ -736,6 +736,8 @@ class _Tracer:
             return False
         out, saved = self._var(raw[0]), f"s{self.n}"
         rows = self._frozen(np.arange(len(labels)))
+        # the labels' range is checked once per replay, here (never left out), not by the loss and its gradient
+        self.lines.append(f"{self._const(check_label_range)}({self.expr(args[1])}, {x.shape[1]}, 'nll')")
         self.pure(f"{saved} = {self._const(_logp_rows)}({self.expr(args[0])})")
         self.pure(f"{out} = {self._const(_nll_loss)}({saved}, {rows}, {self.expr(args[1])}, {bool(kw['average'])})")
         if isinstance(res, Tensor):

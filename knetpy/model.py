@@ -86,6 +86,12 @@ class Model(Layer):
         self._input_dtype = None  # dtype of the data seen by fit/evaluate/predict, for summary()
         self._bound = None  # the parameters the optimizer was bound to, to rebind only when they change
 
+    def __getstate__(self):
+        # A copy (copy.deepcopy) trains with a step of its own: fit's compiled step is bound to this model.
+        state = self.__dict__.copy()
+        state.pop("_compiled_step", None)
+        return state
+
     # -- configuration -----------------------------------------------------------------------------
     def compile(self, loss, optimizer="adam", metrics=None):
         """Choose the loss, the optimizer and the metrics reported during training.
@@ -283,7 +289,7 @@ class Model(Layer):
         distributed=False,
         plot=None,
         device=None,
-        compile=False,
+        compile="auto",
     ):
         """Train for ``epochs`` passes over ``(x, y)``; returns a :class:`~knetpy.callbacks.History`.
 
@@ -331,9 +337,14 @@ class Model(Layer):
         ``compile=True`` records the step (forward, loss, backward) on its first batches and replays it
         afterwards without building a graph (see :func:`knetpy.compile`); the weights come out the same.
         The model's forward must not have Python side effects beyond knetpy's own layers: replay skips them.
+        ``compile="auto"`` (the default) compiles when the model, every layer in it, their activations and
+        the loss are knetpy's own (a subclass with its own ``forward``, a ``Lambda`` layer or a user
+        function trains eagerly); ``compile=False`` always trains eagerly.
         """
         who = "fit"
         self._require_compiled(who)
+        if compile not in (True, False, "auto") or isinstance(compile, (int, float)) and not isinstance(compile, bool):
+            raise ValueError(f"{who}: compile must be True, False or 'auto', got {compile!r}")
         epochs = _check_int(epochs, "epochs", who, low=0)
         initial_epoch = _check_int(initial_epoch, "initial_epoch", who, low=0)
         if verbose not in (0, 1, 2):
@@ -376,7 +387,11 @@ class Model(Layer):
         self.history = history
         self.stop_training = False
         from .parallel import fit_threads
+        from .training import compiles_by_default
         from .training import run as run_loop
+
+        if compile == "auto":
+            compile = compiles_by_default(self)
 
         # one batch's shape decides BLAS's threads for the whole fit (automatic threads only; host data only)
         sample = train.x[: train.batch_size] if isinstance(train, Minibatch) and type(train.x) is np.ndarray else None

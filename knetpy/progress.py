@@ -65,7 +65,7 @@ class ProgressBar:
         self.done = 0
         self.values = {}
         self.start = time.monotonic()
-        self._last_draw = 0.0
+        self._last_draw = None  # never drawn: the first update draws (monotonic time may start near 0)
         self._closed = False
         self.bar = mode == "bar" or (mode == "auto" and _is_tty(self.file))
         self._tqdm = None
@@ -81,7 +81,7 @@ class ProgressBar:
         step = done - self.done
         self.done = done
         now = time.monotonic()
-        due = self.bar and (now - self._last_draw >= self.interval or done >= self.total)
+        due = self.bar and (self._last_draw is None or now - self._last_draw >= self.interval or done >= self.total)
         if callable(values):
             values = values() if due else None
         if values is not None:

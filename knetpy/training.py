@@ -198,11 +198,35 @@ def train_epoch(
     return model._averages(loss_sum, metric_sums, seen), step
 
 
+def _knetpy_code(obj):
+    module = getattr(obj, "__module__", None) or ""
+    return module == "knetpy" or module.startswith("knetpy.")
+
+
+def compiles_by_default(model):
+    """``fit(compile="auto")``: whether the step holds only knetpy's own code (its model classes, layers,
+    activations and losses), whose replay is tested to equal eager steps. A user-written forward, layer,
+    activation or loss may have Python side effects that replay would skip: those train eagerly."""
+    from .layers.core import Lambda
+
+    if not _knetpy_code(type(model)) or not _knetpy_code(model._loss):
+        return False
+    stack = [model]
+    while stack:
+        layer = stack.pop()
+        if not _knetpy_code(type(layer)) or isinstance(layer, Lambda):
+            return False
+        for value in vars(layer).values():
+            if callable(value) and not isinstance(value, type) and not hasattr(value, "_children"):
+                if not _knetpy_code(value):
+                    return False
+        stack.extend(layer.layers())
+    return True
+
+
 def compiled_step(model):
     """``fit(compile=True)``'s step, compiled once per model and loss: (loss value, output) of a batch,
     with the gradients accumulated into each ``p.grad`` as ``backward()`` does."""
-    from .compile import compile
-
     loss_fn = model._loss
     cached = getattr(model, "_compiled_step", None)
     if cached is None or cached[0] is not loss_fn:
@@ -214,7 +238,9 @@ def compiled_step(model):
             loss.backward()
             return loss.value, out.value
 
-        cached = model._compiled_step = (loss_fn, compile(fit_step))
+        from .compile import Compiled
+
+        cached = model._compiled_step = (loss_fn, Compiled(fit_step, warn=False))
     return cached[1]
 
 

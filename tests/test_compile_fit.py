@@ -60,7 +60,7 @@ def test_fit_compiled_replays_after_two_batches():
 
 
 def test_python_side_effects_in_forward_are_skipped_on_replay():
-    # Why compile is off by default: TinyMLP's forward appends to a list, which replay does not do.
+    # Why fit does not compile a forward of your own by default: TinyMLP's forward appends to a list, which replay does not.
     model = compiled_mlp()
     x, y = blobs(40)
     model.fit(x, y, epochs=1, batch_size=30, verbose=0, compile=True)
