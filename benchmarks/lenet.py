@@ -207,12 +207,14 @@ def finish(steps):
             return done.value
 
 
-def interleave(trainings, chunk):
+def interleave(trainings, chunk, pause=0.05):
     """Advance the training generators in turn, ``chunk`` batches each, until all are done.
 
     The frameworks take turns through the epoch, so a slow spell of the machine (other work on the
     host) hits all of them alike instead of whichever happened to be running; the ratio measures
-    the frameworks, not the moment. Returns {name: result}.
+    the frameworks, not the moment. Between turns the driver sleeps ``pause`` seconds (not timed):
+    the thread pools of the framework that just ran (OpenMP, BLAS) spin for a while after their
+    last task, and would otherwise take the cores from the next one. Returns {name: result}.
     """
     results, active = {}, dict(trainings)
     while active:
@@ -223,6 +225,8 @@ def interleave(trainings, chunk):
             except StopIteration as done:
                 results[name] = done.value
                 del active[name]
+            if pause:
+                time.sleep(pause)
     return {name: results[name] for name in trainings}
 
 
@@ -275,6 +279,10 @@ def main():
     parser.add_argument(
         "--chunk", type=int, default=20, help="batches each framework trains before the next takes a turn"
     )
+    parser.add_argument(
+        "--pause", type=float, default=0.05,
+        help="seconds to wait between turns (not timed), while the last framework's idle threads stop spinning"
+    )
     args = parser.parse_args()
 
     if args.native_blas and any(k in os.environ for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")):
@@ -325,7 +333,7 @@ def main():
             if key in (args.only or list(runs)):
                 name, run = runs[key]
                 chosen[name + ", NumPy only"] = lambda run=run: fast_kernels(kp, False, run())
-    results = interleave({name: run() for name, run in chosen.items()}, args.chunk)
+    results = interleave({name: run() for name, run in chosen.items()}, args.chunk, args.pause)
 
     base = sum(results["PyTorch"][0]) if "PyTorch" in results else float("nan")
     base_median = np.median(results["PyTorch"][0]) if "PyTorch" in results else float("nan")
