@@ -174,6 +174,7 @@ def _adopt(entry, prog):
                 f"constants in {_PATIENCE} calls with the same data")
     entry.programs[prog.guards] = entry.current = prog
     entry.pending.clear()
+    pending.inputs = prog.inputs = ()  # the copies of the traced calls' arrays were only for this comparison
     return None
 
 

@@ -134,3 +134,13 @@ def test_a_copy_of_a_compiled_model_trains_itself_not_the_original():
     for k, p in model.params.items():
         assert p.value.tobytes() == before[k].tobytes(), k  # the original was not trained
     assert any(twin.params[k].value.tobytes() != before[k].tobytes() for k in before)
+
+
+def test_an_adopted_trace_keeps_no_copy_of_the_batches_it_was_recorded_on():
+    model, _, _ = _trained(lambda: _model(L.Dense(8, activation="relu"), L.Dense(3)))
+    step = training.compiled_step(model)
+    entries = list(step._local.cache.values())
+    assert entries and all(e.programs for e in entries)
+    for e in entries:
+        for prog in e.programs.values():
+            assert prog.inputs == ()
