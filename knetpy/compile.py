@@ -39,6 +39,7 @@ class CompileWarning(UserWarning):
 
 
 _RETRACE = object()
+AUTO_SIGNATURES = 8  # call signatures (shapes, dtypes, modes) a quiet Compiled (fit's default) records, per thread
 _PATIENCE = 8  # calls with unchanged data a step with per-call computed constants may wait for other data  # what a replay returns when a guard fails: trace the step again
 _SIMPLE = (int, float, complex, str, bytes, bool, type(None), np.generic, slice, range, type(Ellipsis), np.dtype, type)
 
@@ -96,6 +97,10 @@ class Compiled:
         cache = self._local.__dict__.setdefault("cache", {})
         entry = cache.get(key)
         if entry is None:
+            if not self.warn and len(cache) >= AUTO_SIGNATURES:
+                # fit's automatic compile: a step called with ever new shapes (batches of varying sizes
+                # or lengths) would be recorded again and again, and each recording kept: run it eagerly
+                return self.fn(*args, **kwargs)
             entry = cache[key] = _Entry()
         if entry.eager:
             return self.fn(*args, **kwargs)

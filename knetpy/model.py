@@ -390,8 +390,8 @@ class Model(Layer):
         from .training import compiles_by_default
         from .training import run as run_loop
 
-        if compile == "auto":
-            compile = compiles_by_default(self)
+        if compile == "auto" and not compiles_by_default(self):
+            compile = False
 
         # one batch's shape decides BLAS's threads for the whole fit (automatic threads only; host data only)
         sample = train.x[: train.batch_size] if isinstance(train, Minibatch) and type(train.x) is np.ndarray else None

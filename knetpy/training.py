@@ -86,7 +86,7 @@ def train_epoch(
     batch_begin, batch_end = cbs.batch_begin, cbs.batch_end
     live = bar is not None and bar.bar
     uses_closure = _needs_closure(opt)
-    replayed = compiled_step(model) if compile and not uses_closure and dp is None else None
+    replayed = compiled_step(model, warn=compile is True) if compile and not uses_closure and dp is None else None
     untrained = getattr(model, "_untrained", ())  # frozen, or outside the optimizer's parameters
     every = saver.every if saver is not None else None
     n_batches = len(batches) if hasattr(batches, "__len__") else None
@@ -224,9 +224,11 @@ def compiles_by_default(model):
     return True
 
 
-def compiled_step(model):
-    """``fit(compile=True)``'s step, compiled once per model and loss: (loss value, output) of a batch,
-    with the gradients accumulated into each ``p.grad`` as ``backward()`` does."""
+def compiled_step(model, warn=None):
+    """``fit``'s compiled step, compiled once per model and loss: (loss value, output) of a batch, with
+    the gradients accumulated into each ``p.grad`` as ``backward()`` does. ``warn``: a CompileWarning
+    when it cannot be replayed (``fit(compile=True)``; the automatic default falls back quietly; None
+    leaves the setting as it is)."""
     loss_fn = model._loss
     cached = getattr(model, "_compiled_step", None)
     if cached is None or cached[0] is not loss_fn:
@@ -240,7 +242,9 @@ def compiled_step(model):
 
         from .compile import Compiled
 
-        cached = model._compiled_step = (loss_fn, Compiled(fit_step, warn=False))
+        cached = model._compiled_step = (loss_fn, Compiled(fit_step, warn=bool(warn)))
+    elif warn is not None:
+        cached[1].warn = warn
     return cached[1]
 
 

@@ -144,3 +144,30 @@ def test_an_adopted_trace_keeps_no_copy_of_the_batches_it_was_recorded_on():
     for e in entries:
         for prog in e.programs.values():
             assert prog.inputs == ()
+
+
+def test_ever_new_shapes_stop_being_recorded_and_train_as_eager_fit():
+    from knetpy.compile import AUTO_SIGNATURES
+
+    def fit(compile):
+        model = _model(L.Dense(8, activation="relu"), L.Dense(3))
+        x, y = blobs(40)
+        history = []
+        for size in range(3, 3 + 2 * AUTO_SIGNATURES + 2):  # every fit with batches of a new size
+            hist = model.fit(x, y, epochs=1, batch_size=size, shuffle=False, verbose=0, compile=compile)
+            history.append(hist.history)
+        return model, history
+
+    auto, hist = fit("auto")
+    eager, eager_hist = fit(False)
+    assert hist == eager_hist
+    for k, p in auto.params.items():
+        assert p.value.tobytes() == eager.params[k].value.tobytes(), k
+    step = training.compiled_step(auto)
+    assert len(step._local.cache) == AUTO_SIGNATURES  # the rest ran eagerly, nothing more kept
+    assert step.replays > 0 and step.traces <= 2 * AUTO_SIGNATURES
+
+    loud = kp.compile(lambda x: kp.sum(kp.tensor(x) * 2))  # kp.compile keeps recording every new shape
+    for n in range(1, AUTO_SIGNATURES + 4):
+        loud(np.ones(n))
+    assert len(loud._local.cache) == AUTO_SIGNATURES + 3

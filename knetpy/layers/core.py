@@ -159,13 +159,28 @@ def _keep_draws(xp, shape, p, dtype):
     return (backend.rng(xp).random(shape, dtype=np.float32) >= p).astype(dtype)
 
 
-def _keep_mask(layer, x, shape):
-    """Training-time keep mask (1 kept, 0 dropped) of ``shape`` in ``x``'s dtype, and ``x``'s value."""
+def _floating(layer, x):
+    """``x``'s value, refused unless floating."""
     xv = _value(x)
     if xv.dtype.kind != "f":
         raise TypeError(f"{type(layer).__name__} expects floating inputs, got dtype {xv.dtype}")
-    xp = array_namespace(xv)
-    return _keep_draws(xp, shape, layer.p, xv.dtype), xv
+    return xv
+
+
+@replayable  # the mask and its scaling: a fresh draw on every replay of a compiled step
+def _channel_mask(xp, shape, p, dtype):
+    return _keep_draws(xp, shape, p, dtype) * dtype.type(0.0 if p == 1.0 else 1.0 / (1.0 - p))
+
+
+@replayable
+def _alpha_masks(xp, shape, p, dtype):
+    """AlphaDropout's ``(a * keep, (1 - keep) * a * sat + b)``: the output is ``x * scale + shift``."""
+    keep = _keep_draws(xp, shape, p, dtype)
+    sat, t = _SELU_SATURATION, dtype.type
+    a = ((1 - p) * (1 + p * sat**2)) ** -0.5
+    b = -a * sat * p
+    # a * (keep * x + (1 - keep) * sat) + b, gradient a * keep
+    return keep * t(a), (1 - keep) * t(a * sat) + t(b)
 
 
 class Dropout2D(Dropout):
@@ -183,8 +198,8 @@ class Dropout2D(Dropout):
         shape = tuple(_value(x).shape)
         if len(shape) < 3:
             raise ValueError(f"Dropout2D expects inputs of shape (N, C, *spatial), got {_shape_text(shape)}")
-        keep, xv = _keep_mask(self, x, shape[:2] + (1,) * (len(shape) - 2))
-        return x * (keep * xv.dtype.type(0.0 if self.p == 1.0 else 1.0 / (1.0 - self.p)))
+        xv = _floating(self, x)
+        return x * _channel_mask(array_namespace(xv), shape[:2] + (1,) * (len(shape) - 2), self.p, xv.dtype)
 
 
 #: SELU's negative saturation value, -scale * alpha: what AlphaDropout sets dropped units to.
@@ -206,12 +221,9 @@ class AlphaDropout(Dropout):
             return x
         if self.p == 1.0:  # PyTorch's limit: everything dropped, a = 0
             return x * 0.0
-        keep, xv = _keep_mask(self, x, _value(x).shape)
-        p, sat, dtype = self.p, _SELU_SATURATION, xv.dtype.type
-        a = ((1 - p) * (1 + p * sat**2)) ** -0.5
-        b = -a * sat * p
-        # a * (keep * x + (1 - keep) * sat) + b, gradient a * keep
-        return x * (keep * dtype(a)) + ((1 - keep) * dtype(a * sat) + dtype(b))
+        xv = _floating(self, x)
+        scale, shift = _alpha_masks(array_namespace(xv), xv.shape, self.p, xv.dtype)
+        return x * scale + shift
 
 
 class Flatten(Layer):
@@ -314,7 +326,7 @@ class PReLU(Layer):
             )
         x = cast(x, self.alpha.dtype)
         slope = self.alpha if n == 1 else ops.reshape(self.alpha, (n,) + (1,) * (x.ndim - 2))
-        return ops.where(_value(x) > 0, x, x * slope)
+        return ops.where(ops.greater(x, 0), x, x * slope)  # an op, so that a compiled step compares afresh
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)

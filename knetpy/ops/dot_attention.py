@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from .. import backend
-from ..autograd import Tensor, primitive
+from ..autograd import Tensor, primitive, replayable
 from ..backend import array_namespace
 from .linalg import matmul
 from .reduce import sum as _sum
@@ -151,10 +151,14 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal=False, dropout=0.0, 
     bias = _mask_bias(mask, causal, (*batch, sq[-2], sk[-2]), dtype, who, xp)
     weights = attention_weights(q, k, bias, scale=scale)
     if dropout > 0.0:
-        draws = backend.rng(xp).random(_shape(weights), dtype=np.float32)  # on the device: no copy per step
-        keep = xp.where(draws >= dropout, dtype.type(1.0 / (1.0 - dropout)), dtype.type(0.0))
-        weights = weights * keep
+        weights = weights * _scaled_keep(xp, _shape(weights), dropout, dtype)
     return matmul(weights, v), weights
+
+
+@replayable  # a fresh draw on every replay of a compiled step
+def _scaled_keep(xp, shape, p, dtype):
+    draws = backend.rng(xp).random(shape, dtype=np.float32)  # on the device: no copy per step
+    return xp.where(draws >= p, dtype.type(1.0 / (1.0 - p)), dtype.type(0.0))
 
 
 attention = scaled_dot_product_attention

@@ -33,7 +33,7 @@ import math
 
 import numpy as np
 
-from ..autograd import Param, Tensor
+from ..autograd import Param, Tensor, replayable
 from ..backend import array_namespace, get_dtype, is_array, rng
 from ..init import reserve
 from .elementwise import mul, tanh, where
@@ -291,8 +291,13 @@ def _check_mask(mask, N, T):
 
 def _dropout(x, p):
     v = _value(x)
-    keep = rng(array_namespace(v)).random(_shape(x)) >= p  # drawn where x lives: no copy per step
-    return mul(x, (keep / (1 - p)).astype(v.dtype))
+    return mul(x, _scaled_keep(array_namespace(v), _shape(x), p, v.dtype))
+
+
+@replayable  # a fresh draw on every replay of a compiled step
+def _scaled_keep(xp, shape, p, dtype):
+    keep = rng(xp).random(shape) >= p  # drawn where x lives: no copy per step
+    return (keep / (1 - p)).astype(dtype)
 
 
 def rnnforw(
