@@ -38,9 +38,9 @@ class CompileWarning(UserWarning):
     """A compiled step cannot be replayed and runs eagerly."""
 
 
-_RETRACE = object()
+_RETRACE = object()  # what a replay returns when a guard fails: trace the step again
 AUTO_SIGNATURES = 8  # call signatures (shapes, dtypes, modes) a quiet Compiled (fit's default) records, per thread
-_PATIENCE = 8  # calls with unchanged data a step with per-call computed constants may wait for other data  # what a replay returns when a guard fails: trace the step again
+_PATIENCE = 8  # calls with unchanged data a step with per-call computed constants may wait for other data
 _SIMPLE = (int, float, complex, str, bytes, bool, type(None), np.generic, slice, range, type(Ellipsis), np.dtype, type)
 
 

@@ -14,6 +14,7 @@ from .. import activations, backend, ops, parallel
 from .. import init as initializers
 from ..autograd import Param, Tensor, primitive, replayable
 from ..backend import array_namespace
+from ..ops.nn import dropout_mask
 from ._util import as_input, cast, config_repr, fmt_shape, positive_int
 from .base import Layer
 
@@ -127,15 +128,12 @@ class Dropout(Layer):
         x = as_input(x)
         if not self.training or self.p == 0.0:
             return x
-        xv = _value(x)
-        if xv.dtype.kind != "f":
-            raise TypeError(f"Dropout expects floating inputs, got dtype {xv.dtype}")
-        dtype = xv.dtype.type
+        xv = _floating(self, x)
         xp = array_namespace(xv)
         if self.p == 1.0:
-            mask = xp.zeros(xv.shape, dtype)
+            mask = xp.zeros(xv.shape, xv.dtype)
         else:
-            mask = _scaled_mask(xp, xv.shape, self.p, dtype)
+            mask = dropout_mask(xp, xv.shape, self.p, xv.dtype)
         return x * mask
 
     def compute_output_shape(self, input_shape):
@@ -145,13 +143,6 @@ class Dropout(Layer):
         return {"p": self.p, "name": self.name}
 
     __repr__ = config_repr
-
-
-@replayable  # a fresh draw on every replay of a compiled step
-def _scaled_mask(xp, shape, p, dtype):
-    draws = backend.rng(xp).random(shape, dtype=np.float32)  # drawn on the input's device
-    # one pass from the uniform draws to the scaled mask, in the input's dtype
-    return xp.where(draws >= p, dtype(1.0 / (1.0 - p)), dtype(0.0))
 
 
 @replayable

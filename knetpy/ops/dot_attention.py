@@ -11,10 +11,10 @@ import math
 
 import numpy as np
 
-from .. import backend
-from ..autograd import Tensor, primitive, replayable
+from ..autograd import Tensor, primitive
 from ..backend import array_namespace
 from .linalg import matmul
+from .nn import dropout_mask
 from .reduce import sum as _sum
 from .shape import sum_to, swapaxes
 
@@ -151,14 +151,8 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal=False, dropout=0.0, 
     bias = _mask_bias(mask, causal, (*batch, sq[-2], sk[-2]), dtype, who, xp)
     weights = attention_weights(q, k, bias, scale=scale)
     if dropout > 0.0:
-        weights = weights * _scaled_keep(xp, _shape(weights), dropout, dtype)
+        weights = weights * dropout_mask(xp, _shape(weights), dropout, dtype)  # on the device: no copy per step
     return matmul(weights, v), weights
-
-
-@replayable  # a fresh draw on every replay of a compiled step
-def _scaled_keep(xp, shape, p, dtype):
-    draws = backend.rng(xp).random(shape, dtype=np.float32)  # on the device: no copy per step
-    return xp.where(draws >= p, dtype.type(1.0 / (1.0 - p)), dtype.type(0.0))
 
 
 attention = scaled_dot_product_attention

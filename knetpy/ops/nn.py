@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import parallel
-from ..autograd import Tensor, primitive
+from .. import backend, parallel
+from ..autograd import Tensor, primitive, replayable
 from ..backend import array_namespace
 from . import fast
 from .elementwise import exp, where
@@ -134,6 +134,16 @@ def softmax(x, axis=-1):
 
 
 softmax.defvjp(lambda g, ans, x, axis=-1: ans * (g - _sum(g * ans, axis=axis, keepdims=True)))
+
+
+@replayable  # a fresh draw on every replay of a compiled step
+def dropout_mask(xp, shape, p, dtype):
+    """Inverted dropout's mask of ``shape`` in ``dtype``: 1 / (1 - p) where kept, 0 where dropped (with
+    probability ``p`` < 1), drawn by knetpy's generator for the array library ``xp``, on its device."""
+    draws = backend.rng(xp).random(shape, dtype=np.float32)
+    t = np.dtype(dtype).type
+    # one pass from the uniform draws to the scaled mask, in the input's dtype
+    return xp.where(draws >= p, t(1.0 / (1.0 - p)), t(0.0))
 
 
 def _check_labels(scores, labels, axis, name, check_range=True):

@@ -296,6 +296,7 @@ def _dropout(x, p):
 
 @replayable  # a fresh draw on every replay of a compiled step
 def _scaled_keep(xp, shape, p, dtype):
+    # (not ops.nn.dropout_mask: these draws are float64, and seeded RNN runs keep their numbers)
     keep = rng(xp).random(shape) >= p  # drawn where x lives: no copy per step
     return (keep / (1 - p)).astype(dtype)
 
