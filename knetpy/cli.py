@@ -144,6 +144,9 @@ BENCHMARKS = {
     "memory": ["--quick"],  # peak memory of each benchmark above, per framework
     "scaling": ["--quick"],  # ResNet-20 epoch; time per sample over batch size and width
 }
+#: Modules of benchmarks/ that are not benchmarks: shared code, the JAX peers the scripts import, and the
+#: report driver (``--report``), which would write BENCHMARKS.md when run as one more benchmark.
+NOT_BENCHMARKS = ("common", "peers_jax", "report")
 #: The exit status of a benchmark whose data is not on this machine (benchmarks/common.py: SKIPPED).
 BENCH_SKIPPED = 77
 #: How a benchmark script prints one result, then JSON (benchmarks/common.py: RESULT_PREFIX).
@@ -162,7 +165,7 @@ def benchmarks_dir():
 
 def _benchmark_scripts(folder):
     """name -> script path: the known ones in their order, then any others by name."""
-    found = {p.stem: p for p in sorted(folder.glob("*.py")) if not p.stem.startswith("_") and p.stem != "common"}
+    found = {p.stem: p for p in sorted(folder.glob("*.py")) if not p.stem.startswith("_") and p.stem not in NOT_BENCHMARKS}
     ordered = {name: found.pop(name) for name in BENCHMARKS if name in found}
     ordered.update(found)
     return ordered
