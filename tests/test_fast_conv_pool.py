@@ -60,6 +60,8 @@ POOLS = [  # (N, C, H, W) (channels-last), window, padding, stride
     ((2, 7, 7, 9), 3, 1, 2),  # overlapping windows with padding
     ((2, 6, 6, 5), (3, 2), (1, 0), (1, 2)),
     ((1, 4, 5, 5), 3, 0, 1),
+    ((2, 9, 6, 7), 2, 0, 1),  # 2x2 windows that overlap: the compiled 2x2 kernel with stride 1
+    ((2, 33, 6, 6), (2, 2), 0, (2, 1)),  # 33 channels: its vector loop and the remainder after it
 ]
 
 
@@ -101,6 +103,27 @@ def test_max_pool_nan_and_padding_winners_match_numpy():
 
     (y0, dx0), (y1, dx1) = both(run)
     assert np.isnan(y0).any()
+    assert np.array_equal(y0, y1, equal_nan=True) and np.array_equal(dx0, dx1, equal_nan=True)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_max_pool_2x2_nan_and_ties_match_numpy(rng, stride):
+    """The 2x2 kernel (selects, no branches): a NaN anywhere in a window wins, ties keep the first."""
+    x = rng.standard_normal((3, 12, 6, 6)).astype(np.float32)
+    x[0, :, 0, 1] = np.nan  # second offset
+    x[1, :, 3, 3] = np.nan  # last offset of a window
+    x[1, :, 2, 2] = np.nan  # two NaNs in one window
+    x[2, :, :2, :2] = 0.5  # a tie over the whole window: offset 0 wins
+    x = channels_last(x)
+
+    def run():
+        xt = kp.Tensor(x, requires_grad=True)
+        y = kp.pool(xt, window=2, stride=stride)
+        y.backward(np.arange(1.0, 1.0 + y.value.size, dtype=np.float32).reshape(y.shape))
+        return y.value, xt.grad
+
+    (y0, dx0), (y1, dx1) = both(run)
+    assert np.isnan(y0).sum() >= 2 * 12
     assert np.array_equal(y0, y1, equal_nan=True) and np.array_equal(dx0, dx1, equal_nan=True)
 
 

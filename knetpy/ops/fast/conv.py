@@ -43,11 +43,13 @@ def bias_relu(rows, b, relu):
     r, c = rows.shape
     for i in range(r):
         row = rows[i]
-        for ch in range(c):
-            v = row[ch] + b[ch]
-            if relu and v < 0:  # NaN stays NaN, as with np.maximum
-                v = 0
-            row[ch] = v
+        if relu:
+            for ch in range(c):
+                v = row[ch] + b[ch]
+                row[ch] = 0 if v < 0 else v  # a select, not a branch; NaN stays NaN, as with np.maximum
+        else:
+            for ch in range(c):
+                row[ch] += b[ch]
 
 
 @numba.njit(cache=True, nogil=True)
