@@ -30,6 +30,7 @@ from . import backend as _backend
 from . import parallel
 from .autograd import Tensor, _accumulate, _const, _drop_pending, _free, _take_grad, _toposort
 from .backend import array_namespace, get_dtype, is_array
+from .ops import fast as _fast
 
 __all__ = ["compile", "CompileWarning"]
 
@@ -92,7 +93,8 @@ class Compiled:
         _walk(args, arrays, key)
         if kwargs:
             _walk(kwargs, arrays, key)
-        key.append((ag.is_grad_enabled(), get_dtype(), parallel._threads, parallel._auto))
+        # the compiled kernels' switch too: ops choose their path by it (a switch retraces)
+        key.append((ag.is_grad_enabled(), get_dtype(), parallel._threads, parallel._auto, _fast._enabled))
         key = tuple(key)
         cache = self._local.__dict__.setdefault("cache", {})
         entry = cache.get(key)
@@ -235,7 +237,8 @@ def _checker(args, key):
     """A generated check of positional arguments laid out as ``args`` (NumPy arrays, alone or in lists
     and tuples): their arrays, or None when anything that :func:`_walk`'s key holds could differ.
     It lets a replay skip building the key; other arguments get no check (the key is built)."""
-    lines, names, env = [], [], {"_np": np.ndarray, "_ag": ag, "_parallel": parallel, "_backend": _backend}
+    lines, names, env = [], [], {"_np": np.ndarray, "_ag": ag, "_parallel": parallel, "_backend": _backend,
+                              "_fast": _fast}
 
     def leaf(expr, a):
         name = f"a{len(names)}"
@@ -258,10 +261,10 @@ def _checker(args, key):
                 leaf(f"x[{j}]", e)
         else:
             return None
-    grad, dtype, threads, auto = key[-1]
+    grad, dtype, threads, auto, fast_on = key[-1]
     env["dtype"] = dtype
     lines.append(f"if _backend._default_dtype is not dtype or _parallel._threads != {threads!r} or "
-                 f"_parallel._auto is not {auto!r} or "
+                 f"_parallel._auto is not {auto!r} or _fast._enabled is not {fast_on!r} or "
                  f"(not _ag._off_threads or _ag._state.grad_enabled) is not {grad!r}: return None")
     lines.append(f"return [{', '.join(names)}]")
     source = "def check(args):\n" + "".join(f"    {line}\n" for line in lines)
@@ -540,7 +543,7 @@ def _nll_fn():
 _nll_fn.vjp = None
 
 
-from .ops.nn import check_label_range  # noqa: E402
+from .ops.nn import _nll_fast_ok, _nll_grad_fast, _nll_rows_fast, check_label_range  # noqa: E402
 
 
 def _nll_plain(x, labels, kw):
@@ -743,6 +746,13 @@ class _Tracer:
         out, saved = self._var(raw[0]), f"s{self.n}"
         rows = self._frozen(np.arange(len(labels)))
         # the labels' range is checked once per replay, here (never left out), not by the loss and its gradient
+        if _nll_fast_ok(x, labels, kw["axis"]):  # as the op ran: loss, log-probabilities and check in one call
+            self.lines.append(f"{out}, {saved} = {self._const(_nll_rows_fast)}({self.expr(args[0])}, "
+                              f"{self.expr(args[1])}, {bool(kw['average'])})")
+            if isinstance(res, Tensor):
+                self._bind(res, out)
+                self.saved[id(res)] = saved
+            return True
         self.lines.append(f"{self._const(check_label_range)}({self.expr(args[1])}, {x.shape[1]}, 'nll')")
         self.pure(f"{saved} = {self._const(_logp_rows)}({self.expr(args[0])})")
         self.pure(f"{out} = {self._const(_nll_loss)}({saved}, {rows}, {self.expr(args[1])}, {bool(kw['average'])})")
@@ -885,6 +895,8 @@ class _Tracer:
                         rows = self._frozen(np.arange(len(gargs[1])))
                         scale = f"{head_names[0]} / {gargs[1].size}" if kw["average"] else head_names[0]
                         call = f"{self._const(_nll_grad)}({head_names[2]}, {rows}, {self.expr(args[1])}, {scale})"
+                        if g.ndim == 0 and _nll_fast_ok(gargs[0], gargs[1], kw["axis"]):  # as the VJP ran
+                            call = f"{self._const(_nll_grad_fast)}({head_names[2]}, {self.expr(args[1])}, {scale})"
                     elif fn in _LOWERINGS and not kw:
                         exprs = head_names + [self.expr(a) for a in args]
                         call = _lower(fn, [g, *head, *gargs], exprs, gi, self._const) or call

@@ -188,8 +188,44 @@ def check_label_range(labels, n_class, name):
             raise ValueError(f"{name}: label {bad} is out of range for {n_class} classes (0..{n_class - 1})")
 
 
+# Softmax cross-entropy of (N, C) NumPy scores runs as two compiled passes (fast.nll) up to this many
+# elements; beyond it NumPy's vectorised exp outruns the kernels' scalar one (LinReg-sized to CharLM-sized
+# batches measured: 100 x 10 about 3x faster, 12800 x 65 about 1.3x slower).
+FAST_NLL_MAX = 1 << 16
+_FAST_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _nll_fast_ok(scores, labels, axis):
+    """Whether nll of these arrays runs on the compiled kernels (see :data:`FAST_NLL_MAX`)."""
+    return (axis == 1 and fast.enabled() and type(scores) is np.ndarray and scores.ndim == 2
+            and scores.dtype in _FAST_FLOATS and 0 < scores.size <= FAST_NLL_MAX
+            and type(labels) is np.ndarray and labels.dtype.kind in "iu")
+
+
+def _nll_rows_fast(scores, labels, average):
+    """(loss, log-probabilities) of :func:`_nll` by the compiled kernel (:func:`_nll_fast_ok` arrays)."""
+    from .fast.nll import nll_rows
+
+    lp = np.empty_like(scores)
+    total, bad = nll_rows(scores, labels, lp, scores.dtype.type(0))
+    if bad >= 0:
+        check_label_range(labels, scores.shape[1], "nll")  # raises, naming the label out of range
+    return scores.dtype.type(-total / labels.size if average else -total), lp
+
+
+def _nll_grad_fast(lp, labels, scale):
+    """:func:`_nll_vjp` by the compiled kernel: (softmax - one-hot) * scale."""
+    from .fast.nll import nll_grad
+
+    grad = np.empty_like(lp)
+    nll_grad(lp, labels, lp.dtype.type(scale), grad)
+    return grad
+
+
 @primitive(saves=True)
 def _nll(scores, labels, axis=1, average=True):
+    if _nll_fast_ok(scores, labels, axis):
+        return _nll_rows_fast(scores, labels, average)
     check_label_range(labels, scores.shape[axis], "nll")  # again here: a compiled step replays only this
     xp = array_namespace(scores)
     half = _is_half(scores)
@@ -211,6 +247,8 @@ def _nll_vjp(g, ans, lp, scores, labels, axis=1, average=True):
         onehot = xp.zeros(lp.shape, dtype=lp.dtype)
         xp.put_along_axis(onehot, at, 1, axis=axis)
         return (exp(logp(scores, axis)) - onehot) * scale
+    if _nll_fast_ok(lp, labels, axis) and np.ndim(scale) == 0:
+        return _nll_grad_fast(lp, labels, scale)
     # softmax - onehot, written into the one array exp allocates (no one-hot matrix, no extra pass)
     grad = xp.exp(lp)
     xp.put_along_axis(grad, at, xp.take_along_axis(grad, at, axis=axis) - 1, axis=axis)
