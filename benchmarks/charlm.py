@@ -35,7 +35,7 @@ import knetpy as kp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peers_jax  # noqa: E402
-from common import emit, lstm_lm_flops  # noqa: E402
+from common import emit, knetpy_warm_up, lstm_lm_flops  # noqa: E402
 
 EMBED, HIDDEN, BATCH, WINDOW, LR, CLIP = 256, 256, 128, 100, 1.0, 5.0
 
@@ -103,6 +103,7 @@ def train_knetpy(streams, weights, n_windows, threads=None):
     params = embed.parameters() + lstm.parameters() + out.parameters()
     state = None
     loss = None
+    knetpy_warm_up()
     start = time.perf_counter()
     for k, (x, t) in enumerate(windows(streams, WINDOW)):
         if k == n_windows:
@@ -151,6 +152,7 @@ def train_torch(streams, weights, n_windows):
     loss_fn = torch.nn.CrossEntropyLoss()
     state = None
     loss = None
+    knetpy_warm_up()
     start = time.perf_counter()
     for k, (x, t) in enumerate(windows(streams, WINDOW)):
         if k == n_windows:

@@ -49,6 +49,15 @@ def best_of(fn, repeat=3):
     return best, result
 
 
+def knetpy_warm_up():
+    """Load knetpy's compiled kernels before a clock starts, as JAX's step is compiled before it: numba
+    sets its compiler up at the first kernel a process loads (about 0.7 s, once), which is not a cost
+    of the model being timed. Returns the seconds it took."""
+    import knetpy as kp
+
+    return kp.ops.fast.warm_up()
+
+
 def knetpy_sgd_step(forward, params, x, y, lr):
     """One knetpy training step written out: gradients zeroed, ``kp.nll`` of ``forward(x)`` against ``y``,
     ``backward()`` and plain SGD with learning rate ``lr`` on ``params``. Returns the loss (a Tensor)."""

@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 import peers_jax  # noqa: E402
-from common import blas_report, dense_flops, emit, fashion_mnist_or_skip  # noqa: E402
+from common import blas_report, dense_flops, emit, fashion_mnist_or_skip, knetpy_warm_up  # noqa: E402
 
 
 def load(quick):
@@ -58,11 +58,26 @@ def run_knetpy_fit(data, hidden, epochs, lr, compiled="auto"):
     for p, w in zip(model.params.values(), init_weights(hidden)):
         p.value[...] = w
     model.compile(loss="cross_entropy", optimizer=kp.optim.SGD(lr=lr), metrics=["accuracy"])
+    knetpy_warm_up()
     t = time.perf_counter()
     # at the defaults (compile="auto": a model of knetpy's own layers is recorded once and replayed)
     model.fit(xtrn, ytrn, epochs=epochs, batch_size=100, shuffle=True, verbose=0, compile=compiled)
     sec = time.perf_counter() - t
     return sec, model.evaluate(xtst, ytst)["accuracy"]
+
+
+def run_knetpy_fit_blas_threads(data, hidden, epochs, lr):
+    """``fit`` with BLAS's own threads on every GEMM: what knetpy's rule of one BLAS thread for GEMMs
+    under a GFLOP (``parallel.BLAS_RULE``, which keeps small models from stalling on a busy machine)
+    costs on an idle one. A user gets this with OPENBLAS_NUM_THREADS set."""
+    from knetpy import parallel
+
+    kept = parallel.BLAS_MIN_FLOPS
+    parallel.BLAS_MIN_FLOPS = 0
+    try:
+        return run_knetpy_fit(data, hidden, epochs, lr)
+    finally:
+        parallel.BLAS_MIN_FLOPS = kept
 
 
 def run_knetpy_grad(data, hidden, epochs, lr, compiled=True):
@@ -79,6 +94,7 @@ def run_knetpy_grad(data, hidden, epochs, lr, compiled=True):
     dloss = kp.grad(lambda w, x, y: kp.nll(predict(w, x), y))
     dloss = kp.compile(dloss) if compiled else dloss  # recorded once, replayed on raw arrays
     g = np.random.default_rng(0)
+    knetpy_warm_up()
     t = time.perf_counter()
     for _ in range(epochs):
         for idx in batches(len(xtrn), 100, g):
@@ -175,6 +191,7 @@ def main(argv=None):
         rows = []
         runs = [("knetpy fit", run_knetpy_fit), ("knetpy grad", run_knetpy_grad),
                 ("knetpy fit eager", lambda *a: run_knetpy_fit(*a, compiled=False)),
+                ("knetpy fit, BLAS threads", run_knetpy_fit_blas_threads),
                 ("knetpy grad eager", lambda *a: run_knetpy_grad(*a, compiled=False)),
                 ("NumPy by hand", run_numpy), ("PyTorch", run_torch)]
         for fw, fn in runs + [("JAX", run_jax)] * peers_jax.available():

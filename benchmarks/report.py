@@ -254,7 +254,10 @@ def render(runs, records, info, peak, memory, quick, folder=None):
         + ".",
         "",
         "Seconds are the median of the runs (their range in brackets). Every framework runs at its defaults: "
-        "knetpy with automatic threads (no `set_num_threads`), PyTorch with its threads. The FLOP floor is the "
+        "knetpy with automatic threads (no `set_num_threads`), PyTorch with its threads. One-time set-up is "
+        "outside the clock for the frameworks that have one: JAX compiles its step first, knetpy loads its "
+        "compiled kernels first (`kp.ops.fast.warm_up()`: numba's set-up, about 0.7 s once per process). "
+        "The FLOP floor is the "
         "GEMM work of the timed run (2 FLOPs per multiply-add, forward and the backward products needed) at "
         "the SGEMM peak above: no framework can beat it. The ratio is knetpy's median over the faster "
         "framework's (PyTorch or JAX; NumPy written by hand is a reference, not a peer).",

@@ -202,3 +202,16 @@ def test_a_compiled_step_replays_the_kernels_bit_for_bit_and_retraces_when_they_
     assert calls["rows"] == 8
     assert np.asarray(eager_numpy[0]).tobytes() == np.asarray(replay_numpy[0]).tobytes()
     assert eager_numpy[1].tobytes() == replay_numpy[1].tobytes()
+
+
+def test_warm_up_loads_the_kernels_ops_call_and_does_nothing_when_they_are_off():
+    from knetpy.ops.fast import conv, nll, pool
+
+    with kernels(False):
+        assert fast.warm_up() == 0.0
+    with kernels(True):
+        assert fast.warm_up() >= 0.0
+    for kernel in (nll.nll_rows, nll.nll_grad, conv.bias_relu, pool.max_pool2d):
+        # each was loaded (compiled, or read from numba's cache) for float32 arrays as ops pass them
+        assert any(str(sig[0]).startswith(("array(float32, 2d, C)", "array(float32, 4d, C)"))
+                   for sig in kernel.signatures), kernel
