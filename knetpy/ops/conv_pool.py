@@ -80,7 +80,7 @@ def _pre_activation_grad(g, ans, saved):
     if isinstance(g, Tensor) or isinstance(ans, Tensor):  # recording (higher order): on the graph
         return _switch_scatter(g * (ans > 0), switches=saved.switches)
     if saved.grad_source is not g:
-        saved.grad_source, saved.pre_grad = g, saved.switches.scatter(g * (ans > 0))
+        saved.grad_source, saved.pre_grad = g, saved.switches.scatter_relu(g, ans)
     return saved.pre_grad
 
 

@@ -156,8 +156,9 @@ def _fast_max_pool(x, geom, out):
     return y, _Switches(code, geom, x.shape, x)
 
 
-def _fast_scatter(g, switches):
-    """Max pooling's backward pass by the compiled kernel, or None when the layouts do not suit it."""
+def _fast_scatter(g, switches, relu_of=None):
+    """Max pooling's backward pass by the compiled kernel, or None when the layouts do not suit it.
+    ``relu_of``: the pooled output of a relu, whose slope multiplies g first (``g * (relu_of > 0)``)."""
     from .fast.pool import max_pool2d_backward
 
     geom, cv = switches.geom, _nhwc(switches.code)
@@ -168,11 +169,16 @@ def _fast_scatter(g, switches):
     gv, dv = _nhwc(g), _nhwc(dx)
     if dv is None or gv.shape != cv.shape or dv.shape[::3] != cv.shape[::3]:
         return None
+    av = gv
+    if relu_of is not None:
+        av = _nhwc(to_channels_last(relu_of).transpose(0, 3, 1, 2))
+        if av is None or av.shape != gv.shape:
+            return None
     (kh, kw), (sh, sw), (ph, pw) = geom.window, geom.stride, geom.padding
-    tiles = geom.tiles
+    tiles, relu = geom.tiles, relu_of is not None
 
     def part(lo, hi):
-        max_pool2d_backward(gv[lo:hi], cv[lo:hi], dv[lo:hi], kh, kw, sh, sw, ph, pw, tiles)
+        max_pool2d_backward(gv[lo:hi], cv[lo:hi], dv[lo:hi], kh, kw, sh, sw, ph, pw, tiles, av[lo:hi], relu)
 
     parallel.for_rows(part, dv.shape[0], dx.size)
     return dx
@@ -210,6 +216,15 @@ class _Switches:
 
     def __init__(self, code, geom, in_shape, like):
         self.code, self.geom, self.in_shape, self.like = code, geom, in_shape, like
+
+    def scatter_relu(self, g, pooled):
+        """``scatter(g * (pooled > 0))``: the gradient of max pooling after a relu (``pooled``, the
+        pooled relu output), with the relu's mask applied inside the compiled scatter when it runs."""
+        if _fast_ok(g, self.like, pooled) and type(pooled) is np.ndarray and pooled.dtype == g.dtype:
+            dx = _fast_scatter(g, self, relu_of=pooled)
+            if dx is not None:
+                return dx
+        return self.scatter(g * (pooled > 0))
 
     def scatter(self, g):
         """Each output gradient to its window's winner (zeros elsewhere), shaped like the input."""

@@ -94,11 +94,13 @@ def _max_pool_any(x, y, code, kh, kw, sh, sw, ph, pw):
 
 
 @numba.njit(cache=True, nogil=True)
-def max_pool2d_backward(g, code, dx, kh, kw, sh, sw, ph, pw, tiles):
+def max_pool2d_backward(g, code, dx, kh, kw, sh, sw, ph, pw, tiles, act, relu):
     """dx = each g[n, i, j, c] added at its window's winner, zeros elsewhere (dx overwritten).
 
     ``tiles``: the windows tile dx (stride == window, no padding), so each covered position is
-    written once and only the positions no window covers need zeros first.
+    written once and only the positions no window covers need zeros first. ``relu``: g is first
+    multiplied by ``act > 0`` (``act``: the pooled output, laid out as g), relu's slope at the
+    winners, as ``g * (act > 0)`` would before the scatter; without it ``act`` is not read.
     """
     n, h, w, c = dx.shape
     oh, ow = g.shape[1], g.shape[2]
@@ -109,12 +111,17 @@ def max_pool2d_backward(g, code, dx, kh, kw, sh, sw, ph, pw, tiles):
             for oi in range(oh):
                 for ki in range(kh):
                     for oj in range(ow):
-                        gr, cr = g[b, oi, oj], code[b, oi, oj]
+                        gr, cr, ar = g[b, oi, oj], code[b, oi, oj], act[b, oi, oj]
                         for kj in range(kw):
                             k = ki * kw + kj
                             dr = dx[b, oi * kh + ki, oj * kw + kj]
-                            for ch in range(c):
-                                dr[ch] = gr[ch] * (cr[ch] == k)  # a multiply vectorises, a branch does not
+                            # multiplies vectorise, branches do not
+                            if relu:
+                                for ch in range(c):
+                                    dr[ch] = (gr[ch] * (ar[ch] > 0)) * (cr[ch] == k)
+                            else:
+                                for ch in range(c):
+                                    dr[ch] = gr[ch] * (cr[ch] == k)
         return
     for b in range(n):
         # outputs last to first: each input position then sums its windows' gradients in the order of
@@ -123,9 +130,9 @@ def max_pool2d_backward(g, code, dx, kh, kw, sh, sw, ph, pw, tiles):
             i0 = oi * sh - ph
             for oj in range(ow - 1, -1, -1):
                 j0 = oj * sw - pw
-                gr, cr = g[b, oi, oj], code[b, oi, oj]
+                gr, cr, ar = g[b, oi, oj], code[b, oi, oj], act[b, oi, oj]
                 for ch in range(c):
                     k = cr[ch]
                     i, j = i0 + k // kw, j0 + k % kw
                     if 0 <= i < h and 0 <= j < w:  # a padded winner (all -inf) drops its gradient
-                        dx[b, i, j, ch] += gr[ch]
+                        dx[b, i, j, ch] += gr[ch] * (ar[ch] > 0) if relu else gr[ch]
