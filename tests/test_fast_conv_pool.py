@@ -8,20 +8,12 @@ import contextlib
 
 import numpy as np
 import pytest
+from fast_switch import kernels
 
 import knetpy as kp
 from knetpy.ops import fast
 
 pytestmark = pytest.mark.skipif(not fast.available(), reason="numba (the [fast] extra) is not installed")
-
-
-@contextlib.contextmanager
-def kernels(on):
-    prev = fast.set_fast(on)
-    try:
-        yield
-    finally:
-        fast.set_fast(prev)
 
 
 @contextlib.contextmanager

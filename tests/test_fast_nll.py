@@ -5,10 +5,10 @@ and compares within the dtype's rounding (the kernels call the C library's exp a
 checks that the kernels really ran, and that a compiled step replays them bit for bit.
 """
 
-import contextlib
 
 import numpy as np
 import pytest
+from fast_switch import kernels
 
 import knetpy as kp
 from knetpy.gradcheck import gradcheck
@@ -16,15 +16,6 @@ from knetpy.ops import fast
 from knetpy.ops import nn as nn_ops
 
 pytestmark = pytest.mark.skipif(not fast.available(), reason="numba (the [fast] extra) is not installed")
-
-
-@contextlib.contextmanager
-def kernels(on):
-    prev = fast.set_fast(on)
-    try:
-        yield
-    finally:
-        fast.set_fast(prev)
 
 
 @pytest.fixture
