@@ -152,7 +152,6 @@ def train_torch(streams, weights, n_windows):
     loss_fn = torch.nn.CrossEntropyLoss()
     state = None
     loss = None
-    knetpy_warm_up()
     start = time.perf_counter()
     for k, (x, t) in enumerate(windows(streams, WINDOW)):
         if k == n_windows:
