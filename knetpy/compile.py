@@ -744,18 +744,16 @@ class _Tracer:
         if not _nll_plain(x, labels, kw):
             return False
         out, saved = self._var(raw[0]), f"s{self.n}"
-        rows = self._frozen(np.arange(len(labels)))
-        # the labels' range is checked once per replay, here (never left out), not by the loss and its gradient
         if _nll_fast_ok(x, labels, kw["axis"]):  # as the op ran: loss, log-probabilities and check in one call
             self.lines.append(f"{out}, {saved} = {self._const(_nll_rows_fast)}({self.expr(args[0])}, "
                               f"{self.expr(args[1])}, {bool(kw['average'])})")
-            if isinstance(res, Tensor):
-                self._bind(res, out)
-                self.saved[id(res)] = saved
-            return True
-        self.lines.append(f"{self._const(check_label_range)}({self.expr(args[1])}, {x.shape[1]}, 'nll')")
-        self.pure(f"{saved} = {self._const(_logp_rows)}({self.expr(args[0])})")
-        self.pure(f"{out} = {self._const(_nll_loss)}({saved}, {rows}, {self.expr(args[1])}, {bool(kw['average'])})")
+        else:
+            rows = self._frozen(np.arange(len(labels)))
+            # the labels' range is checked once per replay, here (never left out), not by the loss and its gradient
+            self.lines.append(f"{self._const(check_label_range)}({self.expr(args[1])}, {x.shape[1]}, 'nll')")
+            self.pure(f"{saved} = {self._const(_logp_rows)}({self.expr(args[0])})")
+            self.pure(f"{out} = {self._const(_nll_loss)}({saved}, {rows}, {self.expr(args[1])}, "
+                      f"{bool(kw['average'])})")
         if isinstance(res, Tensor):
             self._bind(res, out)
             self.saved[id(res)] = saved
@@ -892,11 +890,12 @@ class _Tracer:
                         continue
                     fn = prim.vjps[i] if prim.vjp_argnum is None else None
                     if fn is not None and fn is _nll_fn.vjp and _nll_plain(*gargs, kw) and type(g) is np.ndarray:
-                        rows = self._frozen(np.arange(len(gargs[1])))
                         scale = f"{head_names[0]} / {gargs[1].size}" if kw["average"] else head_names[0]
-                        call = f"{self._const(_nll_grad)}({head_names[2]}, {rows}, {self.expr(args[1])}, {scale})"
                         if g.ndim == 0 and _nll_fast_ok(gargs[0], gargs[1], kw["axis"]):  # as the VJP ran
                             call = f"{self._const(_nll_grad_fast)}({head_names[2]}, {self.expr(args[1])}, {scale})"
+                        else:
+                            rows = self._frozen(np.arange(len(gargs[1])))
+                            call = f"{self._const(_nll_grad)}({head_names[2]}, {rows}, {self.expr(args[1])}, {scale})"
                     elif fn in _LOWERINGS and not kw:
                         exprs = head_names + [self.expr(a) for a in args]
                         call = _lower(fn, [g, *head, *gargs], exprs, gi, self._const) or call

@@ -6,6 +6,7 @@ import importlib
 import numpy as np
 import pytest
 from compile_cases import assert_same_bits
+from fast_switch import kernels as fast_kernels
 
 import knetpy as kp
 from knetpy import parallel
@@ -120,7 +121,13 @@ def test_bias_gradient_of_a_transposed_matrix_takes_sum_to_itself():
 
 @pytest.mark.parametrize("dtype", ["f", "d"])
 @pytest.mark.parametrize("average", [True, False])
-def test_nll_lowered_matches_eager(dtype, average):
+@pytest.mark.parametrize("kernels", [False, True] if kp.ops.fast.available() else [False])
+def test_nll_lowered_matches_eager(dtype, average, kernels):
+    with fast_kernels(kernels):
+        _nll_lowered_case(dtype, average, kernels)
+
+
+def _nll_lowered_case(dtype, average, kernels):
     g = np.random.default_rng(6)
     w = [(g.standard_normal((20, 16)) * 0.3).astype(dtype), np.zeros(16, dtype),
          (g.standard_normal((16, 7)) * 0.3).astype(dtype), np.zeros(7, dtype)]
@@ -135,7 +142,10 @@ def test_nll_lowered_matches_eager(dtype, average):
         y = g.integers(0, 7, 33).astype(np.int64 if i < 3 else np.int32)
         assert_same_bits(both(w, x, y), eager(w, x, y))
     assert both.replays == 2
-    assert _uses(both, compile_module._nll_grad)  # the lowered path is the one tested
+    # the lowered path is the one tested: NumPy's, or the compiled kernels' when they are on
+    lowered = compile_module._nll_grad_fast if kernels else compile_module._nll_grad
+    assert _uses(both, lowered)
+    assert _uses(both, compile_module._nll_rows_fast) is kernels
 
 
 def test_nll_with_infinite_scores_matches_eager():
@@ -242,13 +252,9 @@ def test_nll_helpers_equal_the_ops_own_kernels(n):
     from knetpy.ops.nn import _nll, _nll_vjp
 
     g = np.random.default_rng(n)
-    prev = kp.ops.fast.set_fast(False) if kp.ops.fast.available() else None  # the NumPy kernels
-    try:
+    with fast_kernels(False):  # the NumPy kernels
         for dtype in ("f", "d"):
             _nll_helpers_case(g, n, dtype, _nll, _nll_vjp)
-    finally:
-        if prev is not None:
-            kp.ops.fast.set_fast(prev)
 
 
 def _nll_helpers_case(g, n, dtype, _nll, _nll_vjp):

@@ -36,7 +36,6 @@ def _scale(a, b):
 
 
 # -- compiled kernels (numba) for one kept axis (batch norm), with the NumPy code below as the reference ----
-_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _fast_bn(x, axes, pshape, vectors, arrays=()):
@@ -44,7 +43,7 @@ def _fast_bn(x, axes, pshape, vectors, arrays=()):
     (:func:`~knetpy.ops.fast.batchnorm.views`) and the flat per-channel ``vectors`` (None stays None) for
     :mod:`knetpy.ops.fast.batchnorm`, or None when it does not take them: kernels off, not NumPy arrays of
     one float dtype, or statistics over other than all axes but one."""
-    if not fast.enabled() or type(x) is not np.ndarray or x.dtype not in _FAST_DTYPES or axes is None or not x.size:
+    if not fast.enabled() or type(x) is not np.ndarray or x.dtype not in fast.FLOATS or axes is None or not x.size:
         return None
     axes = tuple(a % x.ndim for a in axes)
     if any(v is not None and (type(v) is not np.ndarray or v.dtype != x.dtype) for v in (*vectors, *arrays)):

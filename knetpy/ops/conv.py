@@ -298,12 +298,11 @@ def _conv_transpose(w, y, geom=None, in_spatial=None):
 
 
 # -- compiled glue (numba) for 2-D convolutions, with the NumPy code above as the reference -----------------------
-_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _fast_arrays(*arrays):
     """Whether the compiled kernels are on and take these arrays: NumPy, float32 or float64."""
-    return fast.enabled() and all(type(a) is np.ndarray and a.dtype in _FAST_DTYPES for a in arrays)
+    return fast.enabled() and all(type(a) is np.ndarray and a.dtype in fast.FLOATS for a in arrays)
 
 
 def _fast_ok(geom, *arrays):

@@ -35,12 +35,9 @@ def relu(x):
     return array_namespace(x).maximum(x, 0)
 
 
-_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
 def _relu_slope(g, ans, out=None):
     """g where ans > 0, else 0: multiplying by the mask is several times faster than where()."""
-    if out is not None and fast.enabled() and g.dtype == ans.dtype == out.dtype and g.dtype in _FAST_DTYPES:
+    if out is not None and fast.enabled() and g.dtype == ans.dtype == out.dtype and g.dtype in fast.FLOATS:
         from .fast.conv import flat_views, relu_grad
 
         flat = flat_views(g, ans, out)
@@ -192,13 +189,12 @@ def check_label_range(labels, n_class, name):
 # elements; beyond it NumPy's vectorised exp outruns the kernels' scalar one (LinReg-sized to CharLM-sized
 # batches measured: 100 x 10 about 3x faster, 12800 x 65 about 1.3x slower).
 FAST_NLL_MAX = 1 << 16
-_FAST_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _nll_fast_ok(scores, labels, axis):
     """Whether nll of these arrays runs on the compiled kernels (see :data:`FAST_NLL_MAX`)."""
     return (axis == 1 and fast.enabled() and type(scores) is np.ndarray and scores.ndim == 2
-            and scores.dtype in _FAST_FLOATS and 0 < scores.size <= FAST_NLL_MAX
+            and scores.dtype in fast.FLOATS and 0 < scores.size <= FAST_NLL_MAX
             and type(labels) is np.ndarray and labels.dtype.kind in "iu")
 
 

@@ -118,13 +118,12 @@ def _zeros_like_layout(x, shape, dtype=None):
 
 
 # -- compiled 2-D max pooling (numba), with the NumPy code below as the reference --------------------------
-_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _fast_ok(*arrays):
     """Whether the compiled kernels take these arrays: on, NumPy, (N, C, H, W), float32 or float64."""
     return fast.enabled() and all(
-        type(a) is np.ndarray and a.ndim == 4 and a.dtype in _FAST_DTYPES for a in arrays
+        type(a) is np.ndarray and a.ndim == 4 and a.dtype in fast.FLOATS for a in arrays
     )
 
 
@@ -220,7 +219,7 @@ class _Switches:
     def scatter_relu(self, g, pooled):
         """``scatter(g * (pooled > 0))``: the gradient of max pooling after a relu (``pooled``, the
         pooled relu output), with the relu's mask applied inside the compiled scatter when it runs."""
-        if _fast_ok(g, self.like, pooled) and type(pooled) is np.ndarray and pooled.dtype == g.dtype:
+        if _fast_ok(g, self.like, pooled) and pooled.dtype == g.dtype:
             dx = _fast_scatter(g, self, relu_of=pooled)
             if dx is not None:
                 return dx

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 try:
     import numba  # noqa: F401
 
@@ -20,6 +22,9 @@ except ImportError:  # the optional [fast] extra is not installed
     _have_numba = False
 
 _enabled = _have_numba and os.environ.get("KNETPY_FAST", "1") != "0"
+
+#: The dtypes the kernels are compiled for.
+FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def available() -> bool:
@@ -56,8 +61,6 @@ def warm_up() -> float:
     if not _enabled:
         return 0.0
     import time
-
-    import numpy as np
 
     start = time.perf_counter()
     from . import conv, nll, pool
