@@ -58,7 +58,9 @@ def test_gmm_log_likelihood_never_decreases():
     x, y = elongated()
     gmm = GaussianMixture(3, reg_covar=0.0, tol=0.0, max_iter=60, seed=1).fit(x)
     ll = np.array(gmm.log_likelihood_history_)
-    assert len(ll) == 60
+    # tol=0 runs every iteration, unless EM reaches its fixed point first: then the last change is
+    # rounding (one BLAS kernel gave -4e-16 at iteration 15) and it stops there
+    assert len(ll) == 60 or (len(ll) > 10 and abs(ll[-1] - ll[-2]) < 1e-12)
     assert np.all(np.diff(ll) >= -1e-10)
     assert ll[-1] > ll[0]
     assert adjusted_rand_score(y, gmm.predict(x)) > 0.95
