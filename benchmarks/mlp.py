@@ -67,9 +67,10 @@ def run_knetpy_fit(data, hidden, epochs, lr, compiled="auto"):
 
 
 def run_knetpy_fit_blas_threads(data, hidden, epochs, lr):
-    """``fit`` with BLAS's own threads on every GEMM: what knetpy's rule of one BLAS thread for GEMMs
-    under a GFLOP (``parallel.BLAS_RULE``, which keeps small models from stalling on a busy machine)
-    costs on an idle one. A user gets this with OPENBLAS_NUM_THREADS set."""
+    """``fit`` with BLAS's own threads on every GEMM, no rule and no timing: what the defaults' choice
+    (``knetpy.blas_choice``: one BLAS thread against BLAS's count, timed at each epoch's start) can reach
+    on an idle machine, and what it guards against on a busy one. A user gets this with
+    OPENBLAS_NUM_THREADS set."""
     from knetpy import parallel
 
     kept = parallel.BLAS_MIN_FLOPS

@@ -393,13 +393,15 @@ class Model(Layer):
         if compile == "auto" and not compiles_by_default(self):
             compile = False
 
-        # one batch's shape decides BLAS's threads for the whole fit (automatic threads only; host data only)
+        # one batch's shape decides BLAS's threads for the whole fit, or which products time them at each
+        # epoch's start (automatic threads only; host data only)
         sample = train.x[: train.batch_size] if isinstance(train, Minibatch) and type(train.x) is np.ndarray else None
-        with fit_threads(self, sample):
+        # (data-parallel ranks share the cores: they keep the rule, not a choice timed by each rank)
+        with fit_threads(self, sample, choose=dp is None) as blas:
             return run_loop(
                 self, train, val, cbs, history, epochs=epochs, initial_epoch=initial_epoch,
                 verbose=verbose, saver=saver, resumed=resumed, check_batches=check_batches, dp=dp,
-                compile=compile,
+                compile=compile, blas=blas if hasattr(blas, "epoch_begin") else None,
             )
 
     def _checkpointer(self, checkpoint, resume, every, initial_epoch, who):

@@ -296,20 +296,25 @@ def _auto_workers():
 _auto_blas = None  # NumPy's BLAS controllers (threadpoolctl), found once: finding them takes ~1 ms
 
 
-def _hold_blas():
-    """Set BLAS to one thread while an automatic split runs: [(controller, count to put back)].
-
-    Two multi-threaded GEMMs at once would oversubscribe the cores (OpenBLAS even serialises them).
-    Only the op holding the pool calls this, so two ops never save each other's setting.
-    """
+def blas_controllers():
+    """threadpoolctl's controllers of the loaded BLAS libraries, found once ([] without threadpoolctl)."""
     global _auto_blas
     if _auto_blas is None:
         try:
             _auto_blas = _blas_controllers()
         except ImportError:
             _auto_blas = []
+    return _auto_blas
+
+
+def _hold_blas():
+    """Set BLAS to one thread while an automatic split runs: [(controller, count to put back)].
+
+    Two multi-threaded GEMMs at once would oversubscribe the cores (OpenBLAS even serialises them).
+    Only the op holding the pool calls this, so two ops never save each other's setting.
+    """
     held = []
-    for c in _auto_blas:
+    for c in blas_controllers():
         count = c.get_num_threads()
         if count and count > 1:
             c.set_num_threads(1)
@@ -408,8 +413,9 @@ def elementwise(fn, *args):
 BLAS_MIN_FLOPS = 10**9
 BLAS_ENVIRONMENT = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
 BLAS_RULE = (f"one thread for models whose largest GEMM is under {BLAS_MIN_FLOPS / 1e9:g} GFLOP, else BLAS's "
-             "own count; knetpy's threads (which set BLAS to one) and OPENBLAS_NUM_THREADS/OMP_NUM_THREADS "
-             "take precedence")
+             "own count; fit times one thread against BLAS's count at each epoch for models with dense products "
+             "of 0.5 MFLOP or more (knetpy.blas_choice); knetpy's threads (which set BLAS to one) and "
+             "OPENBLAS_NUM_THREADS/OMP_NUM_THREADS take precedence")
 
 
 # A lone GEMM that OpenBLAS would spread over its threads (over about 0.5 MFLOP: m * n * k > 4 * 65536)
@@ -419,13 +425,20 @@ BLAS_SPLIT_FLOPS = 2 * 4 * 65536
 _blas_env = any(os.environ.get(k) for k in BLAS_ENVIRONMENT)  # the user chose BLAS's threads
 
 
+_blas_chosen = 0  # fits running now whose BLAS threads are chosen by timing (knetpy.blas_choice)
+
+
 def one_blas_thread(flops):
     """Whether :func:`matmul` runs a plain GEMM of ``flops`` with one BLAS thread."""
-    return _auto and BLAS_SPLIT_FLOPS <= flops < BLAS_MIN_FLOPS and not _blas_env and not getattr(_local, "inside", False)
+    return (_auto and BLAS_SPLIT_FLOPS <= flops < BLAS_MIN_FLOPS and not _blas_env and not _blas_chosen
+            and not getattr(_local, "inside", False))
 
 
 def matmul_one_blas_thread(a, b, out=None):
-    """``a @ b`` with BLAS held at one thread (its count is put back after)."""
+    """``a @ b`` with BLAS held at one thread (its count is put back after); as it is while a fit
+    chooses BLAS's threads by timing (a compiled step records this call once and replays it)."""
+    if _blas_chosen:
+        return a @ b if out is None else np.matmul(a, b, out=out)
     held = _hold_blas()
     try:
         return a @ b if out is None else np.matmul(a, b, out=out)
@@ -470,6 +483,8 @@ def blas_setting():
     env = [f"{k}={os.environ[k]}" for k in BLAS_ENVIRONMENT if os.environ.get(k)]
     if _threads > 1 and not _auto:
         reason = f"knetpy's {_threads} threads are on, so BLAS runs one"
+    elif _blas_chosen:
+        reason = "chosen by a fit running now, from timings of its model's GEMMs (knetpy.blas_choice)"
     elif _limited:
         reason = "one thread for a small model, by the rule below"
     elif env:
@@ -514,12 +529,24 @@ def auto_blas_threads(flops):
 
 
 @contextlib.contextmanager
-def fit_threads(model, x):
+def fit_threads(model, x, choose=True):
     """BLAS threads for training ``model`` on batches like ``x`` (``Model.fit``): with automatic
-    threads, one BLAS thread when its largest GEMM is small (:data:`BLAS_RULE`), else as it is."""
+    threads, one BLAS thread when its largest GEMM is small (:data:`BLAS_RULE`), else as it is.
+
+    With ``choose``, a model with mid-size dense GEMMs gets a :class:`knetpy.blas_choice.BlasChoice`
+    instead (yielded): fit's loop times one thread against BLAS's own count at each epoch's start.
+    """
     if not _auto or x is None or not hasattr(x, "shape"):
         yield None
         return
+    if choose:
+        from .blas_choice import BlasChoice
+
+        choice = BlasChoice.for_model(model, x)
+        if choice is not None:
+            with choice:
+                yield choice
+            return
     with auto_blas_threads(largest_gemm_flops(model, x)) as n:
         yield n
 

@@ -22,12 +22,13 @@ from .progress import ProgressBar
 
 
 def run(model, train, val, cbs, history, *, epochs, initial_epoch, verbose, saver, resumed, check_batches, dp=None,
-        compile=False):
+        compile=False, blas=None):
     """Epochs ``initial_epoch`` (or the resumed one) to ``epochs - 1``; returns ``history``.
 
     ``dp`` (a :class:`knetpy.distributed.strategies.DataParallel`) keeps the ranks together: rank
     0's weights and generator on every rank at the start, averaged gradients or parameters, epoch
-    figures over all ranks, and checkpoints written by rank 0 only.
+    figures over all ranks, and checkpoints written by rank 0 only. ``blas`` (a
+    :class:`knetpy.blas_choice.BlasChoice`) sets BLAS's threads at each epoch's start by timing.
     """
     steps = len(train) if hasattr(train, "__len__") else None
     writes = saver is not None and (dp is None or dp.is_main)
@@ -51,7 +52,10 @@ def run(model, train, val, cbs, history, *, epochs, initial_epoch, verbose, save
             if verbose:
                 bar = ProgressBar(steps or 0, prefix=f"Epoch {epoch + 1}/{epochs}", mode="auto" if verbose == 1 else "line")
             inside = resumed if resumed is not None and position.batch and epoch == position.epoch else None
-            logs, step = train_epoch(model, train, cbs, bar, epoch, epochs, step, saver, inside, check_batches, dp, compile)
+            if blas is not None:
+                blas.epoch_begin()  # BLAS's threads for this epoch, by timing (knetpy.blas_choice)
+            logs, step = train_epoch(model, train, cbs, bar, epoch, epochs, step, saver, inside, check_batches, dp, compile,
+                                     blas)
             if val is not None:
                 for key, value in model._evaluate_batches(val, check_batches).items():
                     logs["val_" + key] = value
@@ -75,7 +79,8 @@ def run(model, train, val, cbs, history, *, epochs, initial_epoch, verbose, save
 
 
 def train_epoch(
-    model, batches, cbs, bar, epoch, epochs, step, saver=None, resume_at=None, check_batches=False, dp=None, compile=False
+    model, batches, cbs, bar, epoch, epochs, step, saver=None, resume_at=None, check_batches=False, dp=None, compile=False,
+    blas=None,
 ):
     """One pass over the training batches: forward, loss, backward, step, zero_grad.
 
@@ -178,6 +183,8 @@ def train_epoch(
             bar.update(i + 1, lambda sums=(loss_sum, metric_sums), seen=seen: model._averages(*_host_sums(*sums), seen))
         elif bar is not None:
             bar.done = i + 1
+        if blas is not None:
+            blas.step()
         if sync_stop:
             model.stop_training = dp.any_stop(model.stop_training)
         if model.stop_training:
