@@ -259,3 +259,24 @@ def test_set_fast_without_numba_says_what_to_install(monkeypatch):
     monkeypatch.setattr(fast, "_have_numba", False)
     with pytest.raises(ImportError, match=r"knetpy\[fast\]"):
         fast.set_fast(True)
+
+
+@pytest.mark.parametrize("shape, wshape, padding, stride, dilation", CONVS)
+def test_col2im_over_a_few_samples_at_a_time_changes_no_bit(rng, monkeypatch, shape, wshape, padding, stride, dilation):
+    """The input gradient's GEMM and col2im run a few samples at a time (CHUNK_BYTES), with knetpy's
+    threads off too: each sample's sums are the same, so every chunk size gives the same bits."""
+    from knetpy.ops import conv
+
+    x, w, _ = conv_case(rng, (7, *shape[1:]), wshape, np.float32, "nchw")
+    opts = dict(padding=padding, stride=stride, dilation=dilation)
+    gy = rng.standard_normal(kp.conv4(w, x, **opts).shape).astype(np.float32)
+    results = {}
+    with threads(1), kernels(True):
+        for chunk in (1 << 30, 1, 4096):  # the whole batch in one pass, one sample, a few samples
+            monkeypatch.setattr(conv, "CHUNK_BYTES", chunk)
+            results[chunk] = kp.deconv4(w, gy, **opts)
+    assert results[1].shape[:2] == x.shape[:2]  # (a strided transpose may be a column narrower)
+    np.testing.assert_array_equal(results[1], results[1 << 30])
+    np.testing.assert_array_equal(results[4096], results[1 << 30])
+    with kernels(False):
+        np.testing.assert_allclose(results[1], kp.deconv4(w, gy, **opts), **tol(np.float32))
