@@ -226,7 +226,7 @@ def test_set_fast_false_keeps_every_op_on_numpy(rng, monkeypatch):
 
     called = []
     for module, name in [(fpool, "max_pool2d"), (fpool, "max_pool2d_backward"), (fconv, "col2im2d"),
-                         (fconv, "bias_relu"), (fconv, "relu_grad")]:
+                         (fconv, "bias_relu"), (fconv, "relu_grad"), (fconv, "im2col2d")]:
         original = getattr(module, name)
 
         def spy(*args, _name=name, _original=original):
@@ -239,13 +239,15 @@ def test_set_fast_false_keeps_every_op_on_numpy(rng, monkeypatch):
     def step():
         ts = [kp.Tensor(a, requires_grad=True) for a in (w, x, b)]
         kp.sum(kp.pool(kp.conv4_bias(*ts, relu=True))).backward()
+        kp.conv4(w, x, padding=1)  # padded windows: gathered by im2col2d
 
     with kernels(False):
         step()
     assert called == []
     with kernels(True):
         step()
-    assert sorted(set(called)) == ["bias_relu", "col2im2d", "max_pool2d", "max_pool2d_backward", "relu_grad"]
+    assert sorted(set(called)) == ["bias_relu", "col2im2d", "im2col2d", "max_pool2d", "max_pool2d_backward",
+                                   "relu_grad"]
     called.clear()
     with kernels(True):  # no kernels for these: NumPy, and no error
         kp.pool(rng.standard_normal((2, 3, 8)).astype(np.float32))  # 1-D
@@ -280,3 +282,46 @@ def test_col2im_over_a_few_samples_at_a_time_changes_no_bit(rng, monkeypatch, sh
     np.testing.assert_array_equal(results[4096], results[1 << 30])
     with kernels(False):
         np.testing.assert_allclose(results[1], kp.deconv4(w, gy, **opts), **tol(np.float32))
+
+
+@pytest.mark.parametrize("shape, kernel, padding, stride, dilation", [
+    ((3, 4, 9, 8), (3, 3), (1, 1), (1, 1), (1, 1)),
+    ((2, 5, 11, 10), (3, 2), (2, 1), (2, 3), (1, 1)),
+    ((2, 3, 10, 9), (3, 3), (1, 2), (1, 1), (2, 2)),
+    ((2, 17, 6, 7), (5, 5), (3, 3), (2, 1), (1, 2)),  # windows wholly in the padding too
+])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_padded_windows_are_gathered_without_a_padded_copy_element_for_element(rng, shape, kernel, padding, stride,
+                                                                                 dilation, dtype):
+    from knetpy.ops import conv
+    from knetpy.ops.im2col import WindowGather, pad_channels_last
+
+    x = rng.standard_normal(shape).astype(dtype)
+    x[0, 1, 2, 3], x[1, 0, 0, 0], x[-1, -1, -1, -1] = np.nan, np.inf, -np.inf  # copied as they are
+    geom = conv.ConvGeometry(padding, stride, dilation, 1, False)
+    out = geom.output_size(shape[2:], kernel)
+    with kernels(True):
+        compiled = conv._window_gather(x, geom, kernel, out)
+    assert isinstance(compiled, conv._PaddedGather)
+    reference = WindowGather(pad_channels_last(x, padding), kernel, stride, dilation, out, 1)
+    assert compiled.width == reference.width and compiled.per_sample == reference.per_sample
+    n = shape[0]
+    for lo, hi, at, m in [(0, n, 0, n), (1, n, 0, n - 1), (0, 1, 1, 2)]:  # all, a tail, one sample at an offset
+        a, b = compiled.buffer(m), reference.buffer(m)
+        a[...] = b[...] = 7  # rows outside [at, at + hi - lo) stay as they were
+        compiled.fill(a, lo, hi, at)
+        reference.fill(b, lo, hi, at)
+        np.testing.assert_array_equal(compiled.cols(a, m), reference.cols(b, m))
+    with kernels(False):
+        assert isinstance(conv._window_gather(x, geom, kernel, out), WindowGather)
+
+
+def test_windows_without_padding_or_of_one_channel_keep_the_strided_copy(rng):
+    from knetpy.ops import conv
+    from knetpy.ops.im2col import WindowGather
+
+    with kernels(True):
+        for shape, padding in [((2, 4, 8, 8), (0, 0)), ((2, 1, 8, 8), (1, 1))]:
+            geom = conv.ConvGeometry(padding, (1, 1), (1, 1), 1, False)
+            x = rng.standard_normal(shape).astype(np.float32)
+            assert isinstance(conv._window_gather(x, geom, (3, 3), geom.output_size(shape[2:], (3, 3))), WindowGather)

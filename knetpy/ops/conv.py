@@ -196,7 +196,7 @@ def _conv_matrix(w, x, geom, out_spatial, epilogue=None):
     if out_spatial is None:
         out_spatial = geom.output_size(x.shape[2:], kernel)
     g = geom.groups
-    gather = WindowGather(pad_channels_last(x, geom.padding), kernel, geom.stride, geom.dilation, out_spatial, g)
+    gather = _window_gather(x, geom, kernel, out_spatial)
     wm = weight_matrix(w, g, geom.flip)
     xp = array_namespace(x, wm)
     n = x.shape[0]
@@ -310,6 +310,49 @@ def _fast_ok(geom, *arrays):
     return geom.groups == 1 and all(a.ndim == 4 for a in arrays) and _fast_arrays(*arrays)
 
 
+def _window_gather(x, geom, kernel, out_spatial):
+    """The windows of x for the GEMM: :class:`_PaddedGather` for a padded 2-D convolution the compiled
+    kernels take, else :class:`WindowGather` over the padded channels-last copy."""
+    if any(geom.padding) and x.shape[1] > 1 and _fast_ok(geom, x):
+        return _PaddedGather(x, geom, kernel, out_spatial)
+    return WindowGather(pad_channels_last(x, geom.padding), kernel, geom.stride, geom.dilation, out_spatial,
+                        geom.groups)
+
+
+class _PaddedGather:
+    """:class:`WindowGather`'s interface (2-D, one group, more than one channel) over the unpadded
+    channels-last input: a compiled loop copies each window and writes the padding's zeros itself, so
+    the padded copy of the input is never made (ResNet's 3x3 layers: 30-40% less time than padding
+    and a strided copy). The rows are the same, element for element."""
+
+    kernel_major = False
+    groups = 1
+    xp = np
+
+    def __init__(self, x, geom, kernel, out_spatial):
+        self.x = to_channels_last(x)
+        self.dtype = x.dtype
+        self.cg = x.shape[1]
+        self.kernel, self.out_spatial = tuple(kernel), tuple(out_spatial)
+        self.per_sample = math.prod(out_spatial)
+        self.args = (*kernel, *geom.stride, *geom.dilation, *geom.padding)
+
+    @property
+    def width(self):
+        return self.per_sample * math.prod(self.kernel) * self.cg
+
+    def buffer(self, m):
+        return recycle.take_buffer(np, (m, *self.out_spatial, math.prod(self.kernel) * self.cg), self.dtype)
+
+    def fill(self, buffer, lo, hi, at=0):
+        from .fast.conv import im2col2d
+
+        im2col2d(self.x, buffer, lo, hi, at, *self.args)
+
+    def cols(self, buffer, m):
+        return buffer.reshape(m * self.per_sample, 1, buffer.shape[-1])
+
+
 def _fast_conv_transpose(w, y, geom, in_spatial):
     """C_w^T(y) as one GEMM into window rows (gy @ W^T: K*C_in wide, which BLAS runs well) and a
     compiled col2im, a few samples at a time per thread so that the rows stay in cache."""
@@ -367,7 +410,7 @@ def _filter_grad_raw(x, gy, geom, kernel, cols=None):
 
     if cols is not None:
         return weight_from_matrix(product(cols, grad_out), kernel, geom.flip)
-    gather = WindowGather(pad_channels_last(x, geom.padding), kernel, geom.stride, geom.dilation, out_spatial, g)
+    gather = _window_gather(x, geom, kernel, out_spatial)
     if not _streaming(xp) or n == 0:  # every window at once, one large GEMM (zeros for an empty batch)
         buffer = gather.buffer(n)
         gather.fill(buffer, 0, n)

@@ -1,6 +1,7 @@
-"""Compiled glue around the GEMMs of a 2-D convolution, channels-last: scattering window rows back
-(col2im), bias + relu on the GEMM's rows, and relu's gradient (also :func:`knetpy.relu`'s). Gathering
-the windows stays a NumPy strided copy, which is as fast as a compiled loop.
+"""Compiled glue around the GEMMs of a 2-D convolution, channels-last: gathering padded windows
+(im2col) straight from the unpadded input, scattering window rows back (col2im), bias + relu on the
+GEMM's rows, and relu's gradient (also :func:`knetpy.relu`'s). Windows without padding stay a NumPy
+strided copy.
 
 Arrays are C-contiguous (relu's gradient: flat views, :func:`flat_views`). Bias + relu and relu's
 gradient equal the NumPy code in :mod:`knetpy.ops.conv` exactly; col2im adds the kernel positions in
@@ -10,6 +11,31 @@ the reference's order, so the input gradient differs from the reference only by 
 from __future__ import annotations
 
 import numba
+
+
+@numba.njit(cache=True, nogil=True)
+def im2col2d(x, rows, lo, hi, at, kh, kw, sh, sw, dh, dw, ph, pw):
+    """rows[at + b - lo] (oh, ow, kh*kw*C) = the windows of sample b of x (N, H, W, C), for b in lo..hi-1,
+    zeros where a window reaches into the padding: the padded input is never built."""
+    n, h, w, c = x.shape
+    m, oh, ow, kc = rows.shape
+    for b in range(lo, hi):
+        dst = rows[at + b - lo]
+        for i in range(oh):
+            for j in range(ow):
+                row = dst[i, j]
+                for ki in range(kh):
+                    y = i * sh + ki * dh - ph
+                    for kj in range(kw):
+                        col = (ki * kw + kj) * c
+                        x_ = j * sw + kj * dw - pw
+                        if y < 0 or y >= h or x_ < 0 or x_ >= w:
+                            for ch in range(c):
+                                row[col + ch] = 0
+                        else:
+                            src = x[b, y, x_]
+                            for ch in range(c):
+                                row[col + ch] = src[ch]
 
 
 @numba.njit(cache=True, nogil=True)
