@@ -3,7 +3,7 @@
 knetpy runs BLAS on one thread for a model whose largest GEMM is under a GFLOP
 (:data:`knetpy.parallel.BLAS_RULE`): on a busy machine a BLAS thread that is not scheduled stalls the
 whole product (a 784-64-10 MLP's fit took 2-6 times longer with BLAS's two threads than with one, once
-11 times, while one or two other processes kept the 2 cores busy). On an idle machine the same GEMMs (100 x 784 x 64,
+16.9 s against this module's 1.5 s, while one or two other processes kept the 2 cores busy). On an idle machine the same GEMMs (100 x 784 x 64,
 10 MFLOP) run 1.7 times faster on two threads, and that is most of what such a model's step costs.
 
 So for a model with a GEMM of at least :data:`knetpy.parallel.BLAS_SPLIT_FLOPS` (below that OpenBLAS
@@ -22,6 +22,7 @@ choose alike give the same bits. A fixed thread count turns the choice off:
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -33,6 +34,7 @@ SLOWDOWN = 3.0  # the watchdog's limit on a step, as a multiple of the epoch's f
 PATIENCE = 4  # steps in a row over the limit before the watchdog acts
 REPEATS = 7  # timings per setting (interleaved; medians compared)
 BASELINE_STEPS = 8  # steps whose median the watchdog compares with (after the epoch's first)
+_count_lock = threading.Lock()  # fits in several threads count themselves in parallel._blas_chosen
 
 
 def dense_products(model, x):
@@ -103,11 +105,13 @@ class BlasChoice:
         return cls(controllers, max(counts), shapes, dtype)
 
     def __enter__(self):
-        parallel._blas_chosen += 1
+        with _count_lock:
+            parallel._blas_chosen += 1
         return self
 
     def __exit__(self, *exc):
-        parallel._blas_chosen -= 1
+        with _count_lock:
+            parallel._blas_chosen -= 1
         self._set(self.threads)
         return False
 

@@ -174,3 +174,18 @@ def test_fit_chooses_again_at_every_epoch(monkeypatch):
     _, seen = fit_weights(x, y, epochs=3)
     assert seen == [2, 2, 1, 1, 2, 2]
     assert blas_threads() == 2
+
+
+def test_fits_in_several_threads_count_themselves_and_leave_nothing_behind(monkeypatch):
+    from thread_cases import run_threads
+
+    x, y = data(200)
+    monkeypatch.setattr(blas_choice, "decide", lambda one, many, threads: threads)
+    weights = {}
+
+    def train(i):
+        weights[i] = fit_weights(x, y, epochs=2)[0]
+
+    run_threads(4, train)
+    assert parallel._blas_chosen == 0 and blas_threads() == 2
+    assert sorted(weights) == [0, 1, 2, 3] and all(np.isfinite(w).all() for ws in weights.values() for w in ws)
