@@ -3,8 +3,9 @@
 knetpy runs BLAS on one thread for a model whose largest GEMM is under a GFLOP
 (:data:`knetpy.parallel.BLAS_RULE`): on a busy machine a BLAS thread that is not scheduled stalls the
 whole product (a 784-64-10 MLP's fit took 2-6 times longer with BLAS's two threads than with one, once
-16.9 s against this module's 1.5 s, while one or two other processes kept the 2 cores busy). On an idle machine the same GEMMs (100 x 784 x 64,
-10 MFLOP) run 1.7 times faster on two threads, and that is most of what such a model's step costs.
+16.9 s against this module's 1.5 s, while one or two other processes kept the 2 cores busy). On an idle
+machine the same GEMMs (100 x 784 x 64, 10 MFLOP) run 1.7 times faster on two threads, and that is most
+of what such a model's step costs.
 
 So for a model with a GEMM of at least :data:`knetpy.parallel.BLAS_SPLIT_FLOPS` (below that OpenBLAS
 runs one thread anyway) and none of a GFLOP, ``fit`` times its dense layers' products (forward, weight
@@ -65,10 +66,11 @@ class BlasChoice:
     """
 
     def __init__(self, controllers, threads, shapes, dtype):
-        self.controllers = controllers  # threadpoolctl's controllers of NumPy's BLAS
-        self.threads = threads  # BLAS's own count, put back at the end
+        self.controllers = controllers  # threadpoolctl's controllers of the loaded BLAS libraries
+        self._before = [(c, c.get_num_threads()) for c in controllers]  # each one's count, put back at the end
+        self.threads = threads  # the count timed against one thread (the largest of them)
         self.current = threads
-        self.choices = []  # the count chosen at each epoch's start, for knetpy info and tests
+        self.choices = []  # the count chosen at each epoch's start
         self.dropped = 0  # epochs the watchdog sent back to one thread
         g = np.random.default_rng(0)
         self._operands = []
@@ -112,7 +114,9 @@ class BlasChoice:
     def __exit__(self, *exc):
         with _count_lock:
             parallel._blas_chosen -= 1
-        self._set(self.threads)
+        for c, count in self._before:
+            c.set_num_threads(count)
+        self.current = self.threads
         return False
 
     def _set(self, n):
