@@ -277,6 +277,22 @@ def replayable(fn):
     return wrapped
 
 
+def run_in_place(fn, targets, *args):
+    """``fn(targets, *args)``, which writes in place the arrays of ``targets`` (a list of tensors, whose
+    ``.value`` it writes, and arrays): a compiled step (:func:`knetpy.compile`) records it as one call
+    that every replay makes again on the same targets (an optimizer update folded into the step)."""
+    tracer = _state.tracer if _trace_threads else None
+    if tracer is None:
+        return fn(targets, *args)
+    _state.tracer = None  # what fn does inside (its mark_modified too) is recorded as this one call
+    try:
+        out = fn(targets, *args)
+    finally:
+        _state.tracer = tracer
+    tracer.writes(fn, targets, args, out)
+    return out
+
+
 def mark_modified(*tensors):
     """Record that the arrays of ``tensors`` were changed in place (bumps their version).
 

@@ -130,7 +130,7 @@ class Compiled:
             ag._state.tracer = prev
             ag._trace_threads.pop()
         for i, (a, b) in enumerate(zip(arrays, before)):
-            if not _same_array(a, b):
+            if id(a) not in tracer.written and not _same_array(a, b):
                 tracer.refuse(f"it changes its array argument {i} in place (replay would not)")
         prog = tracer.finish(result)
         why = tracer.broken
@@ -635,6 +635,7 @@ class _Tracer:
         self.frozen_ids = set()  # id() of the arrays _frozen made
         self.frozen_names = set()  # the variables holding them
         self.effects = False  # a statement with a side effect was recorded: no guard may follow
+        self.written = set()  # id() of the argument arrays the step updates in place itself (run_in_place)
         self.broken = None
         self.n = 0
         self.args = []
@@ -771,6 +772,28 @@ class _Tracer:
             self.lines.append(f"{', '.join(names)}{',' if len(names) == 1 else ''} = {call}")
         else:
             self.lines.append(f"{self._var(out)} = {call}")
+
+    @_safe
+    def writes(self, fn, targets, args, out):
+        """``fn(targets, *args)`` ran and wrote the arrays of ``targets`` in place (see ``run_in_place``)."""
+        exprs = []
+        for t in targets:
+            if isinstance(t, Tensor):
+                exprs.append(self._const(t))  # the tensor itself: the replay writes its array of the moment
+                self.written.add(id(t.value))
+            else:
+                exprs.append(self.expr(t))
+                self.written.add(id(t))
+        call = f"{self._const(fn)}([{', '.join(exprs)}], {', '.join(self.expr(a) for a in args)})"
+        if out is None:
+            self.lines.append(call)
+        else:
+            self.lines.append(f"{self._var(out)} = {call}")
+        for t in targets:
+            if isinstance(t, Tensor):  # the step's own edit: the check after the step must not take it for another's
+                name = self._const(t)
+                self.lines.append(f"k{name} = {name}._version")
+        self.effects = True
 
     @_safe
     def guard(self, obj, how, result):
@@ -950,7 +973,7 @@ class _Tracer:
                 outs.append(self._const(leaf))
         if self.broken is not None:
             return None
-        ret = f"return [{', '.join(outs)}]"
+        ret = f"return {outs[0]}" if treedef is None else f"return [{', '.join(outs)}]"  # (one leaf: itself)
         body = self.prologue + _live(self.lines, self.pure_lines, ret) + self.epilogue + [ret]
         return _Program(self.args, body, self.env, self.fixed, tuple(self.guards), treedef)
 
@@ -985,7 +1008,8 @@ class _Program:
         self.fixed = fixed
         self.guards = guards
         self.treedef = treedef
-        self.flat = treedef is not None and treedef[0] is list and treedef[3] is list and all(c is None for c in treedef[2])  # a list
+        # a single leaf or a flat list: what the replay returns needs no rebuilding
+        self.flat = treedef is None or (treedef[0] is list and treedef[3] is list and all(c is None for c in treedef[2]))
         self._fn = None
         self.const_names = [n for n in env if n.startswith("c")]
         self.inputs = ()

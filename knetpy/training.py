@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
+from .autograd import run_in_place
 from .backend import get_rng_state, to_host
 from .checkpoint import Progress, restore_callbacks_and_rng
 from .layers.base import thread_mode
@@ -143,10 +146,8 @@ def train_epoch(
                 "Lower the learning rate, check the "
                 f"data for NaN/Inf (fit(..., check_finite=True)), or clip the gradients (e.g. the optimizer's clip_norm).{kept}"
             )
-        if not uses_closure:
-            if replayed is not None:
-                pass
-            elif dp is None:
+        if not uses_closure and replayed is None:  # (the compiled step made its update itself)
+            if dp is None:
                 loss.backward()
             else:
                 dp.backward(loss)  # averages the gradients over the ranks (synchronous SGD)
@@ -236,23 +237,37 @@ def compiled_step(model, warn=None):
     the gradients accumulated into each ``p.grad`` as ``backward()`` does. ``warn``: a CompileWarning
     when it cannot be replayed (``fit(compile=True)``; the automatic default falls back quietly; None
     leaves the setting as it is)."""
-    loss_fn = model._loss
+    loss_fn, opt = model._loss, model.optimizer
+    trained = list(opt._params.values()) if opt._params is not None else []
+    key = (loss_fn, opt, [id(p) for p in trained])  # a new optimizer, or new parameters in it: a new step
     cached = getattr(model, "_compiled_step", None)
-    if cached is None or cached[0] is not loss_fn:
+    if cached is None or cached[0][0] is not loss_fn or cached[0][1] is not opt or cached[0][2] != key[2]:
 
         def fit_step(xb, yb):
             out = model(xb)
             loss = loss_fn(out, yb)
             _check_loss(loss)
             loss.backward()
+            run_in_place(_update, trained, loss.value, model, opt)  # replayed with the step
             return loss.value, out.value
 
         from .compile import Compiled
 
-        cached = model._compiled_step = (loss_fn, Compiled(fit_step, warn=bool(warn)))
+        cached = model._compiled_step = (key, Compiled(fit_step, warn=bool(warn)))
     elif warn is not None:
         cached[1].warn = warn
     return cached[1]
+
+
+def _update(trained, loss_value, model, opt):
+    """The compiled step's update: ``opt.step()`` and ``opt.zero_grad()``, as an eager step makes them after
+    ``backward()``; left out when the loss on the host is not finite (fit then stops, the weights as they were)."""
+    if isinstance(loss_value, (np.ndarray, np.generic, float)) and not math.isfinite(float(loss_value)):
+        return
+    for p in getattr(model, "_untrained", ()):
+        p.grad = None
+    opt.step()
+    opt.zero_grad()
 
 
 def closure_step(model, xb, yb):

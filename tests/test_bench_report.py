@@ -171,3 +171,15 @@ def test_jax_peers_match_numpy_on_linreg(monkeypatch):
 
     x, y = linreg.load()
     assert linreg.run_jax(x, y, 50, 0.1) == pytest.approx(linreg.run_numpy(x, y, 50, 0.1), rel=1e-4)
+
+
+def test_knetpy_linreg_rows_train_the_same_model_as_numpy_by_hand(monkeypatch):
+    """The compiled step with its folded update, and Knet's loop, end where NumPy by hand does."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import linreg
+
+    x, y = linreg.load()
+    want = linreg.run_numpy(x, y, 50, 0.1)
+    assert linreg.run_knetpy(x, y, 50, 0.1) == pytest.approx(want, rel=1e-4)
+    assert linreg.run_knetpy_by_hand(x, y, 50, 0.1) == pytest.approx(want, rel=1e-4)
+    assert linreg.run_knetpy(x, y, 50, 0.1) == linreg.run_knetpy_by_hand(x, y, 50, 0.1)  # the same arithmetic

@@ -13,12 +13,15 @@ over all arrays updated in one call, as ``opt.step()`` does over its parameters.
 
 from __future__ import annotations
 
-from ..autograd import Tensor, mark_modified
+import numpy as np
+
+from ..autograd import Tensor, mark_modified, run_in_place
 from ..backend import is_array
 from ..tree import flatten, unflatten
 from .base import ARRAY_KEY, Optimizer, prepare_gradients
 from .lbfgs import LBFGS
 from .registry import resolve_class
+from .sgd import SGD
 
 
 def _leaf_paths(treedef, n):
@@ -104,9 +107,29 @@ def update(params, grads, opts):
     for i, g in enumerate(gradients):
         if not is_array(g):
             raise TypeError(f"update: grads{names[i]} must be an array, got {type(g).__name__}")
+    # one call that a compiled step (kp.compile) records and makes again on every replay, reading the
+    # optimizers' hyper-parameters (a changed or scheduled learning rate) each time
+    run_in_place(_apply, updated, names, gradients, owners)
+    return params
+
+
+def _apply(targets, names, gradients, owners):
+    """The update of ``targets`` (tensors or arrays) from checked gradients: the optimizers' own arithmetic."""
+    for t, g, opt in zip(targets, gradients, owners):
+        if type(t) is not np.ndarray or not (isinstance(opt, SGD) and opt._plain_rule()) or g.shape != t.shape \
+                or g.dtype != t.dtype or ARRAY_KEY not in opt.state:
+            break
+    else:
+        # Plain SGD on arrays after its first step (the common case in a loop), without the general
+        # pipeline's bookkeeping: the same `v -= lr * g` as SGD.update_rule.
+        for t, g, opt in zip(targets, gradients, owners):
+            opt.state[ARRAY_KEY]["step"] += 1
+            t -= opt._lr * g
+            opt.iterations += 1
+        return
+    values = [t.value if isinstance(t, Tensor) else t for t in targets]
     gradients = prepare_gradients(names, values, gradients, owners)
     for value, g, opt in zip(values, gradients, owners):
         opt._update_array(ARRAY_KEY, value, g)
         opt.iterations += 1
-    mark_modified(*updated)  # the tensors among them: graphs recorded before saw the old values
-    return params
+    mark_modified(*targets)  # the tensors among them: graphs recorded before saw the old values

@@ -59,13 +59,18 @@ class SGD(Optimizer):
         return None
 
     def _plain(self):
+        return (
+            self._plain_rule() and self._params is not None and len(self.param_groups) == 1
+            and self._rule_for(self.param_groups[0]) is self
+        )
+
+    def _plain_rule(self):
+        """Whether an update is ``value -= lr * grad`` and nothing else (no momentum, decay, clipping, noise)."""
         cls = type(self)
         return (
             cls.update_rule is SGD.update_rule and cls._update_array is Optimizer._update_array
             and cls.init_state is Optimizer.init_state and not self.momentum and not self.weight_decay
             and self.clip_norm is None and self.clip_value is None and not self.grad_noise
-            and self._params is not None and len(self.param_groups) == 1
-            and self._rule_for(self.param_groups[0]) is self
         )
 
     def update_rule(self, value, grad, state):

@@ -1,0 +1,197 @@
+"""The optimizer update folded into a compiled step: ``kp.optim.update`` inside ``kp.compile`` and fit's
+compiled step make the same update on every replay as the eager step, reading the optimizer's
+hyper-parameters afresh each time."""
+
+import warnings
+
+import numpy as np
+import pytest
+from compile_cases import assert_same_bits
+from model_cases import blobs
+
+import knetpy as kp
+from knetpy.autograd import mark_modified, replayable
+
+
+def _linreg(seed=0, n=40):
+    g = np.random.default_rng(seed)
+    x = g.standard_normal((n, 5)).astype("f")
+    y = (x @ g.standard_normal((5, 1)) + 0.1 * g.standard_normal((n, 1))).astype("f")
+    w = [(g.standard_normal((5, 1)) * 0.1).astype("f"), np.zeros(1, "f")]
+    return w, x, y
+
+
+def _loss(w, x, y):
+    return kp.mean(kp.square(x @ w[0] + w[1] - y))
+
+
+def _folded(opts):
+    step_grad = kp.value_and_grad(_loss)
+
+    def train_step(w, x, y):
+        loss, g = step_grad(w, x, y)
+        kp.optim.update(w, g, opts)
+        return loss
+
+    return kp.compile(train_step), train_step
+
+
+@pytest.mark.parametrize("make", [
+    lambda w: kp.optim.optimizers(w, kp.optim.SGD, lr=0.05),
+    lambda w: kp.optim.optimizers(w, kp.optim.SGD, lr=0.05, momentum=0.9, nesterov=True),
+    lambda w: kp.optim.optimizers(w, kp.optim.Adam, lr=0.01, weight_decay=1e-3),
+    lambda w: kp.optim.optimizers(w, kp.optim.SGD, lr=0.05, clip_norm=0.5),
+], ids=["sgd", "nesterov", "adam", "clip_norm"])
+def test_an_update_inside_a_compiled_step_replays_bit_for_bit(make):
+    w, x, y = _linreg()
+    we = [a.copy() for a in w]
+    opts, opts_e = make(w), make(we)
+    step, _ = _folded(opts)
+    _, eager = _folded(opts_e)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no CompileWarning: the update is recorded, not refused
+        for _ in range(12):
+            assert_same_bits(step(w, x, y), eager(we, x, y))
+            assert_same_bits(w, we)
+    assert step.traces == 2 and step.replays == 10
+    assert [o.iterations for o in opts] == [o.iterations for o in opts_e] == [12, 12]
+    assert [o.state["array"]["step"] for o in opts] == [12, 12]
+    assert_same_bits([o.state for o in opts], [o.state for o in opts_e])  # momentum buffers, moments
+
+
+def test_a_changed_learning_rate_takes_effect_on_the_next_replay():
+    w, x, y = _linreg(1)
+    we = [a.copy() for a in w]
+    opts, opts_e = (kp.optim.optimizers(v, kp.optim.SGD, lr=0.05) for v in (w, we))
+    step, eager = _folded(opts)
+    for i in range(10):
+        if i == 5:
+            for o in (*opts, *opts_e):
+                o.lr = 0.0  # frozen from here: a replay that kept the traced rate would move on
+        step(w, x, y)
+        eager(we, x, y)
+        assert_same_bits(w, we)
+    assert step.replays == 8
+    frozen = [a.copy() for a in w]
+    step(w, x, y)
+    assert_same_bits(w, frozen)
+
+
+def test_an_update_of_tensors_inside_a_compiled_step_bumps_their_versions_once_per_call():
+    g = np.random.default_rng(2)
+    x = g.standard_normal((30, 4)).astype("f")
+    y = g.integers(0, 3, 30)
+    params = {"W": kp.Param((g.standard_normal((4, 3)) * 0.1).astype("f")), "b": kp.Param(np.zeros(3, "f"))}
+    eager_params = {k: kp.Param(p.value.copy()) for k, p in params.items()}
+    opts, opts_e = (kp.optim.optimizers(p, kp.optim.SGD, lr=0.3) for p in (params, eager_params))
+
+    def loss(p, x, y):
+        return kp.nll(x @ p["W"] + p["b"], y)
+
+    def train_step(x, y):  # the parameters are read from the enclosing scope (Knet's global weights)
+        kp.optim.update(params, kp.grad(loss)(params, x, y), opts)
+
+    step = kp.compile(train_step)
+    for i in range(6):
+        xb, yb = x[i % 2 :: 2], y[i % 2 :: 2]  # two minibatches
+        versions = [p._version for p in params.values()]
+        step(xb, yb)  # no "modified in place while the step ran": the step's own update is expected
+        assert [p._version for p in params.values()] == [v + 1 for v in versions]
+        kp.optim.update(eager_params, kp.grad(loss)(eager_params, xb, yb), opts_e)
+        assert_same_bits(params, eager_params)
+    assert step.replays == 4
+
+
+def test_an_edit_by_someone_else_while_a_replay_runs_is_still_caught_beside_the_steps_own_update():
+    w, x, y = _linreg(3)
+    p = kp.Param(w[0].copy())
+    bias = kp.Param(np.ones(1, "f"))  # read by the step, updated by no one inside it
+    opts = kp.optim.optimizers([p], kp.optim.SGD, lr=0.01)
+    calls = []
+
+    @replayable
+    def poke():
+        calls.append(1)
+        if len(calls) > 4:  # from the fifth call: another thread editing the bias
+            mark_modified(bias)
+
+    def train_step(x, y):
+        loss = kp.mean(kp.square(x @ p + bias - y))
+        loss.backward()
+        kp.optim.update([p], [p.grad], opts)
+        p.grad = bias.grad = None
+        poke()
+        return loss.value
+
+    step = kp.compile(train_step)
+    for i in range(4):
+        step(x[i % 2 :: 2], y[i % 2 :: 2])
+    assert step.replays == 2
+    with pytest.raises(RuntimeError, match="modified in place while the step ran"):
+        step(x[::2], y[::2])
+
+
+def _fit(compile, epochs=3, optimizer=None, callbacks=(), x=None, y=None):
+    kp.set_seed(0)
+    model = kp.Sequential(kp.layers.Dense(8, activation="relu"), kp.layers.Dense(3))
+    model.compile(loss="cross_entropy", optimizer=optimizer or kp.optim.SGD(lr=0.2), metrics=["accuracy"])
+    if x is None:
+        x, y = blobs(30)
+    hist = model.fit(x, y, epochs=epochs, batch_size=16, verbose=0, compile=compile, callbacks=list(callbacks))
+    return model, hist.history
+
+
+@pytest.mark.parametrize("make_opt", [
+    lambda: kp.optim.SGD(lr=0.2),
+    lambda: kp.optim.Adam(lr=0.01, clip_norm=1.0),
+], ids=["sgd", "adam_clipped"])
+def test_fit_replays_its_update_with_the_step_and_equals_eager_fit(make_opt):
+    schedule = kp.callbacks.LearningRateScheduler(lambda epoch, lr: lr * 0.5)  # a rate set between replays
+    model, hist = _fit(True, optimizer=make_opt(), callbacks=[schedule])
+    step = model._compiled_step[1]
+    assert step.replays > 0
+    eager, eager_hist = _fit(False, optimizer=make_opt(), callbacks=[kp.callbacks.LearningRateScheduler(
+        lambda epoch, lr: lr * 0.5)])
+    assert hist == eager_hist
+    assert_same_bits(model.params, eager.params)
+    assert model.optimizer.iterations == eager.optimizer.iterations == 3 * 6
+    assert all(p.grad is None for p in model.parameters())  # zero_grad made on every replay too
+
+
+def test_a_non_finite_loss_in_a_compiled_fit_stops_before_the_update_as_eager_fit_does():
+    x, y = blobs(30)
+    x = x.copy()
+    x[70] = np.nan  # in the fifth batch of the first epoch (no shuffling)
+    got = {}
+    for compile in (True, False):
+        kp.set_seed(0)
+        model = kp.Sequential(kp.layers.Dense(8, activation="relu"), kp.layers.Dense(3))
+        model.compile(loss="cross_entropy", optimizer=kp.optim.SGD(lr=0.2))
+        with pytest.raises(FloatingPointError, match="the weights were not updated"):
+            model.fit(x, y, epochs=1, batch_size=16, verbose=0, shuffle=False, compile=compile)
+        assert all(np.isfinite(p.value).all() for p in model.parameters())
+        got[compile] = model
+    assert got[True].optimizer.iterations == got[False].optimizer.iterations == 4
+    assert got[True]._compiled_step[1].replays > 0
+    assert_same_bits(got[True].params, got[False].params)
+
+
+def test_a_new_optimizer_or_newly_trained_parameters_get_a_step_of_their_own():
+    kp.set_seed(0)
+    model = kp.Sequential(kp.layers.Dense(8, activation="relu"), kp.layers.Dense(3))
+    model.compile(loss="cross_entropy", optimizer=kp.optim.SGD(lr=0.2))
+    x, y = blobs(30)
+    model(x[:1])
+    model.layers()[0].trainable = False
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0, compile=True)
+    first = model._compiled_step[1]
+    kept = model.params["0.w"].value.copy()
+    model.layers()[0].trainable = True  # the optimizer now updates four parameters, not two
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0, compile=True)
+    assert model._compiled_step[1] is not first and model._compiled_step[1].replays > 0
+    assert not np.array_equal(kept, model.params["0.w"].value)
+    second = model._compiled_step[1]
+    model.compile(loss="cross_entropy", optimizer=kp.optim.Adam(lr=0.01))
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0, compile=True)
+    assert model._compiled_step[1] is not second
+    assert model.optimizer.iterations == 6
