@@ -1,8 +1,10 @@
 """LinReg on the Boston housing data: 13 -> 1, full batch 506, 10,000 SGD steps, lr 0.1.
 
 Knet's first benchmark, written Knet-style with ``kp.grad``, timed against the same loop in PyTorch
-(and hand-written NumPy, JAX and HIPS autograd when installed) in one run. Per-op overhead is
-the whole cost here: each step is five small ops forward and back.
+(and hand-written NumPy and JAX when installed) in one run. Per-op overhead is the whole cost here:
+each step is five small ops forward and back, and the update. The "knetpy" row compiles the whole
+step, its ``kp.optim.update`` included, as JAX's row jits its step; "knetpy, update by hand" compiles
+the gradient only and writes ``w -= lr * g`` in Python, as Knet's own example does.
 
     python benchmarks/linreg.py [--steps 10000] [--data housing.data]
 

@@ -785,7 +785,11 @@ class _Tracer:
                 exprs.append(self.expr(t))
                 self.written.add(id(t))
         call = f"{self._const(fn)}([{', '.join(exprs)}], {', '.join(self.expr(a) for a in args)})"
-        if out is None:
+        inline = getattr(fn, "inline", None)  # the call written out, where fn has a short form for this case
+        lines = inline(targets, args, self.expr) if inline is not None and out is None else None
+        if lines is not None:
+            self.lines.extend(lines(call))
+        elif out is None:
             self.lines.append(call)
         else:
             self.lines.append(f"{self._var(out)} = {call}")

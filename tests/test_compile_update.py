@@ -63,7 +63,8 @@ def test_a_changed_learning_rate_takes_effect_on_the_next_replay():
     w, x, y = _linreg(1)
     we = [a.copy() for a in w]
     opts, opts_e = (kp.optim.optimizers(v, kp.optim.SGD, lr=0.05) for v in (w, we))
-    step, eager = _folded(opts)
+    step, _ = _folded(opts)
+    _, eager = _folded(opts_e)
     for i in range(10):
         if i == 5:
             for o in (*opts, *opts_e):
@@ -195,3 +196,26 @@ def test_a_new_optimizer_or_newly_trained_parameters_get_a_step_of_their_own():
     model.fit(x, y, epochs=1, batch_size=16, verbose=0, compile=True)
     assert model._compiled_step[1] is not second
     assert model.optimizer.iterations == 6
+
+
+def test_plain_sgd_written_into_the_step_gives_way_when_an_optimizer_changes():
+    w, x, y = _linreg(4)
+    we = [a.copy() for a in w]
+    opts, opts_e = (kp.optim.optimizers(v, kp.optim.SGD, lr=0.05) for v in (w, we))
+    step, _ = _folded(opts)
+    _, eager = _folded(opts_e)
+    for i in range(12):
+        if i == 3:  # recorded with plain SGD's short form: the update written into the replayed source
+            assert "_lr * " in step._local.fast[1].source
+        if i == 4:
+            for o in (opts[1], opts_e[1]):
+                o.momentum = 0.9
+        if i == 8:
+            for o in (opts[0], opts_e[0]):
+                o.clip_value = 1e-3
+        assert_same_bits(step(w, x, y), eager(we, x, y))
+        assert_same_bits(w, we)
+    assert step.replays == 10
+    assert_same_bits([o.state for o in opts], [o.state for o in opts_e])
+    assert "momentum_buffer" in opts[1].state["array"]
+    assert [o.iterations for o in opts] == [12, 12]

@@ -133,3 +133,31 @@ def _apply(targets, names, gradients, owners):
         opt._update_array(ARRAY_KEY, value, g)
         opt.iterations += 1
     mark_modified(*targets)  # the tensors among them: graphs recorded before saw the old values
+
+
+def _inline(targets, args, expr):
+    """A compiled step's source for :func:`_apply` on plain SGD and arrays: each ``v -= lr * g`` written
+    into the step (the rate read from the optimizer on every replay), the step counts kept by one call,
+    which answers False, and ``_apply`` runs instead, should an optimizer no longer be plain SGD."""
+    names, gradients, owners = args
+    if not all(type(t) is np.ndarray and type(g) is np.ndarray and g.shape == t.shape and g.dtype == t.dtype
+               for t, g in zip(targets, gradients)) or not all(isinstance(o, SGD) and o._plain_rule() for o in owners):
+        return None
+    steps, subtract = expr(_count_plain_steps), expr(np.subtract)
+    updates = [f"    {subtract}({expr(t)}, {expr(o)}._lr * {expr(g)}, out={expr(t)})"  # as `v -= lr * g`
+               for t, g, o in zip(targets, gradients, owners)]
+    return lambda call: [f"if {steps}({expr(tuple(owners))}):", *updates, "else:", f"    {call}"]
+
+
+def _count_plain_steps(owners):
+    """Count one more step on each optimizer if every one is plain SGD past its first update (else False)."""
+    for opt in owners:
+        if not (isinstance(opt, SGD) and opt._plain_rule()) or ARRAY_KEY not in opt.state:
+            return False
+    for opt in owners:
+        opt.state[ARRAY_KEY]["step"] += 1
+        opt.iterations += 1
+    return True
+
+
+_apply.inline = _inline
