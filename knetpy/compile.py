@@ -418,6 +418,10 @@ def _lower(fn, vals, exprs, out, const):
         return None
 
 
+_UNARY = [("exp", np.exp), ("log", np.log), ("tanh", np.tanh), ("sqrt", np.sqrt), ("square", np.square),
+          ("sin", np.sin), ("cos", np.cos), ("abs", np.abs)]  # knetpy's ops that are one ufunc call
+
+
 def _lowerings():
     from . import ops
     from .layers.core import affine
@@ -526,8 +530,7 @@ def _lowerings():
         ops.mean.__wrapped__: mean_fwd,
         ops.mean.prim.vjps[0]: mean_vjp,
     }
-    for name, ufunc in [("exp", np.exp), ("log", np.log), ("tanh", np.tanh), ("sqrt", np.sqrt),
-                        ("square", np.square), ("sin", np.sin), ("cos", np.cos), ("abs", np.abs)]:
+    for name, ufunc in _UNARY:
         table[getattr(ops, name).__wrapped__] = unary(ufunc)
     return table
 
@@ -602,6 +605,60 @@ class _Lowerings(dict):
 _LOWERINGS = _Lowerings()
 
 
+class _LazyTable(dict):
+    """A table of knetpy's op functions, built on first use (the ops import this module's package)."""
+
+    def __init__(self, build):
+        super().__init__()
+        self.build = build
+
+    def _filled(self):
+        if not dict.__len__(self):
+            self.update(self.build())
+        return self
+
+    def __contains__(self, fn):
+        return dict.__contains__(self._filled(), fn)
+
+    def get(self, fn, default=None):
+        return dict.get(self._filled(), fn, default)
+
+    def __getitem__(self, fn):
+        return dict.__getitem__(self._filled(), fn)
+
+
+def _binary_ufuncs():
+    from .ops import add, mul, sub
+
+    return {add.__wrapped__: ("+", np.add), sub.__wrapped__: ("-", np.subtract), mul.__wrapped__: ("*", np.multiply)}
+
+
+def _fresh_vjps():
+    """The lowered VJPs whose replay expression makes a new array, and where an operand could take it."""
+    from . import ops
+    from .layers.core import affine
+    from .ops import mul, relu
+    from .ops.linalg import _matmul_vjp_a, _matmul_vjp_b
+
+    gemms = {_matmul_vjp_a: None, _matmul_vjp_b: None, affine.prim.vjps[0]: None, affine.prim.vjps[1]: None}
+    return {mul.prim.vjps[0]: "g*y", mul.prim.vjps[1]: "g*x", relu.prim.vjps[0]: "g*y",
+            ops.square.prim.vjps[0]: "square", **gemms}
+
+
+def _unary_ufuncs():
+    from . import ops
+
+    table = {ops.relu.__wrapped__: (np.maximum, ", 0")}
+    for name, ufunc in _UNARY:
+        table[getattr(ops, name).__wrapped__] = (ufunc, "")
+    return table
+
+
+_BINARY_UFUNCS = _LazyTable(_binary_ufuncs)  # add, sub, mul -> (the operator, its ufunc)
+_UNARY_UFUNCS = _LazyTable(_unary_ufuncs)  # the lowered one-argument ops -> (ufunc, arguments after x)
+_FRESH_VJPS = _LazyTable(_fresh_vjps)  # VJP -> how an operand may take its result (None: it cannot)
+
+
 def _safe(hook):
     """A recording hook that never breaks the eager run it watches: what it cannot record, refuses."""
 
@@ -636,6 +693,8 @@ class _Tracer:
         self.frozen_names = set()  # the variables holding them
         self.effects = False  # a statement with a side effect was recorded: no guard may follow
         self.written = set()  # id() of the argument arrays the step updates in place itself (run_in_place)
+        self.fresh = set()  # variables holding an array the replay itself makes anew on every call
+        self.reuse = []  # (line, variable, expression, the expression writing into that variable's array)
         self.broken = None
         self.n = 0
         self.args = []
@@ -681,6 +740,14 @@ class _Tracer:
         if self.broken is None:
             self.broken = why
 
+    def _may_reuse(self, line, name, value, result, expr, in_place):
+        """Note that ``expr`` in ``line`` may write its result into the array of variable ``name`` (as
+        ``in_place``, the same ufunc on the same operands in the same order: the same bits), should that
+        array be one the replay made itself, of the result's shape and dtype, and used nowhere else."""
+        if (name in self.fresh and type(value) is np.ndarray and type(result) is np.ndarray
+                and value.shape == result.shape and value.dtype == result.dtype):
+            self.reuse.append((line, name, expr, in_place))
+
     def expr(self, a):
         """The replay expression for an argument seen while tracing."""
         name = self.names.get(id(a))
@@ -725,7 +792,10 @@ class _Tracer:
         call = None
         if not saves and fn in _LOWERINGS and not kw:
             vals = [a.value if isinstance(a, Tensor) else a for a in args]
-            call = _lower(fn, vals, [self.expr(a) for a in args], value, self._const)
+            exprs = [self.expr(a) for a in args]
+            call = _lower(fn, vals, exprs, value, self._const)
+            fresh = call is not None and type(value) is np.ndarray and value.base is None and id(value) not in self.names
+        call_ = call
         call = call or self.call_expr(fn, args, kw)
         out = self._var(value)
         if saves:
@@ -733,6 +803,15 @@ class _Tracer:
             self.pure(f"{out}, {saved} = {call}")
         else:
             self.pure(f"{out} = {call}")
+            if call_ is not None and fresh:  # (the forward lowerings all make a new array)
+                self.fresh.add(out)
+                binary, unary = _BINARY_UFUNCS.get(fn), _UNARY_UFUNCS.get(fn)
+                if binary is not None and call == f"({exprs[0]} {binary[0]} {exprs[1]})":
+                    self._may_reuse(self.lines[-1], exprs[0], vals[0], value, call,
+                                    f"{self._const(binary[1])}({exprs[0]}, {exprs[1]}, out={exprs[0]})")
+                elif unary is not None and call == f"{self._const(unary[0])}({exprs[0]}{unary[1]})":
+                    self._may_reuse(self.lines[-1], exprs[0], vals[0], value, call,
+                                    f"{self._const(unary[0])}({exprs[0]}{unary[1]}, out={exprs[0]})")
         if isinstance(res, Tensor):
             self._bind(res, out)
             if saves:
@@ -933,6 +1012,8 @@ class _Tracer:
                         handed.add(id(gi))
                         self.frozen_names.add(gi_name)
                     self.pure(f"{gi_name} = {call}")
+                    if fn in _FRESH_VJPS and call.startswith("(") and type(gi) is np.ndarray:
+                        self._reuse_in_vjp(_FRESH_VJPS[fn], call, gi_name, gi, head_names[0], g, args, gargs)
                     leafish = a._prim is None or a in stop
                     prev = acc.get(a) if leafish else a._g
                     if prev is None:
@@ -958,6 +1039,38 @@ class _Tracer:
             return [found.get(id(t)) for t in inputs]
         return None
 
+    def _reuse_in_vjp(self, kind, call, name, gi, g_name, g, args, gargs):
+        """A lowered VJP makes a new array (``name``): note where it may write into a dead operand instead."""
+        self.fresh.add(name)
+        if kind is None:  # (a product into a new array)
+            return
+        line, mul = self.lines[-1], self._const(np.multiply)
+        if kind == "g*y" or kind == "g*x":  # mul's VJPs, relu's: (g * other)
+            other = call[len(g_name) + 4 : -1]
+            if call == f"({g_name} * {other})":
+                self._may_reuse(line, g_name, g, gi, call, f"{mul}({g_name}, {other}, out={g_name})")
+        elif kind == "square":  # (g * (x * 2))
+            x_name, x = self.expr(args[0]), gargs[0]
+            if call == f"({g_name} * ({x_name} * 2))":
+                inner = f"{mul}({x_name}, 2, out={x_name})"
+                self._may_reuse(line, x_name, x, gi, call, f"{mul}({g_name}, {inner}, out={x_name})")
+
+    def _reuse_buffers(self, lines, others):
+        """``lines`` with each noted expression writing into its operand's array where that operand is used
+        by that expression only (an array nobody else holds: no alias, no saved copy, not returned)."""
+        uses = {}
+        for text in (*lines, *others):
+            for n in _NAME.findall(text):
+                uses[n] = uses.get(n, 0) + 1
+        at = {line: i for i, line in enumerate(lines)}
+        out = list(lines)
+        for line, name, expr, in_place in self.reuse:
+            i = at.get(line)
+            # two uses: where it is made, and here
+            if i is not None and uses.get(name) == 2 and out[i].count(expr) == 1 and not out[i].startswith(f"{name} "):
+                out[i] = out[i].replace(expr, in_place)
+        return out
+
     # -- the program -------------------------------------------------------------------------------
     def finish(self, result):
         """The replay program for the traced call that returned ``result`` (None if it cannot replay)."""
@@ -978,7 +1091,10 @@ class _Tracer:
         if self.broken is not None:
             return None
         ret = f"return {outs[0]}" if treedef is None else f"return [{', '.join(outs)}]"  # (one leaf: itself)
-        body = self.prologue + _live(self.lines, self.pure_lines, ret) + self.epilogue + [ret]
+        live = _live(self.lines, self.pure_lines, ret)
+        if self.reuse:
+            live = self._reuse_buffers(live, [*self.prologue, *self.epilogue, ret])
+        body = self.prologue + live + self.epilogue + [ret]
         return _Program(self.args, body, self.env, self.fixed, tuple(self.guards), treedef)
 
 
