@@ -36,6 +36,14 @@ def _folded(opts):
     return kp.compile(train_step), train_step
 
 
+def _sgd_pair(seed):
+    """The same problem and start twice, each with its own SGD optimizers: a compiled step, an eager one."""
+    w, x, y = _linreg(seed)
+    we = [a.copy() for a in w]
+    opts, opts_e = (kp.optim.optimizers(v, kp.optim.SGD, lr=0.05) for v in (w, we))
+    return (w, x, y, opts, _folded(opts)[0]), (we, x, y, opts_e, _folded(opts_e)[1])
+
+
 @pytest.mark.parametrize("make", [
     lambda w: kp.optim.optimizers(w, kp.optim.SGD, lr=0.05),
     lambda w: kp.optim.optimizers(w, kp.optim.SGD, lr=0.05, momentum=0.9, nesterov=True),
@@ -60,11 +68,7 @@ def test_an_update_inside_a_compiled_step_replays_bit_for_bit(make):
 
 
 def test_a_changed_learning_rate_takes_effect_on_the_next_replay():
-    w, x, y = _linreg(1)
-    we = [a.copy() for a in w]
-    opts, opts_e = (kp.optim.optimizers(v, kp.optim.SGD, lr=0.05) for v in (w, we))
-    step, _ = _folded(opts)
-    _, eager = _folded(opts_e)
+    (w, x, y, opts, step), (we, _, _, opts_e, eager) = _sgd_pair(1)
     for i in range(10):
         if i == 5:
             for o in (*opts, *opts_e):
@@ -199,11 +203,7 @@ def test_a_new_optimizer_or_newly_trained_parameters_get_a_step_of_their_own():
 
 
 def test_plain_sgd_written_into_the_step_gives_way_when_an_optimizer_changes():
-    w, x, y = _linreg(4)
-    we = [a.copy() for a in w]
-    opts, opts_e = (kp.optim.optimizers(v, kp.optim.SGD, lr=0.05) for v in (w, we))
-    step, _ = _folded(opts)
-    _, eager = _folded(opts_e)
+    (w, x, y, opts, step), (we, _, _, opts_e, eager) = _sgd_pair(4)
     for i in range(12):
         if i == 3:  # recorded with plain SGD's short form: the update written into the replayed source
             assert "_lr * " in step._local.fast[1].source
