@@ -12,8 +12,10 @@ argument changes, when the train/eval mode of a layer the step read changes, whe
 code read from a tensor (``float(t)``, ``bool(t)``, ``t.item()``, ``t.numpy()``) comes out different,
 or when knetpy's global modes change (recording on/off, default dtype, thread count). ``step.traces``
 counts them. A step that cannot be replayed faithfully (it edits tensors or its array arguments in
-place, or uses arrays computed outside knetpy's primitives that differ from one call to the next,
-such as a random mask drawn with NumPy) runs eagerly from then on, with one warning.
+place other than through ``kp.optim.update``, or uses arrays computed outside knetpy's primitives
+that differ from one call to the next, such as a random mask drawn with NumPy) runs eagerly from then
+on, with one warning. ``kp.optim.update`` (and fit's optimizer step) inside a step is recorded as one
+call made again on every replay (``autograd.run_in_place``): the update is part of the compiled step.
 """
 
 from __future__ import annotations
@@ -52,6 +54,12 @@ def compile(fn):
     >>> for _ in range(1000):
     ...     for wi, gi in zip(w, step(w, x, y)):
     ...         wi -= lr * gi
+
+    or, the update folded into the step (``opts = kp.optim.optimizers(w, kp.optim.SGD, lr=lr)``):
+
+    >>> @kp.compile
+    ... def train_step(w, x, y):
+    ...     kp.optim.update(w, kp.grad(loss)(w, x, y), opts)
 
     The result is called like ``fn`` and returns what ``fn`` returns (tensors come back detached).
     """
