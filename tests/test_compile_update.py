@@ -219,3 +219,36 @@ def test_plain_sgd_written_into_the_step_gives_way_when_an_optimizer_changes():
     assert_same_bits([o.state for o in opts], [o.state for o in opts_e])
     assert "momentum_buffer" in opts[1].state["array"]
     assert [o.iterations for o in opts] == [12, 12]
+
+
+def test_threads_each_training_their_own_weights_with_one_compiled_step():
+    from thread_cases import run_threads
+
+    dloss = kp.value_and_grad(_loss)
+
+    @kp.compile
+    def train_step(w, x, y, opts):
+        loss, g = dloss(w, x, y)
+        kp.optim.update(w, g, opts)
+        return loss
+
+    runs = [_linreg(seed) for seed in range(3)]
+    eager = []
+    for w, x, y in runs:
+        we = [a.copy() for a in w]
+        opts = kp.optim.optimizers(we, kp.optim.SGD, lr=0.05)
+        eager.append(we)
+        for _ in range(100):
+            kp.optim.update(we, dloss(we, x, y)[1], opts)
+
+    def work(i):
+        w, x, y = runs[i]
+        opts = kp.optim.optimizers(w, kp.optim.SGD, lr=0.05)
+        for _ in range(100):
+            train_step(w, x, y, opts)
+        assert [o.iterations for o in opts] == [100, 100]
+
+    run_threads(3, work)
+    for (w, _, _), we in zip(runs, eager):
+        assert_same_bits(w, we)
+    assert train_step.replays == 3 * 98
