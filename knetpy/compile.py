@@ -861,6 +861,11 @@ class _Tracer:
             self.lines.append(f"{self._var(out)} = {call}")
 
     @_safe
+    def read(self, t):
+        """A tensor whose array the step uses under another tensor's name (kp.grad's fresh inputs)."""
+        self.expr(t)
+
+    @_safe
     def writes(self, fn, targets, args, out):
         """``fn(targets, *args)`` ran and wrote the arrays of ``targets`` in place (see ``run_in_place``)."""
         exprs = []

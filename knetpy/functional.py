@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import threading
 
+from . import autograd as _autograd
 from .autograd import Param, Tensor, _GradMode, backprop, is_grad_enabled
 from .backend import array_namespace, as_array
 from .ops.shape import identity, reshape, stack
@@ -60,6 +61,10 @@ def _prepare(name, args, argnums, nums):
                     nested = True
                     new.append(identity(leaf))
                     continue
+                if _autograd._trace_threads and _autograd._state.tracer is not None:
+                    # a compiled step reads the tensor's array from it on each replay, not from this call's
+                    # fresh tensor below (a new object each call, which replay could not tell from data)
+                    _autograd._state.tracer.read(leaf)
                 leaf = leaf.value
             v = as_array(leaf)
             if v.dtype.kind not in "fc":

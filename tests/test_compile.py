@@ -349,3 +349,22 @@ def test_each_lowered_elementwise_op_matches_its_eager_op(name):
         assert_same_bits(step(w, x), kp.grad(lambda w, x: kp.sum(op(x * w + 1.5)))(w, x))
     assert step.replays == 2
     assert op.__wrapped__ in kp.compile.__globals__["_LOWERINGS"]  # the lowered path was the one tested
+
+
+def test_a_param_in_a_closure_given_a_new_array_is_read_there_by_a_compiled_grad():
+    # kp.grad over the user's Params wraps them in new tensors each call; the replay must read each
+    # Param's array of the moment (a replay that kept the traced array answered wrongly here)
+    g = np.random.default_rng(2)
+    x, y = g.standard_normal((30, 4)).astype("f"), g.integers(0, 3, 30)
+    params = {"W": kp.Param((g.standard_normal((4, 3)) * 0.1).astype("f")), "b": kp.Param(np.zeros(3, "f"))}
+
+    def loss(p, x, y):
+        return kp.nll(x @ p["W"] + p["b"], y)
+
+    step, eager = kp.compile(lambda x, y: kp.grad(loss)(params, x, y)), kp.grad(loss)
+    for i in range(8):
+        xb, yb = x[i % 2 :: 2], y[i % 2 :: 2]
+        if i == 5:
+            params["W"].value = params["W"].value * 0.5
+        assert_same_bits(step(xb, yb), eager(params, xb, yb))
+    assert step.replays == 6

@@ -252,3 +252,32 @@ def test_threads_each_training_their_own_weights_with_one_compiled_step():
     for (w, _, _), we in zip(runs, eager):
         assert_same_bits(w, we)
     assert train_step.replays == 3 * 98
+
+
+def test_parameters_in_a_closure_are_read_from_themselves_on_every_replay():
+    # full-batch training (the same data on every call) with kp.grad over the user's own Params:
+    # replayed, and a parameter given a new array between calls is read there, as eagerly
+    g = np.random.default_rng(2)
+    x, y = g.standard_normal((30, 4)).astype("f"), g.integers(0, 3, 30)
+    made = [{"W": kp.Param((g.standard_normal((4, 3)) * 0.1).astype("f")), "b": kp.Param(np.zeros(3, "f"))}]
+    made.append({k: kp.Param(p.value.copy()) for k, p in made[0].items()})
+    params, eager_params = made
+    opts, opts_e = (kp.optim.optimizers(p, kp.optim.SGD, lr=0.3) for p in made)
+
+    def loss(p, x, y):
+        return kp.nll(x @ p["W"] + p["b"], y)
+
+    def train_step(x, y, params=params, opts=opts):
+        kp.optim.update(params, kp.grad(loss)(params, x, y), opts)
+
+    step = kp.compile(train_step)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for i in range(12):
+            if i == 6:
+                for p in (params["W"], eager_params["W"]):
+                    p.value = p.value * 0.5  # a new array, not an in-place edit
+            step(x, y)
+            train_step(x, y, eager_params, opts_e)
+            assert_same_bits(params, eager_params)
+    assert step.traces == 2 and step.replays == 10
