@@ -113,9 +113,8 @@ def main(argv=None):
     a = p.parse_args(argv)
     x, y = load(a.data)
     eager = lambda x, y, steps, lr: run_knetpy_by_hand(x, y, steps, lr, compiled=False)  # noqa: E731
-    timed = {name: fn for name, fn in [
-        ("knetpy", run_knetpy), ("knetpy grad, update by hand", run_knetpy_by_hand), ("knetpy eager", eager),
-        ("NumPy by hand", run_numpy), ("PyTorch", run_torch)]}
+    timed = {"knetpy": run_knetpy, "knetpy grad, update by hand": run_knetpy_by_hand, "knetpy eager": eager,
+             "NumPy by hand": run_numpy, "PyTorch": run_torch}
     if peers_jax.available():  # timed without its compilation, which runs before its clock starts
         timed["JAX"] = lambda x, y, steps, lr: peers_jax.linreg(x, y, init(), steps, lr)
     best = {}

@@ -587,32 +587,6 @@ def _nll_grad(lp, rows, labels, scale):
     return grad
 
 
-class _ShapeOnly(set):
-    """The VJPs whose result depends on the incoming gradient and on shapes only (mean's, sum's)."""
-
-    def __contains__(self, fn):
-        if not self:
-            from . import ops
-
-            self.update({ops.mean.prim.vjps[0], ops.sum.prim.vjps[0]})
-        return set.__contains__(self, fn)
-
-
-_SHAPE_ONLY = _ShapeOnly()
-
-
-class _Lowerings(dict):
-    """The table, built on first use (the ops import this module's package)."""
-
-    def __contains__(self, fn):
-        if not self:
-            self.update(_lowerings())
-        return dict.__contains__(self, fn)
-
-
-_LOWERINGS = _Lowerings()
-
-
 class _LazyTable(dict):
     """A table of knetpy's op functions, built on first use (the ops import this module's package)."""
 
@@ -635,6 +609,13 @@ class _LazyTable(dict):
         return dict.__getitem__(self._filled(), fn)
 
 
+def _shape_only():
+    """The VJPs whose result depends on the incoming gradient and on shapes only (mean's, sum's)."""
+    from . import ops
+
+    return dict.fromkeys([ops.mean.prim.vjps[0], ops.sum.prim.vjps[0]])
+
+
 def _binary_ufuncs():
     from .ops import add, mul, sub
 
@@ -649,7 +630,7 @@ def _fresh_vjps():
     from .ops.linalg import _matmul_vjp_a, _matmul_vjp_b
 
     gemms = {_matmul_vjp_a: None, _matmul_vjp_b: None, affine.prim.vjps[0]: None, affine.prim.vjps[1]: None}
-    return {mul.prim.vjps[0]: "g*y", mul.prim.vjps[1]: "g*x", relu.prim.vjps[0]: "g*y",
+    return {mul.prim.vjps[0]: "g*other", mul.prim.vjps[1]: "g*other", relu.prim.vjps[0]: "g*other",
             ops.square.prim.vjps[0]: "square", **gemms}
 
 
@@ -662,6 +643,8 @@ def _unary_ufuncs():
     return table
 
 
+_LOWERINGS = _LazyTable(_lowerings)  # op or VJP function -> the rule writing its replay expression
+_SHAPE_ONLY = _LazyTable(_shape_only)
 _BINARY_UFUNCS = _LazyTable(_binary_ufuncs)  # add, sub, mul -> (the operator, its ufunc)
 _UNARY_UFUNCS = _LazyTable(_unary_ufuncs)  # the lowered one-argument ops -> (ufunc, arguments after x)
 _FRESH_VJPS = _LazyTable(_fresh_vjps)  # VJP -> how an operand may take its result (None: it cannot)
@@ -797,13 +780,13 @@ class _Tracer:
         value = raw[0] if saves else raw
         if saves and fn is _nll_fn() and self._nll(args, kw, raw, res):
             return
-        call = None
+        call, fresh = None, False
         if not saves and fn in _LOWERINGS and not kw:
             vals = [a.value if isinstance(a, Tensor) else a for a in args]
             exprs = [self.expr(a) for a in args]
             call = _lower(fn, vals, exprs, value, self._const)
+            # (the forward lowerings all make a new array; not yet named: checked before _var names it)
             fresh = call is not None and type(value) is np.ndarray and value.base is None and id(value) not in self.names
-        call_ = call
         call = call or self.call_expr(fn, args, kw)
         out = self._var(value)
         if saves:
@@ -811,7 +794,7 @@ class _Tracer:
             self.pure(f"{out}, {saved} = {call}")
         else:
             self.pure(f"{out} = {call}")
-            if call_ is not None and fresh:  # (the forward lowerings all make a new array)
+            if fresh:
                 self.fresh.add(out)
                 binary, unary = _BINARY_UFUNCS.get(fn), _UNARY_UFUNCS.get(fn)
                 if binary is not None and call == f"({exprs[0]} {binary[0]} {exprs[1]})":
@@ -1058,7 +1041,7 @@ class _Tracer:
         if kind is None:  # (a product into a new array)
             return
         line, mul = self.lines[-1], self._const(np.multiply)
-        if kind == "g*y" or kind == "g*x":  # mul's VJPs, relu's: (g * other)
+        if kind == "g*other":  # mul's VJPs, relu's: (g * other)
             other = call[len(g_name) + 4 : -1]
             if call == f"({g_name} * {other})":
                 self._may_reuse(line, g_name, g, gi, call, f"{mul}({g_name}, {other}, out={g_name})")

@@ -115,17 +115,11 @@ def update(params, grads, opts):
 
 def _apply(targets, names, gradients, owners):
     """The update of ``targets`` (tensors or arrays) from checked gradients: the optimizers' own arithmetic."""
-    for t, g, opt in zip(targets, gradients, owners):
-        if type(t) is not np.ndarray or not (isinstance(opt, SGD) and opt._plain_rule()) or g.shape != t.shape \
-                or g.dtype != t.dtype or ARRAY_KEY not in opt.state:
-            break
-    else:
+    if _plain_arrays(targets, gradients) and _count_plain_steps(owners):
         # Plain SGD on arrays after its first step (the common case in a loop), without the general
         # pipeline's bookkeeping: the same `v -= lr * g` as SGD.update_rule.
         for t, g, opt in zip(targets, gradients, owners):
-            opt.state[ARRAY_KEY]["step"] += 1
             t -= opt._lr * g
-            opt.iterations += 1
         return
     values = [t.value if isinstance(t, Tensor) else t for t in targets]
     gradients = prepare_gradients(names, values, gradients, owners)
@@ -140,8 +134,7 @@ def _inline(targets, args, expr):
     into the step (the rate read from the optimizer on every replay), the step counts kept by one call,
     which answers False, and ``_apply`` runs instead, should an optimizer no longer be plain SGD."""
     names, gradients, owners = args
-    if not all(type(t) is np.ndarray and type(g) is np.ndarray and g.shape == t.shape and g.dtype == t.dtype
-               for t, g in zip(targets, gradients)) or not all(isinstance(o, SGD) and o._plain_rule() for o in owners):
+    if not (_plain_arrays(targets, gradients) and all(_plain_sgd(o) for o in owners)):
         return None
     steps, subtract = expr(_count_plain_steps), expr(np.subtract)
     updates = [f"    {subtract}({expr(t)}, {expr(o)}._lr * {expr(g)}, out={expr(t)})"  # as `v -= lr * g`
@@ -149,10 +142,20 @@ def _inline(targets, args, expr):
     return lambda call: [f"if {steps}({expr(tuple(owners))}):", *updates, "else:", f"    {call}"]
 
 
+def _plain_arrays(targets, gradients):
+    """Whether every target is a NumPy array with a gradient of its own shape and dtype."""
+    return all(type(t) is np.ndarray and type(g) is np.ndarray and g.shape == t.shape and g.dtype == t.dtype
+               for t, g in zip(targets, gradients))
+
+
+def _plain_sgd(opt):
+    return isinstance(opt, SGD) and opt._plain_rule()
+
+
 def _count_plain_steps(owners):
     """Count one more step on each optimizer if every one is plain SGD past its first update (else False)."""
     for opt in owners:
-        if not (isinstance(opt, SGD) and opt._plain_rule()) or ARRAY_KEY not in opt.state:
+        if not _plain_sgd(opt) or ARRAY_KEY not in opt.state:
             return False
     for opt in owners:
         opt.state[ARRAY_KEY]["step"] += 1
