@@ -17,7 +17,7 @@ from example_cases import has, no_downloads
 
 import knetpy as kp
 from knetpy.examples import EXAMPLES, charlm, housing, lenet, mlp, resnet, softmax, spirals
-from knetpy.ops import fast
+from knetpy.ops import fast, winograd
 from knetpy.testing import strict
 
 try:
@@ -61,13 +61,15 @@ def _no_downloads(tmp_path, monkeypatch):
 @pytest.mark.parametrize("name", list(DEVICE_EXAMPLES))
 def test_an_example_on_the_strict_device_reports_what_it_reports_on_the_cpu(name, tmp_path, capsys):
     _needs(name)
-    # The device runs the NumPy reference ops; the compiled CPU kernels agree with it only to rounding,
-    # which a training run can grow into a different accuracy figure: compare with the reference.
-    prev = fast.set_fast(False)
+    # The device runs the NumPy reference ops; the compiled CPU kernels and the Winograd convolutions
+    # agree with it only to rounding, which a training run can grow into a different accuracy figure:
+    # compare with the reference.
+    prev, prev_winograd = fast.set_fast(False), winograd.set_winograd(False)
     try:
         cpu = _run(name, "cpu", tmp_path)
     finally:
         fast.set_fast(prev)
+        winograd.set_winograd(prev_winograd)
     cpu_out = capsys.readouterr().out
     strict.reset_transfers()
     dev = _run(name, "strict", tmp_path)

@@ -33,7 +33,7 @@ import numpy as np
 from .. import parallel
 from ..autograd import Tensor, primitive
 from ..backend import array_namespace
-from . import fast, recycle
+from . import fast, recycle, winograd
 from .buffer_pool import give
 from .im2col import (
     WindowGather,
@@ -195,6 +195,11 @@ def _conv_matrix(w, x, geom, out_spatial, epilogue=None):
     kernel = w.shape[2:]
     if out_spatial is None:
         out_spatial = geom.output_size(x.shape[2:], kernel)
+    tiling = winograd.plan(w.shape, geom, out_spatial, w, x)
+    if tiling is not None:
+        y = recycle.empty(np, (x.shape[0] * math.prod(out_spatial), w.shape[0]), x.dtype)
+        winograd.conv_rows(w, to_channels_last(x), tiling, geom.flip, y, epilogue)
+        return y, _Saved(None, None), out_spatial
     g = geom.groups
     gather = _window_gather(x, geom, kernel, out_spatial)
     wm = weight_matrix(w, g, geom.flip)
@@ -269,6 +274,11 @@ def _conv(w, x, geom=None, out_spatial=None):
 @primitive
 def _conv_transpose(w, y, geom=None, in_spatial=None):
     """C_w^T(y): scatter each output position's contribution back over its input window."""
+    tiling = winograd.plan(w.shape, geom, y.shape[2:], w, y)
+    if tiling is not None and geom.output_size(in_spatial, w.shape[2:]) == y.shape[2:]:
+        dx = recycle.empty(np, (y.shape[0], *in_spatial, w.shape[1]), y.dtype)
+        winograd.conv_transpose(w, to_channels_last(y), tiling, geom.flip, dx)
+        return from_channels_last(dx)
     if _fast_ok(geom, w, y):
         return _fast_conv_transpose(w, y, geom, in_spatial)
     n, cout, *out_spatial = y.shape
@@ -408,6 +418,9 @@ def _filter_grad_raw(x, gy, geom, kernel, cols=None):
 
     if cols is not None:
         return weight_from_matrix(product(cols, grad_out), kernel, geom.flip)
+    tiling = winograd.plan((cout, x.shape[1], *kernel), geom, out_spatial, x, gy)
+    if tiling is not None:
+        return winograd.filter_grad(to_channels_last(x), to_channels_last(gy), tiling, geom.flip)
     gather = _window_gather(x, geom, kernel, out_spatial)
     if not _streaming(xp) or n == 0:  # every window at once, one large GEMM (zeros for an empty batch)
         buffer = gather.buffer(n)

@@ -1,0 +1,360 @@
+"""Winograd convolution F(m x m, r x r): the same 2-D convolution with fewer multiplications.
+
+A direct convolution makes r*r multiply-adds per output and channel pair. Winograd's algorithm
+computes an m x m tile of outputs from an a x a tile of input (a = m + r - 1) as
+
+    Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A
+
+with small constant matrices A, B, G: a*a products per tile instead of m*m*r*r. Summed over input
+channels, the products become a*a independent GEMMs, one per tile position p:
+M[p] (tiles, C_out) = V[p] (tiles, C_in) @ U[p] (C_in, C_out). Here a = 8: 5x5 kernels take 4x4
+tiles (64 products against 400, 6.25 times fewer) and 3x3 kernels 6x6 tiles (64 against 324).
+The gradients are the adjoints of the same bilinear map, with the same matrices:
+
+    input gradient:   dV[p] = dM[p] @ U[p]ᵀ, then B dV Bᵀ added back over the (overlapping) tiles
+    filter gradient:  dU[p] = V[p]ᵀ @ dM[p], then Gᵀ dU G                     (dM = A dY Aᵀ)
+
+The matrices are built here exactly (rational arithmetic) from the interpolation points 0, ±1, ±2,
+±1/2 and infinity. Each transform is separable (Bᵀ d B = Bᵀ (d B)), so it runs as two small GEMMs
+over every tile of a few samples at once.
+
+In exact arithmetic the result equals the direct convolution (the tests hold them equal to 1e-12 in
+float64). In float32 the transforms add rounding of a few units in 1e-6 of the outputs' scale (the
+direct GEMM's is a few in 1e-7), which training does not notice. One difference beyond rounding: an
+infinite or NaN input spreads NaN over the whole output tile it falls in, where a direct convolution
+limits it to the outputs whose windows cover it.
+
+When knetpy takes it (:func:`plan`): float32 NumPy arrays, 3x3 or 5x5 kernels, stride 1, no
+dilation, one group, at least ``MIN_CHANNELS`` channels in and out, tiles that waste little
+(``MAX_WORK``), and knetpy's threads off (one core, or ``kp.set_num_threads(1)``). On one thread it
+pays well (LeNet's training step about 20% faster, ResNet-20's about 30%); with two threads it does
+not: the transforms are memory-bound, and on the 2-core machines knetpy is measured on two threads
+copying or transforming at once run no faster than one, while the direct convolution's large GEMMs
+split well. float64 (and so gradient checks) always stays direct. ``KNETPY_WINOGRAD=0`` in the
+environment or :func:`set_winograd` turns the path off.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import threading
+from fractions import Fraction
+
+import numpy as np
+
+from .. import parallel
+
+ALPHA = 8
+KERNELS = (3, 5)
+MIN_CHANNELS = 8
+#: Winograd when it makes at most this share of the direct convolution's multiplications.
+MAX_WORK = 0.4
+#: The tile buffers of one part of the batch, about this many bytes at a time (they stay in cache).
+CHUNK_BYTES = 1 << 20
+
+_enabled = os.environ.get("KNETPY_WINOGRAD", "1") != "0"
+
+
+def set_winograd(on: bool) -> bool:
+    """Let float32 convolutions take the Winograd path where it pays (the default), or not; returns
+    the previous setting."""
+    global _enabled
+    prev, _enabled = _enabled, bool(on)
+    return prev
+
+
+def winograd_enabled() -> bool:
+    return _enabled
+
+
+# -- the matrices ---------------------------------------------------------------------------------------------
+def _evaluation(points, n):
+    """(len(points) + 1, n): row i evaluates a polynomial of degree < n (coefficients, lowest first)
+    at points[i]; the last row, the point at infinity, takes its leading coefficient."""
+    rows = [[p**k for k in range(n)] for p in points]
+    rows.append([Fraction(0)] * (n - 1) + [Fraction(1)])
+    return rows
+
+
+def _inverse(rows):
+    """The exact inverse of a square matrix of Fractions (Gauss-Jordan)."""
+    n = len(rows)
+    aug = [list(row) + [Fraction(int(i == j)) for j in range(n)] for i, row in enumerate(rows)]
+    for c in range(n):
+        pivot = next(i for i in range(c, n) if aug[i][c] != 0)
+        aug[c], aug[pivot] = aug[pivot], aug[c]
+        aug[c] = [v / aug[c][c] for v in aug[c]]
+        for i in range(n):
+            if i != c and aug[i][c] != 0:
+                f = aug[i][c]
+                aug[i] = [u - f * v for u, v in zip(aug[i], aug[c])]
+    return [row[n:] for row in aug]
+
+
+@functools.cache
+def transforms(r, dtype="float64"):
+    """(Aᵀ (m, a), G (a, r), Bᵀ (a, a)) of F(m, r) with a = 8, as arrays of ``dtype``.
+
+    Toom-Cook: a linear convolution of lengths r and m is evaluated at the a points, multiplied
+    pointwise and interpolated back (C = the inverse of the evaluation matrix); the correlation a
+    convolution layer computes is its transpose in the data, so Aᵀ evaluates the output side, Bᵀ = Cᵀ.
+    Each column of C is scaled to largest entry 1 and the scale moved into G's rows (better rounding).
+    """
+    m = ALPHA - r + 1
+    points = [Fraction(p) for p in (0, 1, -1, 2, -2, Fraction(1, 2), Fraction(-1, 2))][: ALPHA - 1]
+    interpolate = _inverse(_evaluation(points, ALPHA))
+    scale = [max(abs(interpolate[i][j]) for i in range(ALPHA)) for j in range(ALPHA)]
+    g = [[v * scale[i] for v in row] for i, row in enumerate(_evaluation(points, r))]
+    bt = [[interpolate[i][j] / scale[j] for i in range(ALPHA)] for j in range(ALPHA)]
+    at = [list(col) for col in zip(*_evaluation(points, m))]
+    out = tuple(np.array([[float(v) for v in row] for row in mat], dtype=dtype) for mat in (at, g, bt))
+    for mat in out:
+        mat.flags.writeable = False  # shared by every call (cached)
+    return out
+
+
+# -- when it applies ------------------------------------------------------------------------------------------
+class Plan:
+    """The tiling of one convolution: tile size m, kernel r, tiles per sample th x tw, padding, and
+    the matrices in the arrays' dtype."""
+
+    __slots__ = ("r", "m", "th", "tw", "ph", "pw", "oh", "ow", "at", "g", "bt")
+
+    def __init__(self, r, padding, out_spatial, dtype):
+        self.r, self.m = r, ALPHA - r + 1
+        self.ph, self.pw = padding
+        self.oh, self.ow = out_spatial
+        self.th, self.tw = -(-self.oh // self.m), -(-self.ow // self.m)
+        self.at, self.g, self.bt = transforms(r, np.dtype(dtype).name)
+
+    @property
+    def tiles(self):
+        return self.th * self.tw
+
+
+def plan(wshape, geom, out_spatial, *arrays):
+    """A :class:`Plan` when the Winograd path takes this convolution (see the module's docstring),
+    else None: ``wshape`` (C_out, C_in, r, r) is the filter's shape, out_spatial the output's, and
+    ``arrays`` the operands, which must be float32 NumPy arrays."""
+    if (not _enabled or parallel.get_num_threads() > 1
+            or any(type(a) is not np.ndarray or a.dtype != np.float32 for a in arrays)):
+        return None
+    return plan_for(wshape, geom, out_spatial, np.float32)
+
+
+def plan_for(wshape, geom, out_spatial, dtype):
+    """:func:`plan` without the dtype and on/off checks (tests run the path in float64 too)."""
+    if len(wshape) != 4 or geom.groups != 1 or geom.stride != (1, 1) or geom.dilation != (1, 1):
+        return None
+    cout, cin, kh, kw = wshape
+    if kh != kw or kh not in KERNELS or min(cin, cout) < MIN_CHANNELS:
+        return None
+    p = Plan(kh, geom.padding, out_spatial, dtype)
+    if work_ratio(p) > MAX_WORK:
+        return None
+    return p
+
+
+def work_ratio(plan):
+    """Winograd's multiplications over the direct convolution's, for this tiling."""
+    return ALPHA * ALPHA * plan.tiles / (plan.r * plan.r * plan.oh * plan.ow)
+
+
+# -- filters in and out of the tile domain --------------------------------------------------------------------
+def filter_tiles(w, plan, flip):
+    """U (a*a, C_in, C_out) = G g Gᵀ for every filter g of w (C_out, C_in, r, r); ``flip`` (a true
+    convolution) turns each kernel around first, since the tiles compute a correlation."""
+    cout, cin, r, _ = w.shape
+    if flip:
+        w = w[:, :, ::-1, ::-1]
+    wk = np.ascontiguousarray(w.transpose(2, 3, 1, 0)).reshape(r * r, cin * cout)
+    kg = np.kron(plan.g, plan.g)  # (a*a, r*r): vec(G g Gᵀ) = (G ⊗ G) vec(g)
+    return (kg @ wk).reshape(ALPHA * ALPHA, cin, cout)
+
+
+def filter_from_tiles(du, plan, flip):
+    """The filter gradient (C_out, C_in, r, r) from its tile-domain form dU (a*a, C_in, C_out):
+    Gᵀ dU G, the adjoint of :func:`filter_tiles`."""
+    _, cin, cout = du.shape
+    r = plan.r
+    kg = np.kron(plan.g, plan.g)
+    dw = (kg.T @ du.reshape(ALPHA * ALPHA, cin * cout)).reshape(r, r, cin, cout).transpose(3, 2, 0, 1)
+    if flip:
+        dw = dw[:, :, ::-1, ::-1]
+    return np.ascontiguousarray(dw)
+
+
+# -- scratch memory ---------------------------------------------------------------------------------------------
+_local = threading.local()
+
+
+def _scratch(slot, shape, dtype):
+    """This thread's scratch array for ``slot``, the same memory from call to call (grown when too small).
+
+    A convolution's tile buffers are the same every training step; taken fresh (or from the shared
+    pool, which keeps only a few of one size) they are page-faulted in again and again, which cost more
+    than the transforms themselves with two threads. Each slot holds one live array at a time.
+    """
+    cache = getattr(_local, "buffers", None)
+    if cache is None:
+        cache = _local.buffers = {}
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    buffer = cache.get(slot)
+    if buffer is None or buffer.nbytes < nbytes:
+        buffer = cache[slot] = np.empty(max(nbytes, 1), np.uint8)
+    return buffer[:nbytes].view(dtype).reshape(shape)
+
+
+# -- the tile transforms ----------------------------------------------------------------------------------------
+def _sandwich(mat, src, out):
+    """out[i, j] = Σ_u,s mat[i, u] mat[j, s] src[u, s] for src (p, p, n) and out (q, q, n): mat · d · matᵀ
+    for every column of tiles at once, as two GEMMs with long rows (the transform is separable)."""
+    q, p = mat.shape
+    n = src.shape[-1]
+    half = _scratch("half", (q, p * n), src.dtype)
+    with np.errstate(invalid="ignore"):  # inf - inf in a tile holding an inf: NaN, as documented above
+        np.matmul(mat, src.reshape(p, p * n), out=half)
+        np.matmul(mat, half.reshape(q, p, n), out=out.reshape(q, q, n))
+
+
+def _input_tiles(xl, plan, lo, hi, out):
+    """out (a, a, T*C) = Bᵀ d B for the tiles d of samples lo..hi-1 of xl (N, H, W, C), tile t =
+    (sample, tile row, tile column); outside xl reads as zeros."""
+    n, h, w, c = xl.shape
+    nb = hi - lo
+    hp, wp = plan.th * plan.m + plan.r - 1, plan.tw * plan.m + plan.r - 1
+    src = xl[lo:hi]
+    pad = (plan.ph, plan.pw, hp, wp) != (0, 0, h, w)
+    if pad:
+        padded = _scratch("pad", (nb, hp, wp, c), xl.dtype)
+        padded.fill(0)
+        rows, cols = min(h, hp - plan.ph), min(w, wp - plan.pw)
+        padded[:, plan.ph : plan.ph + rows, plan.pw : plan.pw + cols] = src[:, :rows, :cols]
+        src = padded
+    s = src.strides
+    view = np.lib.stride_tricks.as_strided(
+        src, (ALPHA, ALPHA, nb, plan.th, plan.tw, c), (s[1], s[2], s[0], plan.m * s[1], plan.m * s[2], s[3]))
+    d = _scratch("tiles in", (ALPHA, ALPHA, nb, plan.th, plan.tw, c), xl.dtype)
+    np.copyto(d, view)
+    _sandwich(plan.bt, d.reshape(ALPHA, ALPHA, -1), out)
+
+
+def _output_tiles(mm, plan, nb, y):
+    """y (nb, oh, ow, K) = Aᵀ M A per tile of M (a, a, T*K), the tiles' rows and columns past
+    (oh, ow) dropped."""
+    k = y.shape[-1]
+    m = plan.m
+    tiles = _scratch("tiles out", (m, m, nb, plan.th, plan.tw, k), mm.dtype)
+    _sandwich(plan.at, mm.reshape(ALPHA, ALPHA, -1), tiles.reshape(m, m, -1))
+    arranged = tiles.transpose(2, 3, 0, 4, 1, 5)  # (nb, th, m, tw, m, K)
+    if (plan.th * m, plan.tw * m) == (plan.oh, plan.ow):
+        y.reshape(arranged.shape)[...] = arranged
+    else:
+        full = _scratch("pad", arranged.shape, mm.dtype)
+        full[...] = arranged
+        y[...] = full.reshape(nb, plan.th * m, plan.tw * m, k)[:, : plan.oh, : plan.ow]
+
+
+def _output_tiles_adjoint(gy, plan, out):
+    """out (a, a, T*K) = A g Aᵀ for the m x m tiles g of gy (nb, oh, ow, K), zeros past (oh, ow):
+    the adjoint of :func:`_output_tiles`."""
+    nb, oh, ow, k = gy.shape
+    m = plan.m
+    if (plan.th * m, plan.tw * m) != (oh, ow):
+        padded = _scratch("pad", (nb, plan.th * m, plan.tw * m, k), gy.dtype)
+        padded.fill(0)
+        padded[:, :oh, :ow] = gy
+        gy = padded
+    g = _scratch("tiles out", (m, m, nb, plan.th, plan.tw, k), gy.dtype)
+    np.copyto(g, gy.reshape(nb, plan.th, m, plan.tw, m, k).transpose(2, 4, 0, 1, 3, 5))
+    _sandwich(plan.at.T, g.reshape(m, m, -1), out)
+
+
+def _input_tiles_adjoint(dv, plan, dx):
+    """dx (nb, H, W, C), overwritten, = the sum over the tiles of B dV Bᵀ (dv (a, a, T*C)) put back where
+    :func:`_input_tiles` read them, the padding's share dropped: the adjoint of :func:`_input_tiles`."""
+    nb, h, w, c = dx.shape
+    m, th, tw = plan.m, plan.th, plan.tw
+    tiles = _scratch("tiles in", (ALPHA, ALPHA, nb, th, tw, c), dx.dtype)
+    _sandwich(plan.bt.T, dv, tiles.reshape(ALPHA, ALPHA, -1))
+    # The tiles overlap by r - 1 <= m rows and columns: split each into its first m rows (columns) and
+    # the rest, which fall into the next block of m. Four strided adds over m x m blocks.
+    blocks = _scratch("pad", (nb, th + 1, m, tw + 1, m, c), dx.dtype)
+    blocks[:, th].fill(0)
+    blocks[:, :th, :, tw].fill(0)
+    parts = ((slice(0, m), 0), (slice(m, ALPHA), 1))
+    for rows, down in parts:
+        for cols, right in parts:
+            piece = tiles[rows, cols].transpose(2, 3, 0, 4, 1, 5)  # (nb, th, rows, tw, cols, C)
+            target = blocks[:, down : down + th, : piece.shape[2], right : right + tw, : piece.shape[4]]
+            if down == right == 0:
+                target[...] = piece
+            else:
+                target += piece
+    padded = blocks.reshape(nb, (th + 1) * m, (tw + 1) * m, c)
+    dx[...] = padded[:, plan.ph : plan.ph + h, plan.pw : plan.pw + w]
+
+
+# -- the three convolutions -------------------------------------------------------------------------------------
+# They run on the calling thread, a few samples at a time (:func:`_chunks`): knetpy takes this path only
+# when its own threads are off (see :func:`plan`).
+def _chunks(plan, channels, n):
+    """Consecutive runs a..b-1 of the samples 0..n-1 whose tile buffers take about CHUNK_BYTES."""
+    per_sample = ALPHA * ALPHA * plan.tiles * channels * 4
+    step = max(1, CHUNK_BYTES // per_sample)
+    for a in range(0, n, step):
+        yield a, min(n, a + step)
+
+
+def conv_rows(w, xl, plan, flip, y, epilogue=None):
+    """The convolution of xl (N, H, W, C_in) channels-last with w into the rows y (N*oh*ow, C_out);
+    ``epilogue(rows, a, b)`` runs on the rows of samples a..b-1 right after they are made."""
+    n, _, _, cin = xl.shape
+    cout = w.shape[0]
+    u = filter_tiles(w, plan, flip).astype(xl.dtype, copy=False)
+    per_sample = plan.oh * plan.ow
+    for a, b in _chunks(plan, cin + cout, n):
+        t = (b - a) * plan.tiles
+        v = _scratch("v", (ALPHA * ALPHA, t, cin), xl.dtype)
+        mm = _scratch("m", (ALPHA * ALPHA, t, cout), xl.dtype)
+        _input_tiles(xl, plan, a, b, v.reshape(ALPHA, ALPHA, -1))
+        np.matmul(v, u, out=mm)
+        rows = y[a * per_sample : b * per_sample]
+        _output_tiles(mm, plan, b - a, rows.reshape(b - a, plan.oh, plan.ow, cout))
+        if epilogue is not None:
+            epilogue(rows, a, b)
+
+
+def conv_transpose(w, gyl, plan, flip, dx):
+    """The input gradient: dx (N, H, W, C_in) channels-last, overwritten, from the output gradient
+    gyl (N, oh, ow, C_out) channels-last."""
+    n, _, _, cout = gyl.shape
+    cin = w.shape[1]
+    ut = filter_tiles(w, plan, flip).astype(gyl.dtype, copy=False).transpose(0, 2, 1)  # (a*a, C_out, C_in)
+    for a, b in _chunks(plan, cin + cout, n):
+        t = (b - a) * plan.tiles
+        dm = _scratch("m", (ALPHA * ALPHA, t, cout), gyl.dtype)
+        dv = _scratch("v", (ALPHA * ALPHA, t, cin), gyl.dtype)
+        _output_tiles_adjoint(gyl[a:b], plan, dm.reshape(ALPHA, ALPHA, -1))
+        np.matmul(dm, ut, out=dv)
+        _input_tiles_adjoint(dv.reshape(ALPHA, ALPHA, -1), plan, dx[a:b])
+
+
+def filter_grad(xl, gyl, plan, flip):
+    """The filter gradient (C_out, C_in, r, r) from the input xl (N, H, W, C_in) and the output
+    gradient gyl (N, oh, ow, C_out), both channels-last."""
+    n, _, _, cin = xl.shape
+    cout = gyl.shape[-1]
+    du = np.zeros((ALPHA * ALPHA, cin, cout), xl.dtype)
+    term = np.empty_like(du)
+    for a, b in _chunks(plan, cin + cout, n):
+        t = (b - a) * plan.tiles
+        v = _scratch("v", (ALPHA * ALPHA, t, cin), xl.dtype)
+        dm = _scratch("m", (ALPHA * ALPHA, t, cout), xl.dtype)
+        _input_tiles(xl, plan, a, b, v.reshape(ALPHA, ALPHA, -1))
+        _output_tiles_adjoint(gyl[a:b], plan, dm.reshape(ALPHA, ALPHA, -1))
+        np.matmul(v.transpose(0, 2, 1), dm, out=term)
+        du += term
+    return filter_from_tiles(du, plan, flip).astype(xl.dtype, copy=False)
