@@ -274,3 +274,20 @@ def test_non_finite_input_spreads_over_its_tile_only():
     assert np.isfinite(clean).all()
     want = conv_reference(w.astype(np.float64), x.astype(np.float64), (0, 0), (1, 1), (1, 1), 1, 1)[0, :, 4:, 4:]
     assert _scaled_error(clean, want) < 2e-5
+
+
+def test_the_benchmark_prints_every_layer_with_its_error():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "winograd.py"
+    done = subprocess.run([sys.executable, str(script), "--rounds", "1"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| LeNet") or
+            line.startswith("| ResNet")]
+    assert [r[0].strip() for r in rows] == ["LeNet conv 2", "ResNet-20 16ch", "ResNet-20 32ch", "ResNet-20 64ch"]
+    assert [r[5].strip() for r in rows] == ["yes", "yes", "yes", "no"]
+    for r in rows:
+        assert all(float(v) > 0 for v in r[1:5])
+        assert float(r[6]) < 5e-5
