@@ -291,3 +291,42 @@ def test_the_benchmark_prints_every_layer_with_its_error():
     for r in rows:
         assert all(float(v) > 0 for v in r[1:5])
         assert float(r[6]) < 5e-5
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 3), cin=st.integers(1, 5), cout=st.integers(1, 5), h=st.integers(3, 19), w_=st.integers(3, 19),
+       r=st.sampled_from([3, 5]), pad=st.integers(0, 3), flip=st.booleans(), chunk=st.sampled_from([1, 1 << 20]),
+       seed=st.integers(0, 2**16))
+def test_any_geometry_in_float64_equals_the_direct_definitions(n, cin, cout, h, w_, r, pad, flip, chunk, seed):
+    """Sizes, paddings and kernels drawn at random (the channel and tiling thresholds bypassed: the
+    algebra must hold for every geometry, tiles past every edge included)."""
+    if h + 2 * pad < r or w_ + 2 * pad < r:
+        return
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, cin, h, w_))
+    w = rng.standard_normal((cout, cin, r, r))
+    geom = kc.ConvGeometry((pad, pad), (1, 1), (1, 1), 1, flip)
+    out = geom.output_size((h, w_), (r, r))
+    plan = wg.Plan(r, (pad, pad), out, np.float64)
+    mode = 0 if flip else 1
+    prev = wg.CHUNK_BYTES
+    wg.CHUNK_BYTES = chunk
+    try:
+        rows = np.empty((n * out[0] * out[1], cout))
+        wg.conv_rows(w, cl(x), plan, flip, rows)
+        gy = rng.standard_normal((n, cout, *out))
+        dx = np.empty((n, h, w_, cin))
+        wg.conv_transpose(w, cl(gy), plan, flip, dx)
+        dw = wg.filter_grad(cl(x), cl(gy), plan, flip)
+    finally:
+        wg.CHUNK_BYTES = prev
+    args = ((pad, pad), (1, 1), (1, 1), 1)
+    np.testing.assert_allclose(np.moveaxis(rows.reshape(n, *out, cout), -1, 1), conv_reference(w, x, *args, mode),
+                               rtol=0, atol=1e-10)
+    np.testing.assert_allclose(np.moveaxis(dx, -1, 1), conv_transpose_reference(w, gy, *args, (h, w_), mode),
+                               rtol=0, atol=1e-10)
+    np.testing.assert_allclose(dw, conv_filter_grad_reference(x, gy, *args, (r, r), mode), rtol=0, atol=1e-9)
