@@ -13,6 +13,7 @@ import contextlib
 
 import numpy as np
 import pytest
+from fast_switch import winograd_convolutions as winograd
 
 import knetpy as kp
 from knetpy.ops import conv as kc
@@ -28,15 +29,6 @@ def threads(n):
         yield
     finally:
         kp.set_num_threads("auto" if auto else prev)
-
-
-@contextlib.contextmanager
-def winograd(on):
-    prev = wg.set_winograd(on)
-    try:
-        yield
-    finally:
-        wg.set_winograd(prev)
 
 
 @pytest.fixture(autouse=True)
