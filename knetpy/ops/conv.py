@@ -21,6 +21,10 @@ the direct, slow definitions all of these are tested against.
 With numba installed (the ``[fast]`` extra), 2-D NumPy convolutions run part of their glue compiled
 (:mod:`knetpy.ops.fast.conv`: col2im for the input gradient, bias + relu, relu's gradient); the NumPy
 code here stays the reference they are tested against, and the path taken with ``KNETPY_FAST=0``.
+
+With knetpy's threads off, float32 2-D convolutions with 3x3 or 5x5 kernels and stride 1 take
+Winograd's algorithm instead (:mod:`knetpy.ops.winograd`, where :func:`winograd.plan` says which), all
+three primitives alike.
 """
 
 from __future__ import annotations

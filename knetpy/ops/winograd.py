@@ -27,10 +27,10 @@ limits it to the outputs whose windows cover it.
 When knetpy takes it (:func:`plan`): float32 NumPy arrays, 3x3 or 5x5 kernels, stride 1, no
 dilation, one group, at least ``MIN_CHANNELS`` channels in and out, tiles that waste little
 (``MAX_WORK``), and knetpy's threads off (one core, or ``kp.set_num_threads(1)``). On one thread it
-pays well (LeNet's training step about 20% faster, ResNet-20's about 30%); with two threads it does
-not: the transforms are memory-bound, and on the 2-core machines knetpy is measured on two threads
-copying or transforming at once run no faster than one, while the direct convolution's large GEMMs
-split well. float64 (and so gradient checks) always stays direct. ``KNETPY_WINOGRAD=0`` in the
+pays (LeNet's training step 16% shorter over interleaved batches, ResNet-20's epoch 22-50% shorter in
+three pairs of runs); with two threads it does not: the transforms are memory-bound, and on the 2-core
+machines knetpy is measured on two threads copying or transforming at once run no faster than one,
+while the direct convolution's large GEMMs split well. float64 (and so gradient checks) always stays direct. ``KNETPY_WINOGRAD=0`` in the
 environment or :func:`set_winograd` turns the path off.
 """
 
