@@ -66,6 +66,7 @@ def set_winograd(on: bool) -> bool:
 
 
 def winograd_enabled() -> bool:
+    """Whether the Winograd path is on (it is still taken only where :func:`plan` allows)."""
     return _enabled
 
 
