@@ -1,7 +1,9 @@
-"""Shared by the tests of the compiled kernels and the Winograd convolutions: switching them on or off for a block."""
+"""Shared by the tests of the compiled kernels and the Winograd convolutions: switching them, or knetpy's
+threads, for a block."""
 
 import contextlib
 
+import knetpy as kp
 from knetpy.ops import fast, winograd
 
 
@@ -22,3 +24,14 @@ def kernels(on):
 def winograd_convolutions(on):
     """The Winograd path on (True) or off (False) for the block, then as it was."""
     return _switched(winograd.set_winograd, on)
+
+
+@contextlib.contextmanager
+def threads(n):
+    """knetpy's threads set to n for the block, then back to what they were (automatic or a count)."""
+    auto, prev = kp.parallel.is_auto(), kp.get_num_threads()
+    kp.set_num_threads(n)
+    try:
+        yield
+    finally:
+        kp.set_num_threads("auto" if auto else prev)

@@ -14,10 +14,10 @@ import sys
 import numpy as np
 import pytest
 from example_cases import has, no_downloads
+from fast_switch import kernels, winograd_convolutions
 
 import knetpy as kp
 from knetpy.examples import EXAMPLES, charlm, housing, lenet, mlp, resnet, softmax, spirals
-from knetpy.ops import fast, winograd
 from knetpy.testing import strict
 
 try:
@@ -64,12 +64,8 @@ def test_an_example_on_the_strict_device_reports_what_it_reports_on_the_cpu(name
     # The device runs the NumPy reference ops; the compiled CPU kernels and the Winograd convolutions
     # agree with it only to rounding, which a training run can grow into a different accuracy figure:
     # compare with the reference.
-    prev, prev_winograd = fast.set_fast(False), winograd.set_winograd(False)
-    try:
+    with kernels(False), winograd_convolutions(False):
         cpu = _run(name, "cpu", tmp_path)
-    finally:
-        fast.set_fast(prev)
-        winograd.set_winograd(prev_winograd)
     cpu_out = capsys.readouterr().out
     strict.reset_transfers()
     dev = _run(name, "strict", tmp_path)

@@ -4,27 +4,15 @@ Each case runs the same op twice, with ``set_fast(False)`` (the reference) and `
 forward and backward, and compares: pooling exactly, convolutions within float rounding.
 """
 
-import contextlib
 
 import numpy as np
 import pytest
-from fast_switch import kernels
+from fast_switch import kernels, threads
 
 import knetpy as kp
 from knetpy.ops import fast
 
 pytestmark = pytest.mark.skipif(not fast.available(), reason="numba (the [fast] extra) is not installed")
-
-
-@contextlib.contextmanager
-def threads(n):
-    """knetpy's threads set to n for the block, then back to what they were (automatic or a count)."""
-    auto, prev = getattr(kp.parallel, "is_auto", lambda: False)(), kp.get_num_threads()
-    kp.set_num_threads(n)
-    try:
-        yield
-    finally:
-        kp.set_num_threads("auto" if auto else prev)
 
 
 def both(fn):

@@ -9,26 +9,15 @@ it with its threads off, so the tests run on one thread unless they say otherwis
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import pytest
+from fast_switch import threads
 from fast_switch import winograd_convolutions as winograd
 
 import knetpy as kp
 from knetpy.ops import conv as kc
 from knetpy.ops import winograd as wg
 from knetpy.ops.conv_reference import conv_filter_grad_reference, conv_reference, conv_transpose_reference
-
-
-@contextlib.contextmanager
-def threads(n):
-    auto, prev = kp.parallel.is_auto(), kp.get_num_threads()
-    kp.set_num_threads(n)
-    try:
-        yield
-    finally:
-        kp.set_num_threads("auto" if auto else prev)
 
 
 @pytest.fixture(autouse=True)

@@ -410,6 +410,9 @@ def _conv_filter_grad(x, gy, geom=None, kernel=None):
 def _filter_grad_raw(x, gy, geom, kernel, cols=None):
     xp = array_namespace(x, gy)
     n, cout, *out_spatial = gy.shape
+    tiling = winograd.plan((cout, x.shape[1], *kernel), geom, out_spatial, x, gy) if cols is None else None
+    if tiling is not None:
+        return winograd.filter_grad(to_channels_last(x), to_channels_last(gy), tiling, geom.flip)
     g = geom.groups
     grad_out = to_channels_last(gy).reshape(-1, g, cout // g)
 
@@ -422,9 +425,6 @@ def _filter_grad_raw(x, gy, geom, kernel, cols=None):
 
     if cols is not None:
         return weight_from_matrix(product(cols, grad_out), kernel, geom.flip)
-    tiling = winograd.plan((cout, x.shape[1], *kernel), geom, out_spatial, x, gy)
-    if tiling is not None:
-        return winograd.filter_grad(to_channels_last(x), to_channels_last(gy), tiling, geom.flip)
     gather = _window_gather(x, geom, kernel, out_spatial)
     if not _streaming(xp) or n == 0:  # every window at once, one large GEMM (zeros for an empty batch)
         buffer = gather.buffer(n)
