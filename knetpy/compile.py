@@ -21,6 +21,7 @@ call made again on every replay (``autograd.run_in_place``): the update is part 
 from __future__ import annotations
 
 import functools
+import math
 import re
 import threading
 import warnings
@@ -42,6 +43,7 @@ class CompileWarning(UserWarning):
 
 
 _RETRACE = object()  # what a replay returns when a guard fails: trace the step again
+_MISS = object()  # what a checked replay returns when the arguments or settings differ from the trace's
 AUTO_SIGNATURES = 8  # call signatures (shapes, dtypes, modes) a quiet Compiled (fit's default) records, per thread
 _PATIENCE = 8  # calls with unchanged data a step with per-call computed constants may wait for other data
 _SIMPLE = (int, float, complex, str, bytes, bool, type(None), np.generic, slice, range, type(Ellipsis), np.dtype, type)
@@ -84,18 +86,18 @@ class Compiled:
         return self._traces
 
     def __call__(self, *args, **kwargs):
+        fast = getattr(self._local, "fast", None)
+        if fast is not None and not kwargs:
+            # the arguments and settings checked and the step replayed, or _MISS (anomaly mode and a call
+            # inside another step's trace among the reasons: handled below)
+            out = fast[0](args)
+            if out is not _MISS and out is not _RETRACE:
+                self.replays += 1
+                return out
         if ag._anomaly_threads and ag._state.anomaly:  # detect_anomaly checks every op: run eagerly
             return self.fn(*args, **kwargs)
         if ag._trace_threads and ag._state.tracer is not None:  # inside another step's trace: be part of it
             return self.fn(*args, **kwargs)
-        fast = getattr(self._local, "fast", None)
-        if fast is not None and not kwargs:
-            arrays = fast[0](args)
-            if arrays is not None:  # the same argument layout, shapes, dtypes and modes as the last replay
-                out = fast[1].run(arrays)
-                if out is not _RETRACE:
-                    self.replays += 1
-                    return out
         self._local.fast = None
         arrays, key = [], []
         _walk(args, arrays, key)
@@ -120,8 +122,8 @@ class Compiled:
             if out is not _RETRACE:
                 self.replays += 1
                 if not kwargs:
-                    check = _checker(args, key)
-                    self._local.fast = (check, prog) if check is not None else None
+                    fast = _checked_replay(args, key, prog)
+                    self._local.fast = (fast, prog) if fast is not None else None
                 return out
         return self._trace(entry, args, kwargs, arrays)
 
@@ -241,12 +243,14 @@ def _walk(x, arrays, key):
             key.append((t, id(x)))
 
 
-def _checker(args, key):
-    """A generated check of positional arguments laid out as ``args`` (NumPy arrays, alone or in lists
-    and tuples): their arrays, or None when anything that :func:`_walk`'s key holds could differ.
-    It lets a replay skip building the key; other arguments get no check (the key is built)."""
-    lines, names, env = [], [], {"_np": np.ndarray, "_ag": ag, "_parallel": parallel, "_backend": _backend,
-                              "_fast": _fast}
+def _checked_replay(args, key, prog):
+    """A generated function of the positional arguments laid out as ``args`` (NumPy arrays, alone or in
+    lists and tuples) that replays ``prog`` on their arrays, or returns _MISS when anything that
+    :func:`_walk`'s key holds could differ; None where other arguments would need the key built.
+    It lets a replay skip building the key, and runs the checks and the replay in one call."""
+    lines, names = [], []
+    env = {"_np": np.ndarray, "_ag": ag, "_parallel": parallel, "_backend": _backend, "_fast": _fast,
+           "_MISS": _MISS, "_RETRACE": _RETRACE, "_replay": prog.function(), "_prog": prog}
 
     def leaf(expr, a):
         name = f"a{len(names)}"
@@ -254,9 +258,10 @@ def _checker(args, key):
         env[f"s_{name}"], env[f"d_{name}"] = a.shape, a.dtype
         lines.append(f"{name} = {expr}")
         lines.append(f"if type({name}) is not _np or {name}.shape != s_{name} or "
-                     f"({name}.dtype is not d_{name} and {name}.dtype != d_{name}): return None")
+                     f"({name}.dtype is not d_{name} and {name}.dtype != d_{name}): return _MISS")
 
-    lines.append(f"if len(args) != {len(args)}: return None")
+    # anomaly mode, or a call inside another step's trace: the slow path handles them
+    lines.append(f"if len(args) != {len(args)} or _ag._anomaly_threads or _ag._trace_threads: return _MISS")
     for i, x in enumerate(args):
         if type(x) is np.ndarray:
             leaf(f"args[{i}]", x)
@@ -264,7 +269,7 @@ def _checker(args, key):
             if not all(type(e) is np.ndarray for e in x):
                 return None
             lines.append(f"x = args[{i}]")
-            lines.append(f"if type(x) is not {x.__class__.__name__} or len(x) != {len(x)}: return None")
+            lines.append(f"if type(x) is not {x.__class__.__name__} or len(x) != {len(x)}: return _MISS")
             for j, e in enumerate(x):
                 leaf(f"x[{j}]", e)
         else:
@@ -273,11 +278,12 @@ def _checker(args, key):
     env["dtype"] = dtype
     lines.append(f"if _backend._default_dtype is not dtype or _parallel._threads != {threads!r} or "
                  f"_parallel._auto is not {auto!r} or _fast._enabled is not {fast_on!r} or "
-                 f"(not _ag._off_threads or _ag._state.grad_enabled) is not {grad!r}: return None")
-    lines.append(f"return [{', '.join(names)}]")
-    source = "def check(args):\n" + "".join(f"    {line}\n" for line in lines)
+                 f"(not _ag._off_threads or _ag._state.grad_enabled) is not {grad!r}: return _MISS")
+    call = f"_replay({', '.join(names)})"
+    lines.append(f"return {call}" if prog.flat else f"return _prog.rebuild({call})")
+    source = "def replay_checked(args):\n" + "".join(f"    {line}\n" for line in lines)
     exec(source, env)  # noqa: S102 (generated above from the arguments' layout)
-    return env["check"]
+    return env["replay_checked"]
 
 
 def _same_array(a, b):
@@ -339,6 +345,42 @@ _READ = {
 # (the same kernel, so the same bits) without the Python layers around it.
 def _plain(*vals):
     return all(type(v) is np.ndarray or isinstance(v, (int, float, np.generic)) for v in vals)
+
+
+_SCALARS = {}  # (value, dtype) -> a read-only 0-d array
+
+
+def _scalar(value, x, const):
+    """The replay expression for a Python number ``value`` meeting the floating array ``x`` in a ufunc:
+    a 0-d array of x's dtype (what NumPy casts the number to, so the same bits), which NumPy takes
+    without the slower path it follows for a Python number; the number itself for other arrays."""
+    dtype = getattr(x, "dtype", None)
+    if dtype is None or dtype.kind not in "fc" or type(value) not in (int, float):
+        return repr(value)
+    # (a float by its digits and sign: -0.0 equals 0.0 and NaN nothing, yet each must keep its own array)
+    key = ((value.hex(), math.copysign(1.0, value)) if type(value) is float else value, dtype.str)
+    a = _SCALARS.get(key)
+    if a is None:
+        try:
+            with np.errstate(all="ignore"):
+                a = np.array(value, dtype)
+            if math.isfinite(value) and not np.isfinite(a):  # out of the dtype's range: NumPy's own handling
+                return repr(value)
+        except (OverflowError, ValueError, TypeError):
+            return repr(value)
+        a.flags.writeable = False
+        a = _SCALARS.setdefault(key, a)
+    return const(a)
+
+
+def _weak_scalars(vals, exprs, const):
+    """``exprs`` with a Python number meeting a floating array in a binary ufunc as :func:`_scalar`'s 0-d array."""
+    x, y = vals
+    if type(x) is np.ndarray and type(y) in (int, float):
+        return [exprs[0], _scalar(y, x, const)]
+    if type(y) is np.ndarray and type(x) in (int, float):
+        return [_scalar(x, y, const), exprs[1]]
+    return exprs
 
 
 def _unsplit(size):
@@ -447,7 +489,7 @@ def _lowerings():
     def relu_fwd(vals, exprs, out, const):
         x = vals[0]
         if type(x) is np.ndarray and _unsplit(x.size):
-            return f"{const(np.maximum)}({exprs[0]}, 0)"
+            return f"{const(np.maximum)}({exprs[0]}, {_scalar(0, x, const)})"
         return None
 
     def relu_vjp(vals, exprs, out, const):  # g * (ans > 0): np.multiply(g, ans > 0), either branch
@@ -458,7 +500,7 @@ def _lowerings():
 
     def square_vjp(vals, exprs, out, const):  # g * (x * 2)
         g, x = vals[0], vals[2]
-        return f"({exprs[0]} * ({exprs[2]} * 2))" if _plain(g, x) and type(x) is np.ndarray else None
+        return f"({exprs[0]} * ({exprs[2]} * {_scalar(2, x, const)}))" if _plain(g, x) and type(x) is np.ndarray else None
 
     def mean_vjp(vals, exprs, out, const):  # no axis: xp.full(shape, g / n, dtype=g.dtype)
         g, x = vals[0], vals[2]
@@ -637,16 +679,16 @@ def _fresh_vjps():
 def _unary_ufuncs():
     from . import ops
 
-    table = {ops.relu.__wrapped__: (np.maximum, ", 0")}
+    table = {ops.relu.__wrapped__: (np.maximum, 0)}
     for name, ufunc in _UNARY:
-        table[getattr(ops, name).__wrapped__] = (ufunc, "")
+        table[getattr(ops, name).__wrapped__] = (ufunc, None)
     return table
 
 
 _LOWERINGS = _LazyTable(_lowerings)  # op or VJP function -> the rule writing its replay expression
 _SHAPE_ONLY = _LazyTable(_shape_only)
 _BINARY_UFUNCS = _LazyTable(_binary_ufuncs)  # add, sub, mul -> (the operator, its ufunc)
-_UNARY_UFUNCS = _LazyTable(_unary_ufuncs)  # the lowered one-argument ops -> (ufunc, arguments after x)
+_UNARY_UFUNCS = _LazyTable(_unary_ufuncs)  # the lowered one-argument ops -> (ufunc, a number after x or None)
 _FRESH_VJPS = _LazyTable(_fresh_vjps)  # VJP -> how an operand may take its result (None: it cannot)
 
 
@@ -686,6 +728,7 @@ class _Tracer:
         self.written = set()  # id() of the argument arrays the step updates in place itself (run_in_place)
         self.fresh = set()  # variables holding an array the replay itself makes anew on every call
         self.reuse = []  # (line, variable, expression, the expression writing into that variable's array)
+        self.written_into = []  # the variables whose arrays the replay writes a later result into
         self.broken = None
         self.n = 0
         self.args = []
@@ -784,6 +827,8 @@ class _Tracer:
         if not saves and fn in _LOWERINGS and not kw:
             vals = [a.value if isinstance(a, Tensor) else a for a in args]
             exprs = [self.expr(a) for a in args]
+            if fn in _BINARY_UFUNCS and len(vals) == 2:
+                exprs = _weak_scalars(vals, exprs, self._const)
             call = _lower(fn, vals, exprs, value, self._const)
             # (the forward lowerings all make a new array; not yet named: checked before _var names it)
             fresh = call is not None and type(value) is np.ndarray and value.base is None and id(value) not in self.names
@@ -797,12 +842,16 @@ class _Tracer:
             if fresh:
                 self.fresh.add(out)
                 binary, unary = _BINARY_UFUNCS.get(fn), _UNARY_UFUNCS.get(fn)
+                # (out= given by position: a ufunc parses it faster than the keyword)
                 if binary is not None and call == f"({exprs[0]} {binary[0]} {exprs[1]})":
                     self._may_reuse(self.lines[-1], exprs[0], vals[0], value, call,
-                                    f"{self._const(binary[1])}({exprs[0]}, {exprs[1]}, out={exprs[0]})")
-                elif unary is not None and call == f"{self._const(unary[0])}({exprs[0]}{unary[1]})":
-                    self._may_reuse(self.lines[-1], exprs[0], vals[0], value, call,
-                                    f"{self._const(unary[0])}({exprs[0]}{unary[1]}, out={exprs[0]})")
+                                    f"{self._const(binary[1])}({exprs[0]}, {exprs[1]}, {exprs[0]})")
+                elif unary is not None:
+                    more = "" if unary[1] is None else f", {_scalar(unary[1], vals[0], self._const)}"
+                    out_arg = exprs[0] if unary[1] is None else f"out={exprs[0]}"  # (NumPy: maximum's by keyword)
+                    if call == f"{self._const(unary[0])}({exprs[0]}{more})":
+                        self._may_reuse(self.lines[-1], exprs[0], vals[0], value, call,
+                                        f"{self._const(unary[0])}({exprs[0]}{more}, {out_arg})")
         if isinstance(res, Tensor):
             self._bind(res, out)
             if saves:
@@ -1044,12 +1093,13 @@ class _Tracer:
         if kind == "g*other":  # mul's VJPs, relu's: (g * other)
             other = call[len(g_name) + 4 : -1]
             if call == f"({g_name} * {other})":
-                self._may_reuse(line, g_name, g, gi, call, f"{mul}({g_name}, {other}, out={g_name})")
+                self._may_reuse(line, g_name, g, gi, call, f"{mul}({g_name}, {other}, {g_name})")
         elif kind == "square":  # (g * (x * 2))
             x_name, x = self.expr(args[0]), gargs[0]
-            if call == f"({g_name} * ({x_name} * 2))":
-                inner = f"{mul}({x_name}, 2, out={x_name})"
-                self._may_reuse(line, x_name, x, gi, call, f"{mul}({g_name}, {inner}, out={x_name})")
+            two = _scalar(2, x, self._const)
+            if call == f"({g_name} * ({x_name} * {two}))":
+                inner = f"{mul}({x_name}, {two}, {x_name})"
+                self._may_reuse(line, x_name, x, gi, call, f"{mul}({g_name}, {inner}, {x_name})")
 
     def _reuse_buffers(self, lines, others):
         """``lines`` with each noted expression writing into its operand's array where that operand is used
@@ -1065,6 +1115,7 @@ class _Tracer:
             # two uses: where it is made, and here
             if i is not None and uses.get(name) == 2 and out[i].count(expr) == 1 and not out[i].startswith(f"{name} "):
                 out[i] = out[i].replace(expr, in_place)
+                self.written_into.append(name)
         return out
 
     # -- the program -------------------------------------------------------------------------------
@@ -1091,7 +1142,9 @@ class _Tracer:
         if self.reuse:
             live = self._reuse_buffers(live, [*self.prologue, *self.epilogue, ret])
         body = self.prologue + live + self.epilogue + [ret]
-        return _Program(self.args, body, self.env, self.fixed, tuple(self.guards), treedef)
+        prog = _Program(self.args, body, self.env, self.fixed, tuple(self.guards), treedef)
+        prog.written_into = tuple(self.written_into)
+        return prog
 
 
 _NAME = re.compile(r"\b[vsa]\d+\b")
@@ -1152,14 +1205,22 @@ class _Program:
     def same_inputs(self, other):
         return all(_same_array(a, b) for a, b in zip(self.inputs, other.inputs))
 
-    def run(self, arrays):
+    def function(self):
+        """The replay as a Python function of the argument arrays (compiled on first use)."""
         fn = self._fn
         if fn is None:
             namespace = dict(self.env)
             exec(self.source, namespace)  # noqa: S102 (source generated above from the trace)
             fn = self._fn = namespace["replay"]
-        out = fn(*arrays)
-        if out is _RETRACE or self.flat:
+        return fn
+
+    def run(self, arrays):
+        out = self.function()(*arrays)
+        return out if self.flat else self.rebuild(out)
+
+    def rebuild(self, out):
+        """The step's result in its own structure, from the replay's flat list (_RETRACE as it is)."""
+        if out is _RETRACE:
             return out
         from .tree import unflatten
 

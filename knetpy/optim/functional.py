@@ -137,7 +137,7 @@ def _inline(targets, args, expr):
     if not (_plain_arrays(targets, gradients) and all(_plain_sgd(o) for o in owners)):
         return None
     steps, subtract = expr(_count_plain_steps), expr(np.subtract)
-    updates = [f"    {subtract}({expr(t)}, {expr(o)}._lr * {expr(g)}, out={expr(t)})"  # as `v -= lr * g`
+    updates = [f"    {subtract}({expr(t)}, {expr(o)}._lr * {expr(g)}, {expr(t)})"  # as `v -= lr * g`
                for t, g, o in zip(targets, gradients, owners)]
     return lambda call: [f"if {steps}({expr(tuple(owners))}):", *updates, "else:", f"    {call}"]
 
