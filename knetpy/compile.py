@@ -1137,7 +1137,12 @@ class _Tracer:
                 outs.append(self._const(leaf))
         if self.broken is not None:
             return None
-        ret = f"return {outs[0]}" if treedef is None else f"return [{', '.join(outs)}]"  # (one leaf: itself)
+        if treedef is None:  # one leaf: itself
+            ret = f"return {outs[0]}"
+        elif _flat_tuple(treedef):  # a tuple of leaves, made as it is (fit's step returns one)
+            ret = f"return ({', '.join(outs)}{',' if len(outs) == 1 else ''})"
+        else:
+            ret = f"return [{', '.join(outs)}]"
         live = _live(self.lines, self.pure_lines, ret)
         if self.reuse:
             live = self._reuse_buffers(live, [*self.prologue, *self.epilogue, ret])
@@ -1145,6 +1150,10 @@ class _Tracer:
         prog = _Program(self.args, body, self.env, self.fixed, tuple(self.guards), treedef)
         prog.written_into = tuple(self.written_into)
         return prog
+
+
+def _flat_tuple(treedef):
+    return treedef[0] is list and treedef[3] is tuple and all(c is None for c in treedef[2])
 
 
 _NAME = re.compile(r"\b[vsa]\d+\b")
@@ -1177,8 +1186,9 @@ class _Program:
         self.fixed = fixed
         self.guards = guards
         self.treedef = treedef
-        # a single leaf or a flat list: what the replay returns needs no rebuilding
-        self.flat = treedef is None or (treedef[0] is list and treedef[3] is list and all(c is None for c in treedef[2]))
+        # a single leaf, a flat list or a flat tuple: what the replay returns needs no rebuilding
+        self.flat = treedef is None or _flat_tuple(treedef) or (
+            treedef[0] is list and treedef[3] is list and all(c is None for c in treedef[2]))
         self._fn = None
         self.const_names = [n for n in env if n.startswith("c")]
         self.inputs = ()

@@ -368,3 +368,24 @@ def test_a_param_in_a_closure_given_a_new_array_is_read_there_by_a_compiled_grad
             params["W"].value = params["W"].value * 0.5
         assert_same_bits(step(xb, yb), eager(params, xb, yb))
     assert step.replays == 6
+
+
+@pytest.mark.parametrize(
+    "shape_of",
+    [lambda a, b: (a, b), lambda a, b: (a,), lambda a, b: [a, b], lambda a, b: {"a": a, "b": (b, a)}, lambda a, b: a],
+    ids=["tuple", "1-tuple", "list", "nested", "leaf"],
+)
+def test_a_replay_returns_the_structure_the_step_returned(shape_of):
+    def f(w, x):
+        h = kp.matmul(x, w)  # (on raw arrays `@` would be NumPy's own, outside the ops)
+        return shape_of(kp.tanh(h), kp.sum(h))
+
+    step = kp.compile(f)
+    w, x = np.ones((3, 2), "f"), np.arange(6, dtype="f").reshape(2, 3)
+    for i in range(4):
+        got, want = step(w, x + i), f(w, x + i)
+        assert type(got) is type(want)
+        if isinstance(want, dict):
+            assert type(got["b"]) is tuple
+        assert_same_bits(got, want)
+    assert step.replays == 2
