@@ -3,7 +3,7 @@
 Two of Knet's benchmarks, run with knetpy's Keras-like ``fit`` and with a ``kp.grad`` loop, timed
 against the same models in PyTorch (and a hand-written NumPy MLP) in one run.
 
-    python benchmarks/mlp.py [--epochs 10] [--quick]
+    python benchmarks/mlp.py [--epochs 10] [--rounds 2] [--quick]
 """
 
 from __future__ import annotations
@@ -182,25 +182,36 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--lr", type=float, default=0.5)
-    p.add_argument("--quick", action="store_true", help="6,000 training images, 2 epochs")
+    p.add_argument("--quick", action="store_true", help="6,000 training images, 2 epochs, one round")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="rounds taking turns, each framework once a round; each one's fastest is kept (default 2)")
     a = p.parse_args(argv)
     epochs = 2 if a.quick else a.epochs
+    rounds = 1 if a.quick else max(1, a.rounds)
     data = load(a.quick)
-    print(f"Fashion-MNIST, {len(data[0])} training images, {epochs} epochs, batch 100, SGD lr {a.lr}. {blas_report()}\n")
+    print(f"Fashion-MNIST, {len(data[0])} training images, {epochs} epochs, batch 100, SGD lr {a.lr}, "
+          f"best of {rounds} round(s) taking turns. {blas_report()}\n")
     print("| model | framework | seconds | ratio to PyTorch | test accuracy |\n|---|---|---|---|---|")
     for name, hidden in [("Softmax", []), ("MLP 64", [64])]:
-        rows = []
         runs = [("knetpy fit", run_knetpy_fit), ("knetpy grad", run_knetpy_grad),
                 ("knetpy fit eager", lambda *a: run_knetpy_fit(*a, compiled=False)),
                 ("knetpy fit, BLAS threads", run_knetpy_fit_blas_threads),
                 ("knetpy grad eager", lambda *a: run_knetpy_grad(*a, compiled=False)),
                 ("NumPy by hand", run_numpy), ("PyTorch", run_torch)]
-        for fw, fn in runs + [("JAX", run_jax)] * peers_jax.available():
-            try:
-                sec, acc = fn(data, hidden, epochs, a.lr)
-            except ImportError:
-                continue
-            rows.append((fw, sec, acc))
+        runs += [("JAX", run_jax)] * peers_jax.available()
+        best = {}
+        # Rounds taking turns, each framework's fastest kept: a slow spell of the machine, or the first
+        # framework's start in a fresh process, would otherwise decide a ratio (the same code has
+        # taken 2.1 s in one run and 4.0 s in the next).
+        for _ in range(rounds):
+            for fw, fn in runs:
+                try:
+                    sec, acc = fn(data, hidden, epochs, a.lr)
+                except ImportError:
+                    continue
+                if fw not in best or sec < best[fw][0]:
+                    best[fw] = (sec, acc)
+        rows = [(fw, sec, acc) for fw, (sec, acc) in best.items()]
         ref = next((s for f, s, _ in rows if f == "PyTorch"), None)
         for fw, sec, acc in rows:
             ratio = f"{sec / ref:.2f}" if ref else "n/a"
