@@ -347,7 +347,8 @@ def _plain(*vals):
     return all(type(v) is np.ndarray or isinstance(v, (int, float, np.generic)) for v in vals)
 
 
-_SCALARS = {}  # (value, dtype) -> a read-only 0-d array
+_SCALARS = {}  # (the number, or a float's digits and sign; dtype) -> a read-only 0-d array
+_MAX_SCALARS = 4096  # then the cache starts again (the programs keep the arrays they use)
 
 
 def _scalar(value, x, const):
@@ -369,6 +370,8 @@ def _scalar(value, x, const):
         except (OverflowError, ValueError, TypeError):
             return repr(value)
         a.flags.writeable = False
+        if len(_SCALARS) >= _MAX_SCALARS:  # (numbers computed anew on every call would add up)
+            _SCALARS.clear()
         a = _SCALARS.setdefault(key, a)
     return const(a)
 

@@ -3,6 +3,7 @@ square's gradient's 2) as a 0-d array of the array's dtype, which NumPy takes fa
 the results stay bit for bit the eager ones, for every floating dtype and for numbers NumPy rounds,
 that overflow the dtype, or are not finite."""
 
+import sys
 import warnings
 
 import numpy as np
@@ -76,3 +77,14 @@ def test_an_integer_array_keeps_the_number():
     x = np.arange(12, dtype=np.int32).reshape(3, 4)
     step = _replay_equals_eager(lambda x: kp.mul(x, 3), x)
     assert not _zero_d_constants(step)
+
+
+def test_the_cache_of_constants_stays_bounded(monkeypatch):
+    compile_module = sys.modules["knetpy.compile"]  # (kp.compile is the function)
+
+    monkeypatch.setattr(compile_module, "_MAX_SCALARS", 8)
+    monkeypatch.setattr(compile_module, "_SCALARS", {})
+    x = np.linspace(-1, 1, 6, dtype=np.float32)
+    for i in range(20):  # a new number each time: each step records its own constant
+        _replay_equals_eager(lambda x, c=0.5 + i: kp.mul(x, c), x)
+    assert len(compile_module._SCALARS) <= 8
