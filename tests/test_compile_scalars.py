@@ -51,6 +51,7 @@ def test_a_number_on_either_side_of_add_sub_mul_gives_the_eager_bits(dtype, numb
         assert not any(c.dtype == dtype for c in _zero_d_constants(step))
 
 
+@pytest.mark.filterwarnings("error::DeprecationWarning")  # (np.maximum's output given by position is deprecated)
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
 def test_relu_and_the_gradient_of_square_give_the_eager_bits(dtype):
     g = np.random.default_rng(1)
