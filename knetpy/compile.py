@@ -1142,7 +1142,7 @@ class _Tracer:
             return None
         if treedef is None:  # one leaf: itself
             ret = f"return {outs[0]}"
-        elif _flat_tuple(treedef):  # a tuple of leaves, made as it is (fit's step returns one)
+        elif _flat_kind(treedef) is tuple:  # a tuple of leaves, made as it is (fit's step returns one)
             ret = f"return ({', '.join(outs)}{',' if len(outs) == 1 else ''})"
         else:
             ret = f"return [{', '.join(outs)}]"
@@ -1150,13 +1150,14 @@ class _Tracer:
         if self.reuse:
             live = self._reuse_buffers(live, [*self.prologue, *self.epilogue, ret])
         body = self.prologue + live + self.epilogue + [ret]
-        prog = _Program(self.args, body, self.env, self.fixed, tuple(self.guards), treedef)
-        prog.written_into = tuple(self.written_into)
-        return prog
+        return _Program(self.args, body, self.env, self.fixed, tuple(self.guards), treedef, tuple(self.written_into))
 
 
-def _flat_tuple(treedef):
-    return treedef[0] is list and treedef[3] is tuple and all(c is None for c in treedef[2])
+def _flat_kind(treedef):
+    """list or tuple for a list or tuple of leaves (the replay returns it as it is), else None."""
+    if treedef[0] is list and treedef[3] in (list, tuple) and all(c is None for c in treedef[2]):
+        return treedef[3]
+    return None
 
 
 _NAME = re.compile(r"\b[vsa]\d+\b")
@@ -1183,15 +1184,15 @@ def _live(lines, pure, ret):
 class _Program:
     """One verified trace, as a generated function ``replay(a0, a1, ...)`` on raw arrays."""
 
-    def __init__(self, args, body, env, fixed, guards, treedef):
+    def __init__(self, args, body, env, fixed, guards, treedef, written_into=()):
         self.source = f"def replay({', '.join(args)}):\n" + "".join(f"    {line}\n" for line in body)
         self.env = env
         self.fixed = fixed
         self.guards = guards
         self.treedef = treedef
+        self.written_into = written_into  # the variables whose arrays a later result is written into
         # a single leaf, a flat list or a flat tuple: what the replay returns needs no rebuilding
-        self.flat = treedef is None or _flat_tuple(treedef) or (
-            treedef[0] is list and treedef[3] is list and all(c is None for c in treedef[2]))
+        self.flat = treedef is None or _flat_kind(treedef) is not None
         self._fn = None
         self.const_names = [n for n in env if n.startswith("c")]
         self.inputs = ()
