@@ -7,6 +7,7 @@ the arrays live on a GPU), so the same op code runs on either without change.
 from __future__ import annotations
 
 import difflib
+import math
 
 import numpy as np
 
@@ -193,3 +194,20 @@ def as_array(x, dtype=None):
     if a.dtype == object or a.dtype.kind in "USV":
         raise TypeError(f"expected numeric data, got an array of dtype {a.dtype}")
     return a
+
+
+def weak_scalar_array(value, dtype):
+    """The Python number ``value`` as NumPy casts it when it meets a floating array of ``dtype`` in a
+    ufunc (``lr * g``), as a read-only 0-d array: the same bits, which NumPy takes without the slower
+    path it follows for a Python number. None where the number is out of the dtype's range (NumPy's own
+    overflow handling then applies) or NumPy would not cast it."""
+    try:
+        with np.errstate(all="ignore"):
+            a = np.array(value, dtype)
+        if math.isfinite(value) and not np.isfinite(a):
+            return None
+    except (OverflowError, ValueError, TypeError):
+        return None
+    a.flags.writeable = False
+    return a
+

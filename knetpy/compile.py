@@ -118,12 +118,13 @@ class Compiled:
             return self.fn(*args, **kwargs)
         prog = entry.current
         if prog is not None:
-            out = prog.run(arrays)
+            fast = None if kwargs else prog.checked(args, key)
+            out = _MISS if fast is None else fast(args)
+            if out is _MISS:
+                out = prog.run(arrays)
             if out is not _RETRACE:
                 self.replays += 1
-                if not kwargs:
-                    fast = _checked_replay(args, key, prog)
-                    self._local.fast = (fast, prog) if fast is not None else None
+                self._local.fast = (fast, prog) if fast is not None else None
                 return out
         return self._trace(entry, args, kwargs, arrays)
 
@@ -247,42 +248,48 @@ def _checked_replay(args, key, prog):
     """A generated function of the positional arguments laid out as ``args`` (NumPy arrays, alone or in
     lists and tuples) that replays ``prog`` on their arrays, or returns _MISS when anything that
     :func:`_walk`'s key holds could differ; None where other arguments would need the key built.
-    It lets a replay skip building the key, and runs the checks and the replay in one call."""
+    It lets a replay skip building the key: the checks and the replay's own statements are one function."""
     lines, names = [], []
-    env = {"_np": np.ndarray, "_ag": ag, "_parallel": parallel, "_backend": _backend, "_fast": _fast,
-           "_MISS": _MISS, "_RETRACE": _RETRACE, "_replay": prog.function(), "_prog": prog}
+    env = dict(prog.env)
+    env.update({"_np": np.ndarray, "_ag": ag, "_parallel": parallel, "_backend": _backend, "_fast": _fast,
+                "_MISS": _MISS, "_prog": prog, "_anomaly_threads": ag._anomaly_threads,
+                "_trace_threads": ag._trace_threads, "_off_threads": ag._off_threads})
 
     def leaf(expr, a):
-        name = f"a{len(names)}"
+        name = f"a{len(names)}"  # (the replay's own names for its arguments)
         names.append(name)
-        env[f"s_{name}"], env[f"d_{name}"] = a.shape, a.dtype
+        env[f"_s_{name}"], env[f"_d_{name}"] = a.shape, a.dtype
         lines.append(f"{name} = {expr}")
-        lines.append(f"if type({name}) is not _np or {name}.shape != s_{name} or "
-                     f"({name}.dtype is not d_{name} and {name}.dtype != d_{name}): return _MISS")
+        lines.append(f"if type({name}) is not _np or {name}.shape != _s_{name} or "
+                     f"({name}.dtype is not _d_{name} and {name}.dtype != _d_{name}): return _MISS")
 
-    # anomaly mode, or a call inside another step's trace: the slow path handles them
-    lines.append(f"if len(args) != {len(args)} or _ag._anomaly_threads or _ag._trace_threads: return _MISS")
+    # anomaly mode, or a call inside another step's trace: the slow path handles them (the three lists
+    # are only ever changed in place)
+    lines.append(f"if len(args) != {len(args)} or _anomaly_threads or _trace_threads: return _MISS")
     for i, x in enumerate(args):
         if type(x) is np.ndarray:
             leaf(f"args[{i}]", x)
         elif type(x) is list or type(x) is tuple:
             if not all(type(e) is np.ndarray for e in x):
                 return None
-            lines.append(f"x = args[{i}]")
-            lines.append(f"if type(x) is not {x.__class__.__name__} or len(x) != {len(x)}: return _MISS")
+            lines.append(f"_x = args[{i}]")
+            lines.append(f"if type(_x) is not {x.__class__.__name__} or len(_x) != {len(x)}: return _MISS")
             for j, e in enumerate(x):
-                leaf(f"x[{j}]", e)
+                leaf(f"_x[{j}]", e)
         else:
             return None
+    if names != prog.args:
+        return None
     grad, dtype, threads, auto, fast_on = key[-1]
-    env["dtype"] = dtype
-    lines.append(f"if _backend._default_dtype is not dtype or _parallel._threads != {threads!r} or "
+    env["_dtype"] = dtype
+    lines.append(f"if _backend._default_dtype is not _dtype or _parallel._threads != {threads!r} or "
                  f"_parallel._auto is not {auto!r} or _fast._enabled is not {fast_on!r} or "
-                 f"(not _ag._off_threads or _ag._state.grad_enabled) is not {grad!r}: return _MISS")
-    call = f"_replay({', '.join(names)})"
-    lines.append(f"return {call}" if prog.flat else f"return _prog.rebuild({call})")
-    source = "def replay_checked(args):\n" + "".join(f"    {line}\n" for line in lines)
-    exec(source, env)  # noqa: S102 (generated above from the arguments' layout)
+                 f"(not _off_threads or _ag._state.grad_enabled) is not {grad!r}: return _MISS")
+    body = list(prog.body)
+    if not prog.flat:  # (its other returns give _RETRACE, which rebuild returns as it is)
+        body[-1] = f"return _prog.rebuild({body[-1][len('return '):]})"
+    source = "def replay_checked(args):\n" + "".join(f"    {line}\n" for line in (*lines, *body))
+    exec(source, env)  # noqa: S102 (generated above from the arguments' layout and the trace)
     return env["replay_checked"]
 
 
@@ -362,14 +369,9 @@ def _scalar(value, x, const):
     key = ((value.hex(), math.copysign(1.0, value)) if type(value) is float else value, dtype.str)
     a = _SCALARS.get(key)
     if a is None:
-        try:
-            with np.errstate(all="ignore"):
-                a = np.array(value, dtype)
-            if math.isfinite(value) and not np.isfinite(a):  # out of the dtype's range: NumPy's own handling
-                return repr(value)
-        except (OverflowError, ValueError, TypeError):
+        a = _backend.weak_scalar_array(value, dtype)
+        if a is None:
             return repr(value)
-        a.flags.writeable = False
         if len(_SCALARS) >= _MAX_SCALARS:  # (numbers computed anew on every call would add up)
             _SCALARS.clear()
         a = _SCALARS.setdefault(key, a)
@@ -768,6 +770,10 @@ class _Tracer:
         self.frozen_ids.add(id(value))
         return name
 
+    def _scratch(self, like):
+        """A name for a zeroed array like ``like`` that only the replay's own statements write and read."""
+        return self._frozen(np.zeros_like(like))
+
     def pure(self, line):
         """A statement that only assigns (dropped on replay when nothing uses what it assigns)."""
         self.lines.append(line)
@@ -913,7 +919,7 @@ class _Tracer:
                 self.written.add(id(t))
         call = f"{self._const(fn)}([{', '.join(exprs)}], {', '.join(self.expr(a) for a in args)})"
         inline = getattr(fn, "inline", None)  # the call written out, where fn has a short form for this case
-        lines = inline(targets, args, self.expr) if inline is not None and out is None else None
+        lines = inline(targets, args, self.expr, self._scratch) if inline is not None and out is None else None
         if lines is not None:
             self.lines.extend(lines(call))
         elif out is None:
@@ -1185,6 +1191,8 @@ class _Program:
     """One verified trace, as a generated function ``replay(a0, a1, ...)`` on raw arrays."""
 
     def __init__(self, args, body, env, fixed, guards, treedef, written_into=()):
+        self.args = list(args)
+        self.body = body
         self.source = f"def replay({', '.join(args)}):\n" + "".join(f"    {line}\n" for line in body)
         self.env = env
         self.fixed = fixed
@@ -1194,6 +1202,7 @@ class _Program:
         # a single leaf, a flat list or a flat tuple: what the replay returns needs no rebuilding
         self.flat = treedef is None or _flat_kind(treedef) is not None
         self._fn = None
+        self._checked = None
         self.const_names = [n for n in env if n.startswith("c")]
         self.inputs = ()
 
@@ -1227,6 +1236,14 @@ class _Program:
             exec(self.source, namespace)  # noqa: S102 (source generated above from the trace)
             fn = self._fn = namespace["replay"]
         return fn
+
+    def checked(self, args, key):
+        """The replay with its argument checks (:func:`_checked_replay`) for calls laid out as ``args``,
+        the call signature ``key`` that this program was traced for; made once; None where there is none."""
+        fn = self._checked
+        if fn is None:
+            fn = self._checked = _checked_replay(args, key, self) or False
+        return fn or None
 
     def run(self, arrays):
         out = self.function()(*arrays)

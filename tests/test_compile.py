@@ -389,3 +389,18 @@ def test_a_replay_returns_the_structure_the_step_returned(shape_of):
             assert type(got["b"]) is tuple
         assert_same_bits(got, want)
     assert step.replays == 2
+
+
+def test_calls_alternating_between_two_shapes_replay_each_shape_with_one_checked_function():
+    # an epoch's last, smaller batch between full ones: each signature's checked replay is made once, kept
+    loss = lambda w, x, y: kp.mean(kp.square(x @ w[0] + w[1] - y))  # noqa: E731
+    g = np.random.default_rng(3)
+    big, small = ((g.standard_normal((n, 4)).astype("f"), g.standard_normal((n, 1)).astype("f")) for n in (16, 5))
+    w = [np.ones((4, 1), "f"), np.zeros(1, "f")]
+    step = _train_both(loss, w, [big, small] * 6)
+    assert step.traces == 4 and step.replays == 8
+    seen = {}
+    for x, y in [big, small] * 3:
+        step(w, x, y)
+        seen.setdefault(len(x), set()).add(id(step._local.fast[0]))
+    assert {n: len(ids) for n, ids in seen.items()} == {16: 1, 5: 1}

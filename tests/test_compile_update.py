@@ -206,7 +206,7 @@ def test_plain_sgd_written_into_the_step_gives_way_when_an_optimizer_changes():
     (w, x, y, opts, step), (we, _, _, opts_e, eager) = _sgd_pair(4)
     for i in range(12):
         if i == 3:  # recorded with plain SGD's short form: the update written into the replayed source
-            assert "_lr * " in step._local.fast[1].source
+            assert "if r is not None:" in step._local.fast[1].source
         if i == 4:
             for o in (opts[1], opts_e[1]):
                 o.momentum = 0.9
@@ -219,6 +219,33 @@ def test_plain_sgd_written_into_the_step_gives_way_when_an_optimizer_changes():
     assert_same_bits([o.state for o in opts], [o.state for o in opts_e])
     assert "momentum_buffer" in opts[1].state["array"]
     assert [o.iterations for o in opts] == [12, 12]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_plain_sgd_written_into_the_step_follows_a_rate_changed_on_every_step(dtype):
+    # a new rate object each step (a schedule), equal ones, 0.0 then -0.0 (a weight at -0.0 then moves
+    # differently: -0.0 - 0.0 is -0.0, -0.0 - -0.0 is 0.0), and in float16 a rate out of its range
+    w, x, y = (v.astype(dtype) if isinstance(v, np.ndarray) else [a.astype(dtype) for a in v] for v in _linreg(2))
+    we = [a.copy() for a in w]
+    opts = kp.optim.optimizers(w, kp.optim.SGD, lr=0.05)
+    opts_e = kp.optim.optimizers(we, kp.optim.SGD, lr=0.05)
+    step, eager = _folded(opts)[0], _folded(opts_e)[1]
+    rates = [0.05, 0.05, float("0.05"), 0.025, 1 / 3, 0.0, -0.0, -0.0, 0.0, 0.1, 7e-8, 0.2]
+    if dtype == "float16":
+        rates += [1e5, 0.05]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # (float16 and 1e5: NumPy's overflow, both sides)
+        for i, lr in enumerate(rates):
+            if i == 6:  # the bias at -0.0: where 0.0 and -0.0 as rates part
+                w[1][...] = we[1][...] = -0.0
+            for o in (*opts, *opts_e):
+                o.lr = lr
+            assert_same_bits(step(w, x, y), eager(we, x, y))
+            assert_same_bits(w, we)
+    assert step.replays == len(rates) - 2
+    assert "if r is not None:" in step._local.fast[1].source
+    assert [o.iterations for o in opts] == [o.iterations for o in opts_e] == [len(rates)] * 2
+    assert_same_bits([o.state for o in opts], [o.state for o in opts_e])
 
 
 def test_threads_each_training_their_own_weights_with_one_compiled_step():

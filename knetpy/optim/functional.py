@@ -16,12 +16,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Tensor, mark_modified, run_in_place
-from ..backend import is_array
+from ..backend import is_array, weak_scalar_array
 from ..tree import flatten, unflatten
 from .base import ARRAY_KEY, Optimizer, prepare_gradients
 from .lbfgs import LBFGS
 from .registry import resolve_class
-from .sgd import SGD
+from .sgd import all_plain
 
 
 def _leaf_paths(treedef, n):
@@ -129,17 +129,52 @@ def _apply(targets, names, gradients, owners):
     mark_modified(*targets)  # the tensors among them: graphs recorded before saw the old values
 
 
-def _inline(targets, args, expr):
+def _inline(targets, args, expr, scratch):
     """A compiled step's source for :func:`_apply` on plain SGD and arrays: each ``v -= lr * g`` written
-    into the step (the rate read from the optimizer on every replay), the step counts kept by one call,
-    which answers False, and ``_apply`` runs instead, should an optimizer no longer be plain SGD."""
+    into the step, the rates read from the optimizers and the step counts kept by one call on every
+    replay, which answers None, and ``_apply`` runs instead, should an optimizer no longer be plain SGD.
+    ``scratch(a)`` names a zeroed array like ``a`` that the replay owns (for ``lr * g``)."""
     names, gradients, owners = args
-    if not (_plain_arrays(targets, gradients) and all(_plain_sgd(o) for o in owners)):
+    if not (_plain_arrays(targets, gradients) and all_plain(owners)):
         return None
-    steps, subtract = expr(_count_plain_steps), expr(np.subtract)
-    updates = [f"    {subtract}({expr(t)}, {expr(o)}._lr * {expr(g)}, {expr(t)})"  # as `v -= lr * g`
-               for t, g, o in zip(targets, gradients, owners)]
-    return lambda call: [f"if {steps}({expr(tuple(owners))}):", *updates, "else:", f"    {call}"]
+    rates = expr(_PlainRates(targets))
+    subtract, multiply = expr(np.subtract), expr(np.multiply)
+    updates = [f"    {subtract}({expr(t)}, {multiply}({expr(g)}, r[{i}], {scratch(g)}), {expr(t)})"  # v -= lr * g
+               for i, (t, g) in enumerate(zip(targets, gradients))]
+    return lambda call: [f"r = {rates}({expr(tuple(owners))})", "if r is not None:", *updates, "else:",
+                         f"    {call}"]
+
+
+class _PlainRates(list):
+    """Called on each replay of a compiled plain-SGD update with the optimizers: their rates as 0-d arrays
+    of their arrays' dtypes (``lr * g`` casts lr so: the same bits), one more step counted on each, or None
+    (nothing counted) if one is no longer plain SGD or has not made its first update.
+
+    A list of the rates last given, with the floats they came from: a rate is made again only when an
+    optimizer's ``_lr`` is another object (a new learning rate, a schedule's step). Two traces' lists are
+    equal, as a compiled step's constants must be."""
+
+    def __init__(self, targets):
+        super().__init__([None] * len(targets))
+        self.dtypes = tuple(t.dtype for t in targets)
+        self.rates = [None] * len(targets)
+
+    def __call__(self, owners):
+        if not all_plain(owners):
+            return None
+        for opt in owners:
+            if ARRAY_KEY not in opt.state:
+                return None
+        rates = self.rates
+        for i, opt in enumerate(owners):
+            opt.state[ARRAY_KEY]["step"] += 1
+            opt.iterations += 1
+            lr = opt._lr
+            if self[i] is not lr:
+                rate = weak_scalar_array(lr, self.dtypes[i])
+                rates[i] = lr if rate is None else rate
+                self[i] = lr
+        return rates
 
 
 def _plain_arrays(targets, gradients):
@@ -148,14 +183,12 @@ def _plain_arrays(targets, gradients):
                for t, g in zip(targets, gradients))
 
 
-def _plain_sgd(opt):
-    return isinstance(opt, SGD) and opt._plain_rule()
-
-
 def _count_plain_steps(owners):
     """Count one more step on each optimizer if every one is plain SGD past its first update (else False)."""
+    if not all_plain(owners):
+        return False
     for opt in owners:
-        if not _plain_sgd(opt) or ARRAY_KEY not in opt.state:
+        if ARRAY_KEY not in opt.state:
             return False
     for opt in owners:
         opt.state[ARRAY_KEY]["step"] += 1

@@ -66,12 +66,7 @@ class SGD(Optimizer):
 
     def _plain_rule(self):
         """Whether an update is ``value -= lr * grad`` and nothing else (no momentum, decay, clipping, noise)."""
-        cls = type(self)
-        return (
-            cls.update_rule is SGD.update_rule and cls._update_array is Optimizer._update_array
-            and cls.init_state is Optimizer.init_state and not self.momentum and not self.weight_decay
-            and self.clip_norm is None and self.clip_value is None and not self.grad_noise
-        )
+        return all_plain((self,))
 
     def update_rule(self, value, grad, state):
         m = self.momentum
@@ -103,3 +98,17 @@ class Nesterov(SGD):
 
 
 NesterovMomentum = Nesterov  # NumpyDL's name
+
+
+def all_plain(opts):
+    """Whether every one of ``opts`` is an SGD whose update is ``value -= lr * grad`` and nothing else (no
+    momentum, decay, clipping or noise, no overridden rule): one loop, as a compiled step asks on every replay."""
+    for opt in opts:
+        cls = type(opt)
+        if (not issubclass(cls, SGD) or cls.update_rule is not SGD.update_rule
+                or cls._update_array is not Optimizer._update_array or cls.init_state is not Optimizer.init_state
+                or opt.momentum or opt.weight_decay or opt.clip_norm is not None or opt.clip_value is not None
+                or opt.grad_noise):
+            return False
+    return True
+
