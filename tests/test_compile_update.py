@@ -163,6 +163,50 @@ def test_fit_replays_its_update_with_the_step_and_equals_eager_fit(make_opt):
     assert all(p.grad is None for p in model.parameters())  # zero_grad made on every replay too
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fit_with_plain_sgd_replays_its_short_step_and_gives_way_when_the_optimizer_changes(dtype):
+    # every batch sets another rate (new float objects, equal ones, 0.0 and -0.0); momentum on for a few
+    # batches (the general step runs), then off again (the short one again)
+    from knetpy.optim.sgd import PlainStep
+
+    rates = [0.2, 0.2, float("0.2"), 0.1, 1 / 3, 0.0, -0.0, 0.05]
+
+    def schedule(model):
+        def on_batch_begin(batch, logs=None):
+            step = model.optimizer.iterations
+            model.optimizer.lr = rates[step % len(rates)]
+            model.optimizer.momentum = 0.9 if 7 <= step < 10 else 0.0
+
+        return kp.callbacks.LambdaCallback(on_batch_begin=on_batch_begin)
+
+    x, y = blobs(30)
+    x = x.astype(dtype)
+    got = {}
+    for compile in (True, False):
+        kp.set_seed(0)
+        model = kp.Sequential(kp.layers.Dense(8, activation="relu"), kp.layers.Dense(3))
+        model.compile(loss="cross_entropy", optimizer=kp.optim.SGD(lr=0.2))
+        model(x[:1].astype(dtype))
+        if dtype == "float64":
+            for p in model.parameters():
+                p.value = p.value.astype(dtype)
+        hist = model.fit(x, y, epochs=3, batch_size=16, verbose=0, shuffle=False, compile=compile,
+                         callbacks=[schedule(model)])
+        got[compile] = model, hist.history
+    (model, hist), (eager, eager_hist) = got[True], got[False]
+    assert hist == eager_hist
+    assert_same_bits(model.params, eager.params)
+    assert model.params["0.w"].value.dtype == dtype
+    steps = 3 * -(-len(x) // 16)
+    assert model.optimizer.iterations == eager.optimizer.iterations == steps
+    assert_same_bits(model.optimizer.state, eager.optimizer.state)  # step counts, the momentum buffers
+    assert all(p.grad is None for p in model.parameters())
+    step = model._compiled_step[1]
+    assert step.replays == steps - step.traces > steps // 2
+    short = [v for v in step._local.fast[1].env.values() if isinstance(v, PlainStep)]
+    assert len(short) == 1 and len(short[0].scratch) == 4  # it ran: an array of its own for each weight
+
+
 def test_a_non_finite_loss_in_a_compiled_fit_stops_before_the_update_as_eager_fit_does():
     x, y = blobs(30)
     x = x.copy()

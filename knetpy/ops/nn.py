@@ -198,12 +198,22 @@ def _nll_fast_ok(scores, labels, axis):
             and type(labels) is np.ndarray and labels.dtype.kind in "iu")
 
 
+_fast_nll = None  # knetpy.ops.fast.nll, imported at its first use (it loads numba)
+
+
+def _nll_kernels():
+    global _fast_nll
+    if _fast_nll is None:  # (once: an import statement on every call costs about a microsecond)
+        from .fast import nll
+
+        _fast_nll = nll
+    return _fast_nll
+
+
 def _nll_rows_fast(scores, labels, average):
     """(loss, log-probabilities) of :func:`_nll` by the compiled kernel (:func:`_nll_fast_ok` arrays)."""
-    from .fast.nll import nll_rows
-
     lp = np.empty_like(scores)
-    total, bad = nll_rows(scores, labels, lp, scores.dtype.type(0))
+    total, bad = _nll_kernels().nll_rows(scores, labels, lp, scores.dtype.type(0))
     if bad >= 0:
         check_label_range(labels, scores.shape[1], "nll")  # raises, naming the label out of range
     return scores.dtype.type(-total / labels.size if average else -total), lp
@@ -211,10 +221,8 @@ def _nll_rows_fast(scores, labels, average):
 
 def _nll_grad_fast(lp, labels, scale):
     """:func:`_nll_vjp` by the compiled kernel: (softmax - one-hot) * scale."""
-    from .fast.nll import nll_grad
-
     grad = np.empty_like(lp)
-    nll_grad(lp, labels, lp.dtype.type(scale), grad)
+    _nll_kernels().nll_grad(lp, labels, lp.dtype.type(scale), grad)
     return grad
 
 
