@@ -21,7 +21,6 @@ from .model import (
     _split_batch,
     _step_value,
 )
-from .optim.sgd import SGD, PlainStep
 from .progress import ProgressBar
 
 
@@ -263,35 +262,12 @@ def compiled_step(model, warn=None):
 def _update(trained, loss_value, model, opt):
     """The compiled step's update: ``opt.step()`` and ``opt.zero_grad()``, as an eager step makes them after
     ``backward()``; left out when the loss on the host is not finite (fit then stops, the weights as they were)."""
-    if _not_finite(loss_value):
+    if isinstance(loss_value, (np.ndarray, np.generic, float)) and not math.isfinite(float(loss_value)):
         return
     for p in getattr(model, "_untrained", ()):
         p.grad = None
     opt.step()
     opt.zero_grad()
-
-
-def _not_finite(loss_value):
-    return isinstance(loss_value, (np.ndarray, np.generic, float)) and not math.isfinite(float(loss_value))
-
-
-def _update_inline(targets, args, expr, scratch):
-    """The compiled step's source for :func:`_update` with plain SGD: :func:`_plain_update`, or ``_update``
-    where it answers False."""
-    loss_value, model, opt = args
-    if not isinstance(opt, SGD) or not opt._plain():
-        return None
-    head = f"{expr(_plain_update)}({expr(PlainStep())}, {expr(loss_value)}, {expr(model)}, {expr(opt)})"
-    return lambda call: [f"if not {head}:", f"    {call}"]
-
-
-def _plain_update(step, loss_value, model, opt):
-    """:func:`_update` by ``step`` (a :class:`knetpy.optim.sgd.PlainStep`) where the loss is finite and
-    every parameter is trained; False, nothing done, where ``_update`` must run."""
-    return not _not_finite(loss_value) and not getattr(model, "_untrained", ()) and step(opt)
-
-
-_update.inline = _update_inline
 
 
 def closure_step(model, xb, yb):

@@ -16,12 +16,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Tensor, mark_modified, run_in_place
-from ..backend import is_array
+from ..backend import is_array, weak_scalar_array
 from ..tree import flatten, unflatten
 from .base import ARRAY_KEY, Optimizer, prepare_gradients
 from .lbfgs import LBFGS
 from .registry import resolve_class
-from .sgd import all_plain, rate_for
+from .sgd import all_plain
 
 
 def _leaf_paths(treedef, n):
@@ -146,15 +146,17 @@ def _inline(targets, args, expr, scratch):
 
 
 class _PlainRates(list):
-    """Called on each replay of a compiled plain-SGD update with the optimizers: their rates as ``lr * g``
-    casts them (:func:`knetpy.optim.sgd.rate_for`: 0-d arrays of their arrays' dtypes), one more step
-    counted on each, or None (nothing counted) if one is no longer plain SGD or has not made its first
-    update. An empty list, so that two traces' copies compare equal, as a compiled step's constants must."""
+    """Called on each replay of a compiled plain-SGD update with the optimizers: their rates as 0-d arrays
+    of their arrays' dtypes (``lr * g`` casts lr so: the same bits), one more step counted on each, or None
+    (nothing counted) if one is no longer plain SGD or has not made its first update.
+
+    A list of the rates last given, with the floats they came from: a rate is made again only when an
+    optimizer's ``_lr`` is another object (a new learning rate, a schedule's step). Two traces' lists are
+    equal, as a compiled step's constants must be."""
 
     def __init__(self, targets):
-        super().__init__()
+        super().__init__([None] * len(targets))
         self.dtypes = tuple(t.dtype for t in targets)
-        self.cache = {}
         self.rates = [None] * len(targets)
 
     def __call__(self, owners):
@@ -163,11 +165,15 @@ class _PlainRates(list):
         for opt in owners:
             if ARRAY_KEY not in opt.state:
                 return None
-        rates, cache, dtypes = self.rates, self.cache, self.dtypes
+        rates = self.rates
         for i, opt in enumerate(owners):
             opt.state[ARRAY_KEY]["step"] += 1
             opt.iterations += 1
-            rates[i] = rate_for(cache, i, opt._lr, dtypes[i])
+            lr = opt._lr
+            if self[i] is not lr:
+                rate = weak_scalar_array(lr, self.dtypes[i])
+                rates[i] = lr if rate is None else rate
+                self[i] = lr
         return rates
 
 

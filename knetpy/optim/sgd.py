@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from ..autograd import mark_modified
-from ..backend import weak_scalar_array
 from .base import Optimizer, _leaf_value
 from .validate import check_number
 
@@ -114,59 +111,4 @@ def all_plain(opts):
                 or opt.grad_noise):
             return False
     return True
-
-
-def rate_for(cache, key, lr, dtype):
-    """``lr`` as ``lr * g`` casts it for a ``g`` of ``dtype``: a 0-d array of that dtype (the same bits,
-    :func:`knetpy.backend.weak_scalar_array`), or ``lr`` itself where it is out of the dtype's range.
-    Kept in ``cache[key]`` with the float it came from, and made again only when ``lr`` is another
-    object (a new learning rate, a schedule's step; 0.0 and -0.0 are two objects)."""
-    hit = cache.get(key)
-    if hit is None or hit[0] is not lr:
-        rate = weak_scalar_array(lr, dtype)
-        hit = cache[key] = (lr, lr if rate is None else rate)
-    return hit[1]
-
-
-class PlainStep(list):
-    """``opt.step(); opt.zero_grad()`` for plain SGD on NumPy arrays, as a compiled ``fit`` step replays
-    it: SGD's own short path (``v -= lr * g`` per parameter with a gradient, the step counts, the
-    versions), with the rate as a 0-d array of each weight's dtype and ``lr * g`` in an array kept for
-    it. Called with the optimizer, it returns False, having changed nothing, where the general step must
-    run instead: not plain SGD (any more), a gradient that is not an array of its weight's shape and
-    dtype, a parameter without state yet.
-
-    An empty list, so that two traces' copies compare equal, as a compiled step's constants must."""
-
-    def __init__(self):
-        super().__init__()
-        self.rates = {}
-        self.scratch = {}
-
-    def __call__(self, opt):
-        if not isinstance(opt, SGD) or not opt._plain():
-            return False
-        params, state = opt._params, opt.state
-        work = []
-        for name in opt._group_names[0]:
-            p = params[name]
-            g = p.grad
-            if g is None:
-                continue
-            v = p.value
-            if (type(g) is not np.ndarray or type(v) is not np.ndarray or g.shape != v.shape or g.dtype != v.dtype
-                    or name not in state):
-                return False
-            work.append((name, p, v, g))
-        lr, rates, scratch = opt._lr, self.rates, self.scratch
-        for name, _, v, g in work:
-            state[name]["step"] += 1
-            out = scratch.get(name)
-            if out is None or out.shape != v.shape or out.dtype != v.dtype:
-                out = scratch[name] = np.empty_like(v)
-            np.subtract(v, np.multiply(g, rate_for(rates, v.dtype, lr, v.dtype), out), v)  # v -= lr * g
-        mark_modified(*(p for _, p, _, _ in work))
-        opt.iterations += 1
-        opt.zero_grad()
-        return True
 
