@@ -259,7 +259,9 @@ def render(runs, records, info, peak, memory, quick, folder=None):
         "compiled kernels first (`kp.ops.fast.warm_up()`: numba's set-up, about 0.7 s once per process). "
         "The FLOP floor is the "
         "GEMM work of the timed run (2 FLOPs per multiply-add, forward and the backward products needed) at "
-        "the SGEMM peak above: no framework can beat it. The ratio is knetpy's median over the faster "
+        "the SGEMM peak above. It is only as firm as that one measured product: a framework that gets more "
+        "from its GEMMs than OpenBLAS's own threads got from the 2048² product can come under it, as knetpy's "
+        "CharLM has on the 2-core machine of these reports. The ratio is knetpy's median over the faster "
         "framework's (PyTorch or JAX; NumPy written by hand is a reference, not a peer).",
         "",
         summary_table(runs, peak, memory, jax_column=bool(info["jax"])),
