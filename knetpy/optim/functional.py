@@ -160,15 +160,10 @@ class _PlainRates(list):
         self.rates = [None] * len(targets)
 
     def __call__(self, owners):
-        if not all_plain(owners):
+        if not _count_plain_steps(owners):
             return None
-        for opt in owners:
-            if ARRAY_KEY not in opt.state:
-                return None
         rates = self.rates
         for i, opt in enumerate(owners):
-            opt.state[ARRAY_KEY]["step"] += 1
-            opt.iterations += 1
             lr = opt._lr
             if self[i] is not lr:
                 rate = weak_scalar_array(lr, self.dtypes[i])

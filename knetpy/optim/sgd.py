@@ -111,4 +111,3 @@ def all_plain(opts):
                 or opt.grad_noise):
             return False
     return True
-
