@@ -28,10 +28,14 @@ When knetpy takes it (:func:`plan`): float32 NumPy arrays, 3x3 or 5x5 kernels, s
 dilation, one group, at least ``MIN_CHANNELS`` channels in and out, tiles that waste little
 (``MAX_WORK``), and knetpy's threads off (one core, or ``kp.set_num_threads(1)``). On one thread it
 pays (LeNet's training step 16% shorter over interleaved batches, ResNet-20's epoch 22-50% shorter in
-three pairs of runs); with two threads it does not: the transforms are memory-bound, and on the 2-core
-machines knetpy is measured on two threads copying or transforming at once run no faster than one,
-while the direct convolution's large GEMMs split well. float64 (and so gradient checks) always stays direct. ``KNETPY_WINOGRAD=0`` in the
-environment or :func:`set_winograd` turns the path off.
+three pairs of runs); split over two threads it does not: each part is a loop of NumPy calls with
+Python between them, and two threads running such loops take turns at the GIL. On the 2-core machines
+knetpy is measured on, half of LeNet's second convolution took 1.8 times as long beside a second copy
+of itself as alone, and 1.0-1.3 times beside a BLAS GEMM on the other core, which needs no GIL
+(``benchmarks/threads.py``), where the same half as one im2col GEMM (one NumPy call) took as long
+beside a copy of itself as alone.
+float64 (and so gradient checks) always stays direct. ``KNETPY_WINOGRAD=0`` in the environment or
+:func:`set_winograd` turns the path off.
 """
 
 from __future__ import annotations

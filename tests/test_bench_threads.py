@@ -1,0 +1,61 @@
+"""benchmarks/threads.py: what a split over knetpy's threads costs, in three tables."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "threads.py"
+
+
+def run(*args):
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300,
+                          cwd=SCRIPT.parent.parent)
+
+
+def cores():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@pytest.mark.skipif(cores() < 2, reason="one core: the script says so and measures nothing (tested below)")
+def test_quick_run_prints_the_three_tables_with_measured_figures():
+    pytest.importorskip("threadpoolctl")
+    done = run("--quick")
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    # 1. four splits, each a positive number of microseconds
+    splits = re.findall(r"^\| (empty parts|parts of ~50 us) \| (back to back|after 1 ms idle) \| (\d+) \|$", out, re.M)
+    assert len(splits) == 4 and all(int(us) > 0 for *_, us in splits)
+    # 2. both ways of computing the half, each with its two ratios to running alone
+    for name in ("Winograd rows", "im2col GEMM"):
+        row = re.search(rf"^\| {name}[^|]*\| ([\d.]+) \| ([\d.]+) \(([\d.]+)\) \| ([\d.]+) \(([\d.]+)\) \|$", out, re.M)
+        assert row, out
+        alone, by_blas, ratio_blas, by_copy, ratio_copy = map(float, row.groups())
+        assert alone > 0 and abs(by_blas / alone - ratio_blas) < 0.01 and abs(by_copy / alone - ratio_copy) < 0.01
+    # 3. the LeNet step with threads off (the reference, ratio 1.00) and automatic
+    assert re.search(r"^\| knetpy threads off \| [\d.]+ \| 1\.00 \|$", out, re.M), out
+    assert re.search(r"^\| automatic threads \| [\d.]+ \| [\d.]+ \|$", out, re.M), out
+
+
+def test_one_core_measures_nothing(tmp_path):
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("needs sched_setaffinity (Linux)")
+    pytest.importorskip("threadpoolctl")
+    first = sorted(os.sched_getaffinity(0))[0]
+    code = (f"import os, runpy, sys; os.sched_setaffinity(0, {{{first}}}); sys.argv = ['threads.py', '--quick']; "
+            f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "One core: knetpy never splits an op here; nothing to measure." in done.stdout
+    assert "us per split" not in done.stdout
+
+
+def test_rounds_must_be_positive():
+    done = run("--rounds", "0")
+    assert done.returncode == 2
+    assert "--rounds must be at least 1, got 0" in done.stderr
