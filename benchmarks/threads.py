@@ -10,8 +10,9 @@ Three tables, each measured in rounds that take turns (medians):
    between them) and the im2col GEMM (one NumPy call). Each alone; beside a BLAS GEMM on the other
    core (BLAS needs no GIL: this shows what sharing caches and memory costs); and beside a second copy
    of itself on the other half (what a split runs: two threads that both need the GIL between calls).
-3. **A LeNet training step** (layers + backward, plain SGD, random data, batch 100) with knetpy's
-   threads off and automatic, taking turns.
+3. **A training step** (layers + backward, plain SGD, random data) of LeNet (batch 100; its ops take a
+   few milliseconds each) and of ResNet-20 (batch 128; tens of milliseconds), with knetpy's threads
+   off and automatic, taking turns.
 
     python benchmarks/threads.py            # 15 rounds
     python benchmarks/threads.py --quick    # 3 rounds
@@ -126,36 +127,50 @@ def part_costs(kp, rounds):
     return table
 
 
-# -- 3. a LeNet step ----------------------------------------------------------------------------------------
-def lenet_steps(kp, rounds, per_turn=5):
-    rng = np.random.default_rng(0)
-    x = rng.random((100, 1, 28, 28), np.float32)
-    y = rng.integers(0, 10, 100)
-    kp.set_seed(0)
+# -- 3. training steps ---------------------------------------------------------------------------------------
+def lenet(kp):
     layers = kp.layers
-    net = kp.Sequential(
+    return kp.Sequential(
         layers.Conv2D(20, 5, activation="relu"), layers.MaxPool2D(),
         layers.Conv2D(50, 5, activation="relu"), layers.MaxPool2D(),
         layers.Flatten(), layers.Dense(500, activation="relu"), layers.Dense(10),
     )
-    net(x[:1])
-    params = net.parameters()
-    settings = {"knetpy threads off": 1, "automatic threads": "auto"}
-    times = {name: [] for name in settings}
-    before = kp.parallel.get_num_threads() if not kp.parallel.is_auto() else "auto"
+
+
+MODELS = [  # name, constructor, batch, input shape, steps per turn
+    ("LeNet (batch 100)", lenet, 100, (1, 28, 28), 5),
+    ("ResNet-20 (batch 128)", lambda kp: kp.models.resnet20(), 128, (3, 32, 32), 1),
+]
+
+
+def step_times(kp, rounds):
+    """{model: (ms per step with knetpy's threads off, ms with automatic threads)}: plain SGD steps on
+    random data, the two settings taking turns (the first step of each turn not timed)."""
+    rng = np.random.default_rng(0)
+    before = "auto" if kp.parallel.is_auto() else kp.parallel.get_num_threads()
+    out = {}
     try:
-        for _ in range(rounds):
-            for name, setting in settings.items():
-                kp.set_num_threads(setting)
-                knetpy_sgd_step(net, params, x, y, 0.01)  # first step of a turn: not timed
-                for _ in range(per_turn):
-                    tick = time.perf_counter()
+        for name, build, batch, shape, per_turn in MODELS:
+            x = rng.random((batch, *shape), np.float32)
+            y = rng.integers(0, 10, batch)
+            kp.set_seed(0)
+            net = build(kp)
+            net(x[:1])
+            params = net.parameters()
+            times = {1: [], "auto": []}
+            for _ in range(rounds):
+                for setting, samples in times.items():
+                    kp.set_num_threads(setting)
                     knetpy_sgd_step(net, params, x, y, 0.01)
-                    times[name].append(time.perf_counter() - tick)
-                time.sleep(0.02)
+                    for _ in range(per_turn):
+                        tick = time.perf_counter()
+                        knetpy_sgd_step(net, params, x, y, 0.01)
+                        samples.append(time.perf_counter() - tick)
+                    time.sleep(0.02)
+            out[name] = tuple(float(np.median(times[k])) * 1e3 for k in (1, "auto"))
     finally:
         kp.set_num_threads(before)
-    return {name: float(np.median(t)) * 1e3 for name, t in times.items()}
+    return out
 
 
 def main():
@@ -190,12 +205,10 @@ def main():
     for name, alone, by_blas, by_copy in table:
         print(f"| {name} | {alone:.2f} | {by_blas:.2f} ({by_blas / alone:.2f}) | {by_copy:.2f} ({by_copy / alone:.2f}) |")
 
-    steps = lenet_steps(kp, rounds)
-    base = steps["knetpy threads off"]
-    print("\n3. LeNet training step (batch 100), ms (ratio to threads off)\n")
-    print("| knetpy threads | ms per step | ratio |\n|---|---|---|")
-    for name, ms in steps.items():
-        print(f"| {name} | {ms:.1f} | {ms / base:.2f} |")
+    print("\n3. A training step, ms: knetpy's threads off and automatic\n")
+    print("| model | threads off | automatic | ratio automatic / off |\n|---|---|---|---|")
+    for name, (off, auto) in step_times(kp, rounds).items():
+        print(f"| {name} | {off:.1f} | {auto:.1f} | {auto / off:.2f} |")
 
 
 if __name__ == "__main__":

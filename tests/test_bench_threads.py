@@ -37,9 +37,12 @@ def test_quick_run_prints_the_three_tables_with_measured_figures():
         assert row, out
         alone, by_blas, ratio_blas, by_copy, ratio_copy = map(float, row.groups())
         assert alone > 0 and abs(by_blas / alone - ratio_blas) < 0.01 and abs(by_copy / alone - ratio_copy) < 0.01
-    # 3. the LeNet step with threads off (the reference, ratio 1.00) and automatic
-    assert re.search(r"^\| knetpy threads off \| [\d.]+ \| 1\.00 \|$", out, re.M), out
-    assert re.search(r"^\| automatic threads \| [\d.]+ \| [\d.]+ \|$", out, re.M), out
+    # 3. both models' steps with threads off and automatic, and the ratio of the two
+    for name in ("LeNet (batch 100)", "ResNet-20 (batch 128)"):
+        row = re.search(rf"^\| {re.escape(name)} \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", out, re.M)
+        assert row, out
+        off, auto, ratio = map(float, row.groups())
+        assert off > 0 and abs(auto / off - ratio) < 0.01
 
 
 def test_one_core_measures_nothing(tmp_path):
