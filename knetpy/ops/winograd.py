@@ -31,7 +31,7 @@ pays (LeNet's training step 16% shorter over interleaved batches, ResNet-20's ep
 three pairs of runs); split over two threads it does not: each part is a loop of NumPy calls with
 Python between them, and two threads running such loops take turns at the GIL. On the 2-core machines
 knetpy is measured on, half of LeNet's second convolution took 1.7-1.95 times as long beside a second copy
-of itself as alone, and 1.0-1.3 times beside a BLAS GEMM on the other core, which needs no GIL
+of itself as alone, and 0.9-1.3 times beside a BLAS GEMM on the other core, which needs no GIL
 (``benchmarks/threads.py``), where the same half as one im2col GEMM (one NumPy call) took as long
 beside a copy of itself as alone.
 float64 (and so gradient checks) always stays direct. ``KNETPY_WINOGRAD=0`` in the environment or
