@@ -72,6 +72,17 @@ def knetpy_sgd_step(forward, params, x, y, lr):
     return loss
 
 
+def knetpy_lenet(kp, width=1):
+    """LeNet from knetpy layers, as the benchmarks train it: conv 5x5x20, pool, conv 5x5x50, pool, dense 500,
+    dense 10 (relu after the convolutions and the first dense layer); ``width`` multiplies the channels and
+    the hidden units."""
+    L = kp.layers
+    return kp.Sequential(
+        L.Conv2D(20 * width, 5, activation="relu"), L.MaxPool2D(), L.Conv2D(50 * width, 5, activation="relu"),
+        L.MaxPool2D(), L.Flatten(), L.Dense(500 * width, activation="relu"), L.Dense(10),
+    )
+
+
 def table(rows, reference="PyTorch"):
     """Markdown table of ``rows`` = [(name, seconds, extra)], with the ratio to ``reference``."""
     ref = next((s for n, s, _ in rows if n == reference), None)

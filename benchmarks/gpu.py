@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import SKIPPED, emit  # noqa: E402
+from common import SKIPPED, emit, knetpy_lenet  # noqa: E402
 
 BENCHMARKS = ["linreg", "softmax", "mlp", "lenet", "charlm"]
 NAMES = {"linreg": "LinReg", "softmax": "Softmax", "mlp": "MLP", "lenet": "LeNet", "charlm": "CharLM"}
@@ -56,10 +56,7 @@ def knetpy_model(kp, name):
     if name == "mlp":
         return kp.Sequential(L.Dense(64, activation="relu"), L.Dense(10)), "cross_entropy"
     if name == "lenet":
-        return kp.Sequential(
-            L.Conv2D(20, 5, activation="relu"), L.MaxPool2D(), L.Conv2D(50, 5, activation="relu"), L.MaxPool2D(),
-            L.Flatten(), L.Dense(500, activation="relu"), L.Dense(10),
-        ), "cross_entropy"
+        return knetpy_lenet(kp), "cross_entropy"
 
     class CharLM(kp.Model):
         def __init__(self):

@@ -32,7 +32,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import blas_report, knetpy_sgd_step  # noqa: E402
+from common import blas_report, knetpy_lenet, knetpy_sgd_step  # noqa: E402
 
 BATCH, LR, EPOCH_IMAGES = 128, 0.05, 50_000
 SWEEP_BATCHES = (32, 64, 128, 256, 512)
@@ -86,13 +86,10 @@ def train_resnet20(framework, x, y, batches):
 def knetpy_model(kind, width):
     import knetpy as kp
 
-    L = kp.layers
     if kind == "LeNet":
-        net = [L.Conv2D(20 * width, 5, activation="relu"), L.MaxPool2D(), L.Conv2D(50 * width, 5, activation="relu"),
-               L.MaxPool2D(), L.Flatten(), L.Dense(500 * width, activation="relu"), L.Dense(10)]
-    else:
-        net = [L.Dense(64 * width, activation="relu"), L.Dense(10)]
-    return kp.Sequential(net)
+        return knetpy_lenet(kp, width)
+    L = kp.layers
+    return kp.Sequential([L.Dense(64 * width, activation="relu"), L.Dense(10)])
 
 
 def torch_model(torch, kind, width):

@@ -29,7 +29,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import blas_report, knetpy_sgd_step  # noqa: E402
+from common import blas_report, knetpy_lenet, knetpy_sgd_step  # noqa: E402
 
 
 def median_us(samples):
@@ -128,17 +128,8 @@ def part_costs(kp, rounds):
 
 
 # -- 3. training steps ---------------------------------------------------------------------------------------
-def lenet(kp):
-    layers = kp.layers
-    return kp.Sequential(
-        layers.Conv2D(20, 5, activation="relu"), layers.MaxPool2D(),
-        layers.Conv2D(50, 5, activation="relu"), layers.MaxPool2D(),
-        layers.Flatten(), layers.Dense(500, activation="relu"), layers.Dense(10),
-    )
-
-
 MODELS = [  # name, constructor, batch, input shape, steps per turn
-    ("LeNet (batch 100)", lenet, 100, (1, 28, 28), 5),
+    ("LeNet (batch 100)", knetpy_lenet, 100, (1, 28, 28), 5),
     ("ResNet-20 (batch 128)", lambda kp: kp.models.resnet20(), 128, (3, 32, 32), 1),
 ]
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from knetpy.parallel import cores
+
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "threads.py"
 
 
@@ -24,10 +26,6 @@ def ratio_fits(top, bottom, ratio, half_unit, ratio_half_unit=0.005):
     low = (top - half_unit) / (bottom + half_unit) - ratio_half_unit
     high = (top + half_unit) / (bottom - half_unit) + ratio_half_unit
     return low - 1e-9 <= ratio <= high + 1e-9
-
-
-def cores():
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @pytest.mark.skipif(cores() < 2, reason="one core: the script says so and measures nothing (tested below)")
