@@ -5,11 +5,14 @@ Three tables, each measured in rounds that take turns (medians):
 1. **One split.** ``kp.parallel.run`` over two parts (the calling thread runs one, a knetpy worker
    the other), with parts that do nothing and with parts of one NumPy call of about 50 us: right
    after the previous split, and after 1 ms idle (the worker asleep, to be woken).
-2. **One part beside another thread.** Half of LeNet's batch through its second convolution two
-   ways: Winograd's rows (``kp.ops.winograd.conv_rows``: a few NumPy calls per few samples, Python
-   between them) and the im2col GEMM (one NumPy call). Each alone; beside a BLAS GEMM on the other
-   core (BLAS needs no GIL: this shows what sharing caches and memory costs); and beside a second copy
-   of itself on the other half (what a split runs: two threads that both need the GIL between calls).
+2. **One part beside another thread.** Half of LeNet's batch through its second convolution three
+   ways: Winograd's rows (``kp.ops.winograd.conv_rows``) with the NumPy transforms (a few NumPy calls
+   per few samples, Python between them) and with the compiled ones (two GIL-free calls and a batched
+   GEMM per run of samples; only with numba), and the im2col GEMM (one NumPy call). Each alone; beside a
+   BLAS GEMM on the other core (dense arithmetic that needs no GIL); and beside a second copy of itself
+   on the other half (what a split runs). A part that slows down beside its copy but not beside the
+   GEMM shares something with its copy: the GIL for the NumPy loop; for the GIL-free compiled part,
+   the core's loads and stores (on a VM whose two vCPUs share one physical core, for instance).
 3. **A training step** (layers + backward, plain SGD, random data) of LeNet (batch 100; its ops take a
    few milliseconds each) and of ResNet-20 (batch 128; tens of milliseconds), with knetpy's threads
    off and automatic, taking turns.
@@ -116,13 +119,21 @@ def part_costs(kp, rounds):
     def blas_elsewhere():
         np.matmul(big_a, big_b, out=big_out)
 
+    ways = [("Winograd rows, NumPy transforms (several NumPy calls)", winograd, False)]
+    if kp.ops.fast.available():
+        ways.append(("Winograd rows, compiled transforms (GIL-free calls)", winograd, True))
+    ways.append(("im2col GEMM (one NumPy call)", gemm, False))
     table = []
-    for name, make in (("Winograd rows (several NumPy calls)", winograd), ("im2col GEMM (one NumPy call)", gemm)):
-        alone, by_blas, by_copy = [], [], []
-        for _ in range(rounds):
-            alone.append(beside(make(0), None, 10))
-            by_blas.append(beside(make(0), blas_elsewhere, 10))
-            by_copy.append(beside(make(0), make(half), 10))
+    for name, make, compiled in ways:
+        prev = kp.ops.fast.set_fast(compiled)
+        try:
+            alone, by_blas, by_copy = [], [], []
+            for _ in range(rounds):
+                alone.append(beside(make(0), None, 10))
+                by_blas.append(beside(make(0), blas_elsewhere, 10))
+                by_copy.append(beside(make(0), make(half), 10))
+        finally:
+            kp.ops.fast.set_fast(prev)
         table.append((name, *(float(np.median(t)) * 1e3 for t in (alone, by_blas, by_copy))))
     return table
 
@@ -189,8 +200,13 @@ def main():
     for name, when, us in rows:
         print(f"| {name} | {when} | {us:.0f} |")
 
-    with kp.parallel.blas_threads(1):
-        table = part_costs(kp, rounds)
+    auto, count = kp.parallel.is_auto(), kp.get_num_threads()
+    kp.set_num_threads(1)  # each part runs whole on its own thread
+    try:
+        with kp.parallel.blas_threads(1):
+            table = part_costs(kp, rounds)
+    finally:
+        kp.set_num_threads("auto" if auto else count)
     print("\n2. Half of LeNet's conv 2 (50 samples) on one thread, ms (ratio to alone)\n")
     print("| part | alone | beside a BLAS GEMM | beside a copy of itself |\n|---|---|---|---|")
     for name, alone, by_blas, by_copy in table:

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fast_switch import threads
+from fast_switch import kernels, threads
 from fast_switch import winograd_convolutions as winograd
 
 import knetpy as kp
 from knetpy.ops import conv as kc
+from knetpy.ops import fast
 from knetpy.ops import winograd as wg
 from knetpy.ops.conv_reference import conv_filter_grad_reference, conv_reference, conv_transpose_reference
+
+needs_numba = pytest.mark.skipif(not fast.available(), reason="numba (the [fast] extra) is not installed")
 
 
 @pytest.fixture(autouse=True)
@@ -26,16 +29,28 @@ def one_thread():
         yield
 
 
+NONE = {"conv_rows": 0, "conv_transpose": 0, "filter_grad": 0, "backward": 0}
+#: A convolution trained through Winograd's path: the forward pass, then both gradients in one pass.
+TRAINED = {**NONE, "conv_rows": 1, "backward": 1}
+
+
 @pytest.fixture
 def calls(monkeypatch):
-    """How often each Winograd convolution ran."""
-    count = {"conv_rows": 0, "conv_transpose": 0, "filter_grad": 0}
+    """How often each Winograd convolution was called from outside the module."""
+    count = dict(NONE)
+    inside = [False]
     for name in count:
         real = getattr(wg, name)
 
         def spy(*args, _real=real, _name=name, **kwargs):
+            if inside[0]:  # (filter_grad calls backward)
+                return _real(*args, **kwargs)
             count[_name] += 1
-            return _real(*args, **kwargs)
+            inside[0] = True
+            try:
+                return _real(*args, **kwargs)
+            finally:
+                inside[0] = False
 
         monkeypatch.setattr(wg, name, spy)
     return count
@@ -105,7 +120,7 @@ def test_float32_conv4_takes_winograd_and_stays_close_to_float64(calls):
     wt, xt = kp.Param(w), kp.Param(x)
     y = kp.conv4(wt, xt)
     y.backward(gy)
-    assert calls == {"conv_rows": 1, "conv_transpose": 1, "filter_grad": 1}
+    assert calls == TRAINED
     x64, w64, g64 = x.astype(np.float64), w.astype(np.float64), gy.astype(np.float64)
     assert y.value.dtype == np.float32
     assert _scaled_error(y.value, conv_reference(w64, x64, (0, 0), (1, 1), (1, 1), 1, 0)) < 2e-5
@@ -133,14 +148,42 @@ def test_chunks_of_samples_give_the_same_result_as_one_chunk(monkeypatch):
     assert _scaled_error(many[2], one[2]) < 1e-5  # the filter gradient sums the chunks in another order
 
 
-def test_with_knetpys_threads_on_it_stays_direct(calls):
+def test_with_knetpys_threads_on_and_numpy_transforms_it_stays_direct(calls):
     rng = np.random.default_rng(6)
     x = rng.standard_normal((20, 20, 12, 12)).astype(np.float32)
     w = rng.standard_normal((50, 20, 5, 5)).astype(np.float32)
-    with threads(2):
+    with threads(2), kernels(False):
         wt, xt = kp.Param(w), kp.Param(x)
         kp.conv4(wt, xt).sum().backward()
-    assert calls == {"conv_rows": 0, "conv_transpose": 0, "filter_grad": 0}
+    assert calls == NONE
+
+
+@needs_numba
+def test_with_knetpys_threads_on_the_compiled_path_splits_the_batch_and_agrees(calls, monkeypatch):
+    """Two threads each take half of the samples: the outputs and the input gradient are made per
+    sample, so they equal one thread's exactly; the filter gradient adds the halves (rounding)."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((20, 20, 12, 12)).astype(np.float32)
+    w = (rng.standard_normal((50, 20, 5, 5)) / 20).astype(np.float32)
+    gy = rng.standard_normal((20, 50, 8, 8)).astype(np.float32)
+    parts = []
+    real = kp.parallel.run
+    monkeypatch.setattr(kp.parallel, "run", lambda fn, p: (parts.append(list(p)), real(fn, p))[1])
+
+    def run(n):
+        with threads(n):
+            wt, xt = kp.Param(w), kp.Param(x)
+            y = kp.conv4(wt, xt)
+            y.backward(gy)
+        return y.value, xt.grad, wt.grad
+
+    one = run(1)
+    assert parts == [] and calls == TRAINED
+    two = run(2)
+    assert parts == [[(0, 10), (10, 20)]] * 2 and calls == {**TRAINED, "conv_rows": 2, "backward": 2}
+    np.testing.assert_array_equal(two[0], one[0])
+    np.testing.assert_array_equal(two[1], one[1])
+    assert _scaled_error(two[2], one[2]) < 2e-5
 
 
 @pytest.mark.parametrize("r,padding", [(5, 0), (5, 2), (3, 1)])
@@ -155,7 +198,7 @@ def test_a_layer_matches_pytorch_forward_and_backward(r, padding, calls):
     xt = kp.Param(x)
     out = layer(xt)
     out.backward(gy)
-    assert calls["conv_rows"] >= 1 and calls["conv_transpose"] == 1 and calls["filter_grad"] == 1
+    assert calls["conv_rows"] >= 1 and calls["backward"] == 1 and calls["conv_transpose"] == calls["filter_grad"] == 0
     tx = torch.tensor(x, requires_grad=True)
     tw = torch.tensor(w, requires_grad=True)  # the layers cross-correlate, as PyTorch does
     tb = torch.tensor(b, requires_grad=True)
@@ -181,9 +224,9 @@ def test_lenet_block_with_pooling_equals_the_direct_path_to_rounding(calls):
 
     with winograd(False):
         direct = run()
-    assert calls == {"conv_rows": 0, "conv_transpose": 0, "filter_grad": 0}
+    assert calls == NONE
     fast = run()
-    assert calls == {"conv_rows": 1, "conv_transpose": 1, "filter_grad": 1}
+    assert calls == TRAINED
     for d, f in zip(direct, fast):
         assert _scaled_error(f, d) < 2e-5
 
@@ -219,7 +262,7 @@ def test_convolutions_it_does_not_take(what, calls):
         wt, xt = kp.Param(w), kp.Param(x)
         y = kp.conv4(wt, xt, **kw)
         y.sum().backward()
-    assert calls == {"conv_rows": 0, "conv_transpose": 0, "filter_grad": 0}
+    assert calls == NONE
 
 
 def test_deconv4_takes_it_as_the_adjoint(calls):

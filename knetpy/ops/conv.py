@@ -170,16 +170,19 @@ def _conv_geometry_checked(fn, w, x, padding, stride, dilation, mode, groups):
 # -- the three primitives ---------------------------------------------------------------------------------
 class _Saved:
     """What a forward convolution keeps for its backward pass: the gathered windows (whose pooled
-    buffer goes back when the tape drops this object) and, for the fused op, the gradient before
-    the activation once computed."""
+    buffer goes back when the tape drops this object) or Winograd's input tiles, for the fused op
+    the gradient before the activation once computed, and the input gradient that the filter
+    gradient's Winograd pass made beside it (:func:`_winograd_filter_grad`), for the input's VJP."""
 
-    __slots__ = ("cols", "buffer", "grad_source", "pre_grad")
+    __slots__ = ("cols", "buffer", "grad_source", "pre_grad", "tiles", "input_grad")
 
-    def __init__(self, cols, buffer):
+    def __init__(self, cols, buffer, tiles=None):
         self.cols = cols
         self.buffer = buffer
         self.grad_source = None
         self.pre_grad = None
+        self.tiles = tiles
+        self.input_grad = None
 
     def __del__(self):
         try:
@@ -202,8 +205,8 @@ def _conv_matrix(w, x, geom, out_spatial, epilogue=None):
     tiling = winograd.plan(w.shape, geom, out_spatial, w, x)
     if tiling is not None:
         y = recycle.empty(np, (x.shape[0] * math.prod(out_spatial), w.shape[0]), x.dtype)
-        winograd.conv_rows(w, to_channels_last(x), tiling, geom.flip, y, epilogue)
-        return y, _Saved(None, None), out_spatial
+        tiles = winograd.conv_rows(w, to_channels_last(x), tiling, geom.flip, y, epilogue, keep=True)
+        return y, _Saved(None, None, tiles), out_spatial
     g = geom.groups
     gather = _window_gather(x, geom, kernel, out_spatial)
     wm = weight_matrix(w, g, geom.flip)
@@ -449,17 +452,45 @@ def _filter_grad_raw(x, gy, geom, kernel, cols=None):
     return weight_from_matrix(wm, kernel, geom.flip)
 
 
+def _winograd_filter_grad(saved, w, x, gy, geom):
+    """The filter gradient by Winograd's algorithm when the forward pass took it (None otherwise), made
+    in one pass with the input gradient, which waits in ``saved`` for :func:`_input_grad`: the two
+    share the output gradient's tiles, and the forward pass's input tiles are used again.
+
+    The input's VJP runs right after the filter's on the same node (when the input needs a gradient
+    at all: a first layer's does not, and then the input gradient is made for nothing; such layers
+    have few channels and do not take Winograd's path)."""
+    if saved.tiles is None or isinstance(gy, Tensor) or isinstance(x, Tensor):
+        return None
+    kernel = w.shape[2:]
+    tiling = winograd.plan((gy.shape[1], x.shape[1], *kernel), geom, gy.shape[2:], x, gy, w)
+    if tiling is None:
+        return None
+    dx = recycle.empty(np, (x.shape[0], *x.shape[2:], x.shape[1]), x.dtype)
+    dw = winograd.backward(w, to_channels_last(x), to_channels_last(gy), tiling, geom.flip, dx, saved.tiles)
+    saved.input_grad = (gy, from_channels_last(dx))
+    return dw
+
+
+def _input_grad(saved, w, x, gy, geom):
+    """The input gradient: the one :func:`_winograd_filter_grad` made for this ``gy``, else its own op."""
+    made = saved.input_grad
+    if made is not None and made[0] is gy:
+        saved.input_grad = None
+        return made[1]
+    return _conv_transpose(w, gy, geom=geom, in_spatial=x.shape[2:])
+
+
 def _conv_vjp_w(g, ans, saved, w, x, geom=None, out_spatial=None):
     if isinstance(g, Tensor) or isinstance(x, Tensor):  # recording: stay on the graph
         return _conv_filter_grad(x, g, geom=geom, kernel=w.shape[2:])
-    return _filter_grad_raw(x, g, geom, w.shape[2:], saved.cols)
+    dw = _winograd_filter_grad(saved, w, x, g, geom)
+    return _filter_grad_raw(x, g, geom, w.shape[2:], saved.cols) if dw is None else dw
 
 
 _conv.defvjp(
     _conv_vjp_w,
-    lambda g, ans, saved, w, x, geom=None, out_spatial=None: _conv_transpose(
-        w, g, geom=geom, in_spatial=x.shape[2:]
-    ),
+    lambda g, ans, saved, w, x, geom=None, out_spatial=None: _input_grad(saved, w, x, g, geom),
 )
 _conv_transpose.defvjp(
     lambda g, ans, w, y, geom=None, in_spatial=None: _conv_filter_grad(g, y, geom=geom, kernel=w.shape[2:]),
@@ -537,12 +568,12 @@ def _fused_vjp_w(g, ans, saved, w, x, b, geom=None, relu=False):
     pre = _pre_activation_grad(g, ans, saved, relu)
     if isinstance(pre, Tensor) or isinstance(x, Tensor):
         return _conv_filter_grad(x, pre, geom=geom, kernel=w.shape[2:])
-    return _filter_grad_raw(x, pre, geom, w.shape[2:], saved.cols)
+    dw = _winograd_filter_grad(saved, w, x, pre, geom)
+    return _filter_grad_raw(x, pre, geom, w.shape[2:], saved.cols) if dw is None else dw
 
 
 def _fused_vjp_x(g, ans, saved, w, x, b, geom=None, relu=False):
-    pre = _pre_activation_grad(g, ans, saved, relu)
-    return _conv_transpose(w, pre, geom=geom, in_spatial=x.shape[2:])
+    return _input_grad(saved, w, x, _pre_activation_grad(g, ans, saved, relu), geom)
 
 
 def _fused_vjp_b(g, ans, saved, w, x, b, geom=None, relu=False):

@@ -26,8 +26,9 @@ from .conv import (
     _conv_filter_grad,
     _conv_geometry_checked,
     _conv_matrix,
-    _conv_transpose,
     _filter_grad_raw,
+    _input_grad,
+    _winograd_filter_grad,
 )
 from .im2col import empty_like_layout, from_channels_last, to_channels_last
 from .pool import FAST_MIN_CHANNELS, _fast_ok, _max_windows, _switch_scatter, _Switches, pool_geometry
@@ -88,11 +89,12 @@ def _vjp_w(g, ans, saved, w, x, b, geom=None, pool=None):
     pre = _pre_activation_grad(g, ans, saved)
     if isinstance(pre, Tensor) or isinstance(x, Tensor):
         return _conv_filter_grad(x, pre, geom=geom, kernel=w.shape[2:])
-    return _filter_grad_raw(x, pre, geom, w.shape[2:], saved.conv.cols)
+    dw = _winograd_filter_grad(saved.conv, w, x, pre, geom)
+    return _filter_grad_raw(x, pre, geom, w.shape[2:], saved.conv.cols) if dw is None else dw
 
 
 def _vjp_x(g, ans, saved, w, x, b, geom=None, pool=None):
-    return _conv_transpose(w, _pre_activation_grad(g, ans, saved), geom=geom, in_spatial=x.shape[2:])
+    return _input_grad(saved.conv, w, x, _pre_activation_grad(g, ans, saved), geom)
 
 
 def _vjp_b(g, ans, saved, w, x, b, geom=None, pool=None):

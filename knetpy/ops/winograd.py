@@ -25,15 +25,19 @@ infinite or NaN input spreads NaN over the whole output tile it falls in, where 
 limits it to the outputs whose windows cover it.
 
 When knetpy takes it (:func:`plan`): float32 NumPy arrays, 3x3 or 5x5 kernels, stride 1, no
-dilation, one group, at least ``MIN_CHANNELS`` channels in and out, tiles that waste little
-(``MAX_WORK``), and knetpy's threads off (one core, or ``kp.set_num_threads(1)``). On one thread it
-pays (LeNet's training step 16% shorter over interleaved batches, ResNet-20's epoch 22-50% shorter in
-three pairs of runs); split over two threads it does not: each part is a loop of NumPy calls with
-Python between them, and two threads running such loops take turns at the GIL. On the 2-core machines
-knetpy is measured on, half of LeNet's second convolution took 1.7-1.95 times as long beside a second copy
-of itself as alone, and 0.9-1.3 times beside a BLAS GEMM on the other core, which needs no GIL
-(``benchmarks/threads.py``), where the same half as one im2col GEMM (one NumPy call) took as long
-beside a copy of itself as alone.
+dilation, one group, at least ``MIN_CHANNELS`` channels in and out, and tiles that waste little
+(``MAX_WORK``). With the compiled transforms (:mod:`knetpy.ops.fast.winograd`, the ``[fast]`` extra)
+it is taken whatever knetpy's threads are, and split over them, each thread taking its samples: each
+part is then three GIL-free calls per run of samples (two transforms and one batched GEMM). With the
+NumPy transforms it is taken only with knetpy's threads off (one core, or ``kp.set_num_threads(1)``):
+each part would be a loop of NumPy calls with Python between them, and two threads running such
+loops take turns at the GIL (half of LeNet's second convolution took 1.7-1.95 times as long beside
+a second copy of itself as alone, ``benchmarks/threads.py``).
+
+The backward pass makes both gradients in one pass (:func:`backward`): the output gradient's tiles
+dM serve the input gradient and the filter gradient, and the input's tiles that the forward pass made
+(kept, :class:`Tiles`) serve the filter gradient again.
+
 float64 (and so gradient checks) always stays direct. ``KNETPY_WINOGRAD=0`` in the environment or
 :func:`set_winograd` turns the path off.
 """
@@ -49,6 +53,7 @@ from fractions import Fraction
 import numpy as np
 
 from .. import parallel
+from . import fast, recycle
 
 ALPHA = 8
 KERNELS = (3, 5)
@@ -143,7 +148,7 @@ def plan(wshape, geom, out_spatial, *arrays):
     """A :class:`Plan` when the Winograd path takes this convolution (see the module's docstring),
     else None: ``wshape`` (C_out, C_in, r, r) is the filter's shape, out_spatial the output's, and
     ``arrays`` the operands, which must be float32 NumPy arrays."""
-    if (not _enabled or parallel.get_num_threads() > 1
+    if (not _enabled or (parallel.get_num_threads() > 1 and not fast.enabled())
             or any(type(a) is not np.ndarray or a.dtype != np.float32 for a in arrays)):
         return None
     return plan_for(wshape, geom, out_spatial, np.float32)
@@ -303,33 +308,99 @@ def _input_tiles_adjoint(dv, plan, dx):
 
 
 # -- the three convolutions -------------------------------------------------------------------------------------
-# They run on the calling thread, a few samples at a time (:func:`_chunks`): knetpy takes this path only
-# when its own threads are off (see :func:`plan`).
-def _chunks(plan, channels, n):
-    """Consecutive runs a..b-1 of the samples 0..n-1 whose tile buffers take about CHUNK_BYTES."""
+# With the compiled transforms (:mod:`knetpy.ops.fast.winograd`) each is split over knetpy's threads, every
+# thread taking its samples; with the NumPy transforms it runs on the calling thread, and :func:`plan` takes
+# this path only when knetpy's threads are off. Either way a part goes a few samples at a time (:func:`_chunks`).
+def _compiled(*arrays):
+    """The compiled transforms when they are on and take these arrays, else None."""
+    if fast.enabled() and all(a.dtype in fast.FLOATS for a in arrays):
+        from .fast import winograd as kernels
+
+        return kernels
+    return None
+
+
+def _over_samples(part, plan, channels, n, kernels):
+    """``part(lo, hi)`` over the samples 0..n-1: split over knetpy's threads with the compiled transforms."""
+    if kernels is None:
+        part(0, n)
+    else:
+        parallel.for_rows(part, n, n * plan.tiles * ALPHA * ALPHA * channels)
+
+
+def _chunks(plan, channels, lo, hi):
+    """Consecutive runs a..b-1 of the samples lo..hi-1 whose tile buffers take about CHUNK_BYTES."""
     per_sample = ALPHA * ALPHA * plan.tiles * channels * 4
     step = max(1, CHUNK_BYTES // per_sample)
-    for a in range(0, n, step):
-        yield a, min(n, a + step)
+    for a in range(lo, hi, step):
+        yield a, min(hi, a + step)
 
 
-def conv_rows(w, xl, plan, flip, y, epilogue=None):
+def _tiles_in(kernels, xl, plan, a, b, v):
+    if kernels is None:
+        _input_tiles(xl, plan, a, b, v.reshape(ALPHA, ALPHA, -1))
+    else:
+        kernels.input_tiles(xl, plan.bt, a, b, plan.th, plan.tw, plan.m, plan.ph, plan.pw, v)
+
+
+def _tiles_out_adjoint(kernels, gy, plan, dm):
+    if kernels is None:
+        _output_tiles_adjoint(gy, plan, dm.reshape(ALPHA, ALPHA, -1))
+    else:
+        kernels.output_tiles_adjoint(gy, plan.at, plan.th, plan.tw, dm)
+
+
+class Tiles:
+    """The input's tiles as a forward pass made them, kept for the filter gradient (:func:`backward`):
+    one array, the tiles of the samples a..b-1 of each run (a, b) the pass made at its offset
+    a * ``per``, laid out (a*a, (b-a)*tiles, C_in) as the pass used them."""
+
+    __slots__ = ("flat", "per", "shape", "made")
+
+    def __init__(self, flat, per, shape):
+        self.flat, self.per, self.shape, self.made = flat, per, shape, set()
+
+    def view(self, a, b):
+        tiles, cin = self.shape
+        return self.flat[a * self.per : b * self.per].reshape(ALPHA * ALPHA, (b - a) * tiles, cin)
+
+    def get(self, a, b):
+        """The tiles of run (a, b), or None when the forward pass cut its runs elsewhere."""
+        return self.view(a, b) if (a, b) in self.made else None
+
+
+def conv_rows(w, xl, plan, flip, y, epilogue=None, keep=False):
     """The convolution of xl (N, H, W, C_in) channels-last with w into the rows y (N*oh*ow, C_out);
-    ``epilogue(rows, a, b)`` runs on the rows of samples a..b-1 right after they are made."""
+    ``epilogue(rows, a, b)`` runs on the rows of samples a..b-1 right after they are made. With
+    ``keep``, the input's tiles are made in one pooled array and returned (:class:`Tiles`), else None."""
     n, _, _, cin = xl.shape
     cout = w.shape[0]
     u = filter_tiles(w, plan, flip).astype(xl.dtype, copy=False)
     per_sample = plan.oh * plan.ow
-    for a, b in _chunks(plan, cin + cout, n):
-        t = (b - a) * plan.tiles
-        v = _scratch("v", (ALPHA * ALPHA, t, cin), xl.dtype)
-        mm = _scratch("m", (ALPHA * ALPHA, t, cout), xl.dtype)
-        _input_tiles(xl, plan, a, b, v.reshape(ALPHA, ALPHA, -1))
-        np.matmul(v, u, out=mm)
-        rows = y[a * per_sample : b * per_sample]
-        _output_tiles(mm, plan, b - a, rows.reshape(b - a, plan.oh, plan.ow, cout))
-        if epilogue is not None:
-            epilogue(rows, a, b)
+    kernels = _compiled(xl, y)
+    per = ALPHA * ALPHA * plan.tiles * cin
+    kept = Tiles(recycle.empty(np, (n * per,), xl.dtype), per, (plan.tiles, cin)) if keep else None
+
+    def part(lo, hi):
+        for a, b in _chunks(plan, cin + cout, lo, hi):
+            t = (b - a) * plan.tiles
+            v = _scratch("v", (ALPHA * ALPHA, t, cin), xl.dtype) if kept is None else kept.view(a, b)
+            mm = _scratch("m", (ALPHA * ALPHA, t, cout), xl.dtype)
+            _tiles_in(kernels, xl, plan, a, b, v)
+            if kept is not None:
+                kept.made.add((a, b))
+            np.matmul(v, u, out=mm)
+            rows = y[a * per_sample : b * per_sample]
+            out = rows.reshape(b - a, plan.oh, plan.ow, cout)
+            if kernels is None:
+                _output_tiles(mm, plan, b - a, out)
+            else:
+                kernels.output_tiles(mm, plan.at, plan.th, plan.tw, out)
+            if epilogue is not None:
+                epilogue(rows, a, b)
+
+    _over_samples(part, plan, cin + cout, n, kernels)
+    return kept
 
 
 def conv_transpose(w, gyl, plan, flip, dx):
@@ -338,28 +409,66 @@ def conv_transpose(w, gyl, plan, flip, dx):
     n, _, _, cout = gyl.shape
     cin = w.shape[1]
     ut = filter_tiles(w, plan, flip).astype(gyl.dtype, copy=False).transpose(0, 2, 1)  # (a*a, C_out, C_in)
-    for a, b in _chunks(plan, cin + cout, n):
-        t = (b - a) * plan.tiles
-        dm = _scratch("m", (ALPHA * ALPHA, t, cout), gyl.dtype)
-        dv = _scratch("v", (ALPHA * ALPHA, t, cin), gyl.dtype)
-        _output_tiles_adjoint(gyl[a:b], plan, dm.reshape(ALPHA, ALPHA, -1))
-        np.matmul(dm, ut, out=dv)
-        _input_tiles_adjoint(dv.reshape(ALPHA, ALPHA, -1), plan, dx[a:b])
+    kernels = _compiled(gyl, dx)
+
+    def part(lo, hi):
+        for a, b in _chunks(plan, cin + cout, lo, hi):
+            t = (b - a) * plan.tiles
+            dm = _scratch("m", (ALPHA * ALPHA, t, cout), gyl.dtype)
+            dv = _scratch("v", (ALPHA * ALPHA, t, cin), gyl.dtype)
+            _tiles_out_adjoint(kernels, gyl[a:b], plan, dm)
+            np.matmul(dm, ut, out=dv)
+            if kernels is None:
+                _input_tiles_adjoint(dv.reshape(ALPHA, ALPHA, -1), plan, dx[a:b])
+            else:
+                kernels.input_tiles_adjoint(dv, plan.bt, plan.th, plan.tw, plan.m, plan.ph, plan.pw, dx[a:b])
+
+    _over_samples(part, plan, cin + cout, n, kernels)
 
 
 def filter_grad(xl, gyl, plan, flip):
     """The filter gradient (C_out, C_in, r, r) from the input xl (N, H, W, C_in) and the output
     gradient gyl (N, oh, ow, C_out), both channels-last."""
+    return backward(None, xl, gyl, plan, flip)
+
+
+def backward(w, xl, gyl, plan, flip, dx=None, tiles=None):
+    """Both gradients in one pass over the output gradient gyl (N, oh, ow, C_out): the filter
+    gradient (returned) and, when ``dx`` (N, H, W, C_in) is given, the input gradient into it
+    (overwritten; w is needed only then). Each run's dM = A dY Aᵀ is made once and used by both
+    products; with ``tiles`` (:func:`conv_rows` kept them) the input's tiles are not made again."""
     n, _, _, cin = xl.shape
     cout = gyl.shape[-1]
-    du = np.zeros((ALPHA * ALPHA, cin, cout), xl.dtype)
-    term = np.empty_like(du)
-    for a, b in _chunks(plan, cin + cout, n):
-        t = (b - a) * plan.tiles
-        v = _scratch("v", (ALPHA * ALPHA, t, cin), xl.dtype)
-        dm = _scratch("m", (ALPHA * ALPHA, t, cout), xl.dtype)
-        _input_tiles(xl, plan, a, b, v.reshape(ALPHA, ALPHA, -1))
-        _output_tiles_adjoint(gyl[a:b], plan, dm.reshape(ALPHA, ALPHA, -1))
-        np.matmul(v.transpose(0, 2, 1), dm, out=term)
-        du += term
+    kernels = _compiled(xl, gyl)
+    ut = None if dx is None else filter_tiles(w, plan, flip).astype(gyl.dtype, copy=False).transpose(0, 2, 1)
+    sums = {}
+
+    def part(lo, hi):
+        du = np.zeros((ALPHA * ALPHA, cin, cout), xl.dtype)
+        term = np.empty_like(du)
+        for a, b in _chunks(plan, cin + cout, lo, hi):
+            t = (b - a) * plan.tiles
+            dm = _scratch("m", (ALPHA * ALPHA, t, cout), xl.dtype)
+            _tiles_out_adjoint(kernels, gyl[a:b], plan, dm)
+            v = None if tiles is None else tiles.get(a, b)
+            if v is None:
+                v = _scratch("v", (ALPHA * ALPHA, t, cin), xl.dtype)
+                _tiles_in(kernels, xl, plan, a, b, v)
+            np.matmul(v.transpose(0, 2, 1), dm, out=term)
+            du += term
+            if dx is not None:
+                dv = _scratch("v", (ALPHA * ALPHA, t, cin), xl.dtype)  # (the input's tiles are used up)
+                np.matmul(dm, ut, out=dv)
+                if kernels is None:
+                    _input_tiles_adjoint(dv.reshape(ALPHA, ALPHA, -1), plan, dx[a:b])
+                else:
+                    kernels.input_tiles_adjoint(dv, plan.bt, plan.th, plan.tw, plan.m, plan.ph, plan.pw, dx[a:b])
+        sums[lo] = du
+
+    _over_samples(part, plan, cin + cout, n, kernels)
+    du = None
+    for lo in sorted(sums):  # the parts in order of their samples, so a split sums alike every time
+        du = sums[lo] if du is None else np.add(du, sums[lo], out=du)
+    if du is None:  # an empty batch
+        du = np.zeros((ALPHA * ALPHA, cin, cout), xl.dtype)
     return filter_from_tiles(du, plan, flip).astype(xl.dtype, copy=False)

@@ -1,0 +1,172 @@
+"""The compiled Winograd transforms (knetpy.ops.fast.winograd) against the NumPy transforms they
+replace, and the one-pass backward (both gradients, the forward pass's tiles used again) against the
+two separate gradients.
+
+The compiled transforms sum the same products as the reference's small GEMMs, so they agree to float
+rounding (float64: 1e-13); the output transform and its adjoint copy or add nothing in another order,
+and agree exactly in float64 too.
+"""
+
+import numpy as np
+import pytest
+from fast_switch import kernels, threads
+
+import knetpy as kp
+from knetpy.ops import fast
+from knetpy.ops import winograd as wg
+
+pytestmark = pytest.mark.skipif(not fast.available(), reason="numba (the [fast] extra) is not installed")
+
+GEOMETRIES = [  # (N, C_in, C_out, H, W, r, padding)
+    (3, 20, 50, 12, 12, 5, 0),  # LeNet's second layer: exact tiling
+    (2, 9, 10, 17, 15, 5, 2),  # padding, tiles past the right and bottom edges
+    (2, 8, 12, 13, 11, 3, 1),  # 3x3 kernels: 6x6 tiles
+    (1, 3, 5, 7, 9, 3, 3),  # padding wider than the kernel's reach: tiles that read no input at all
+    (5, 1, 1, 5, 5, 5, 0),  # one tile per sample, one channel
+]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    with threads(1):
+        yield
+
+
+def _plan(case, dtype):
+    n, cin, cout, h, w, r, pad = case
+    return wg.Plan(r, (pad, pad), (h + 2 * pad - r + 1, w + 2 * pad - r + 1), dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", GEOMETRIES)
+def test_each_transform_equals_the_numpy_reference(case, dtype):
+    from knetpy.ops.fast import winograd as fw
+
+    n, cin, cout, h, w, r, pad = case
+    rng = np.random.default_rng(sum(case))
+    p = _plan(case, dtype)
+    t = n * p.tiles
+    tol = {"rtol": 0, "atol": 1e-12} if dtype == np.float64 else {"rtol": 0, "atol": 2e-5}
+    x = rng.standard_normal((n, h, w, cin)).astype(dtype)
+    for lo, hi in [(0, n), (n - 1, n)]:  # all samples, and a run that starts inside the batch
+        want = np.empty((64, (hi - lo) * p.tiles, cin), dtype)
+        got = np.full_like(want, np.nan)
+        wg._input_tiles(x, p, lo, hi, want.reshape(8, 8, -1))
+        fw.input_tiles(x, p.bt, lo, hi, p.th, p.tw, p.m, p.ph, p.pw, got)
+        np.testing.assert_allclose(got, want, **tol)
+    mm = rng.standard_normal((64, t, cout)).astype(dtype)
+    want = np.empty((n, p.oh, p.ow, cout), dtype)
+    got = np.full_like(want, np.nan)
+    wg._output_tiles(mm, p, n, want)
+    fw.output_tiles(mm, p.at, p.th, p.tw, got)
+    np.testing.assert_allclose(got, want, **tol)
+    gy = rng.standard_normal((n, p.oh, p.ow, cout)).astype(dtype)
+    want = np.empty((64, t, cout), dtype)
+    got = np.full_like(want, np.nan)
+    wg._output_tiles_adjoint(gy, p, want.reshape(8, 8, -1))
+    fw.output_tiles_adjoint(gy, p.at, p.th, p.tw, got)
+    np.testing.assert_allclose(got, want, **tol)
+    dv = rng.standard_normal((64, t, cin)).astype(dtype)
+    want = np.empty((n, h, w, cin), dtype)
+    got = np.full_like(want, np.nan)
+    wg._input_tiles_adjoint(dv.reshape(8, 8, -1), p, want)
+    fw.input_tiles_adjoint(dv, p.bt, p.th, p.tw, p.m, p.ph, p.pw, got)
+    np.testing.assert_allclose(got, want, **tol)
+
+
+def test_the_input_gradient_does_not_depend_on_where_the_runs_of_samples_begin():
+    """Overlapping tiles add into the same inputs: they are added tile by tile, in the tiles' order,
+    so one call over the batch and one call per sample give the same bits."""
+    from knetpy.ops.fast import winograd as fw
+
+    rng = np.random.default_rng(7)
+    n, c = 9, 16
+    p = wg.Plan(3, (1, 1), (14, 14), np.float32)
+    dv = rng.standard_normal((64, n * p.tiles, c)).astype(np.float32)
+    whole = np.empty((n, 14, 14, c), np.float32)
+    fw.input_tiles_adjoint(dv, p.bt, p.th, p.tw, p.m, p.ph, p.pw, whole)
+    apart = np.empty_like(whole)
+    for b in range(n):
+        own = np.ascontiguousarray(dv[:, b * p.tiles : (b + 1) * p.tiles])
+        fw.input_tiles_adjoint(own, p.bt, p.th, p.tw, p.m, p.ph, p.pw, apart[b : b + 1])
+    np.testing.assert_array_equal(apart, whole)
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+@pytest.mark.parametrize("case", GEOMETRIES[:3])
+def test_one_pass_backward_equals_the_two_gradients_apart(case, compiled):
+    n, cin, cout, h, w_, r, pad = case
+    rng = np.random.default_rng(11)
+    xl = rng.standard_normal((n, h, w_, cin))
+    w = rng.standard_normal((cout, cin, r, r))
+    p = _plan(case, np.float64)
+    gyl = rng.standard_normal((n, p.oh, p.ow, cout))
+    with kernels(compiled):
+        y = np.empty((n * p.oh * p.ow, cout))
+        tiles = wg.conv_rows(w, xl, p, False, y, keep=True)
+        assert sorted(tiles.made) == [(0, n)]
+        dx_apart = np.empty_like(xl)
+        wg.conv_transpose(w, gyl, p, False, dx_apart)
+        dw_apart = wg.filter_grad(xl, gyl, p, False)
+        dx = np.full_like(xl, np.nan)
+        dw = wg.backward(w, xl, gyl, p, False, dx, tiles)
+        np.testing.assert_array_equal(dx, dx_apart)
+        np.testing.assert_array_equal(dw, dw_apart)  # the kept tiles are the ones made again
+
+
+def test_kept_tiles_cut_elsewhere_are_made_again(monkeypatch):
+    """The backward pass cuts its runs of samples differently (the chunk size changed in between):
+    it makes those tiles itself instead of reading the forward pass's under the wrong layout."""
+    rng = np.random.default_rng(12)
+    n, cin, cout = 7, 8, 9
+    xl = rng.standard_normal((n, 12, 12, cin))
+    w = rng.standard_normal((cout, cin, 5, 5))
+    p = wg.Plan(5, (0, 0), (8, 8), np.float64)
+    gyl = rng.standard_normal((n, 8, 8, cout))
+    tiles = wg.conv_rows(w, xl, p, False, np.empty((n * 64, cout)), keep=True)
+    want = wg.filter_grad(xl, gyl, p, False)
+    monkeypatch.setattr(wg, "CHUNK_BYTES", 1)  # one sample per run now
+    assert all(tiles.get(a, a + 1) is None for a in range(n))
+    np.testing.assert_allclose(wg.backward(w, xl, gyl, p, False, None, tiles), want, rtol=1e-12, atol=1e-12)
+
+
+def _train_conv(x, w, gy, x_grad=True, w_grad=True):
+    xt = kp.Param(x) if x_grad else x
+    wt = kp.Param(w) if w_grad else w
+    y = kp.conv4(wt, xt)
+    y.backward(gy)
+    return y.value, (xt.grad if x_grad else None), (wt.grad if w_grad else None)
+
+
+@pytest.mark.parametrize("x_grad,w_grad", [(True, True), (True, False), (False, True)])
+def test_gradients_of_either_argument_alone_match_the_direct_convolution(x_grad, w_grad):
+    """The input gradient made beside the filter gradient is handed over only to this node's input:
+    with a frozen filter, or an input that needs none, each gradient is still right."""
+    from fast_switch import winograd_convolutions
+
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((6, 16, 12, 12)).astype(np.float32)
+    w = (rng.standard_normal((24, 16, 5, 5)) / 20).astype(np.float32)
+    gy = rng.standard_normal((6, 24, 8, 8)).astype(np.float32)
+    got = _train_conv(x, w, gy, x_grad, w_grad)
+    with winograd_convolutions(False):
+        want = _train_conv(x, w, gy, x_grad, w_grad)
+    for g, d in zip(got, want):
+        assert (g is None) == (d is None)
+        if g is not None:
+            assert np.abs(g - d).max() / np.abs(d).max() < 2e-5
+
+
+def test_a_convolution_used_twice_gets_both_input_gradients():
+    """Two uses of one conv output: each backward pass of the node hands its own input gradient on."""
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((4, 16, 12, 12)).astype(np.float32)
+    w = (rng.standard_normal((16, 16, 5, 5)) / 20).astype(np.float32)
+    xt, wt = kp.Param(x), kp.Param(w)
+    y = kp.conv4(wt, xt)
+    (y * y).sum().backward(retain_graph=True)
+    first = xt.grad.copy()
+    xt.grad = None
+    wt.grad = None
+    (y * y).sum().backward()
+    np.testing.assert_array_equal(xt.grad, first)
