@@ -2,9 +2,8 @@
 replace, and the one-pass backward (both gradients, the forward pass's tiles used again) against the
 two separate gradients.
 
-The compiled transforms sum the same products as the reference's small GEMMs, so they agree to float
-rounding (float64: 1e-13); the output transform and its adjoint copy or add nothing in another order,
-and agree exactly in float64 too.
+The compiled transforms sum the same products as the reference's small GEMMs, some of them factored
+(sums and differences of pairs of rows), so they agree to float rounding.
 """
 
 import numpy as np
@@ -45,33 +44,37 @@ def test_each_transform_equals_the_numpy_reference(case, dtype):
     n, cin, cout, h, w, r, pad = case
     rng = np.random.default_rng(sum(case))
     p = _plan(case, dtype)
+    f = wg._factored(r, np.dtype(dtype).name)
     t = n * p.tiles
-    tol = {"rtol": 0, "atol": 1e-12} if dtype == np.float64 else {"rtol": 0, "atol": 2e-5}
+    bound = 1e-14 if dtype == np.float64 else 1e-6  # of the largest value: float rounding
+
+    def close(got, want):
+        assert np.abs(got - want).max() <= bound * np.abs(want).max()
     x = rng.standard_normal((n, h, w, cin)).astype(dtype)
     for lo, hi in [(0, n), (n - 1, n)]:  # all samples, and a run that starts inside the batch
         want = np.empty((64, (hi - lo) * p.tiles, cin), dtype)
         got = np.full_like(want, np.nan)
         wg._input_tiles(x, p, lo, hi, want.reshape(8, 8, -1))
-        fw.input_tiles(x, p.bt, lo, hi, p.th, p.tw, p.m, p.ph, p.pw, got)
-        np.testing.assert_allclose(got, want, **tol)
+        fw.input_tiles(x, f[0], lo, hi, p.th, p.tw, p.m, p.ph, p.pw, got)
+        close(got, want)
     mm = rng.standard_normal((64, t, cout)).astype(dtype)
     want = np.empty((n, p.oh, p.ow, cout), dtype)
     got = np.full_like(want, np.nan)
     wg._output_tiles(mm, p, n, want)
-    fw.output_tiles(mm, p.at, p.th, p.tw, got)
-    np.testing.assert_allclose(got, want, **tol)
+    fw.output_tiles(mm, f[1], p.th, p.tw, got)
+    close(got, want)
     gy = rng.standard_normal((n, p.oh, p.ow, cout)).astype(dtype)
     want = np.empty((64, t, cout), dtype)
     got = np.full_like(want, np.nan)
     wg._output_tiles_adjoint(gy, p, want.reshape(8, 8, -1))
-    fw.output_tiles_adjoint(gy, p.at, p.th, p.tw, got)
-    np.testing.assert_allclose(got, want, **tol)
+    fw.output_tiles_adjoint(gy, f[2], p.th, p.tw, got)
+    close(got, want)
     dv = rng.standard_normal((64, t, cin)).astype(dtype)
     want = np.empty((n, h, w, cin), dtype)
     got = np.full_like(want, np.nan)
     wg._input_tiles_adjoint(dv.reshape(8, 8, -1), p, want)
-    fw.input_tiles_adjoint(dv, p.bt, p.th, p.tw, p.m, p.ph, p.pw, got)
-    np.testing.assert_allclose(got, want, **tol)
+    fw.input_tiles_adjoint(dv, f[3], p.th, p.tw, p.m, p.ph, p.pw, got)
+    close(got, want)
 
 
 def test_the_input_gradient_does_not_depend_on_where_the_runs_of_samples_begin():
@@ -84,11 +87,12 @@ def test_the_input_gradient_does_not_depend_on_where_the_runs_of_samples_begin()
     p = wg.Plan(3, (1, 1), (14, 14), np.float32)
     dv = rng.standard_normal((64, n * p.tiles, c)).astype(np.float32)
     whole = np.empty((n, 14, 14, c), np.float32)
-    fw.input_tiles_adjoint(dv, p.bt, p.th, p.tw, p.m, p.ph, p.pw, whole)
+    b_adj = wg._factored(3, "float32")[3]
+    fw.input_tiles_adjoint(dv, b_adj, p.th, p.tw, p.m, p.ph, p.pw, whole)
     apart = np.empty_like(whole)
     for b in range(n):
         own = np.ascontiguousarray(dv[:, b * p.tiles : (b + 1) * p.tiles])
-        fw.input_tiles_adjoint(own, p.bt, p.th, p.tw, p.m, p.ph, p.pw, apart[b : b + 1])
+        fw.input_tiles_adjoint(own, b_adj, p.th, p.tw, p.m, p.ph, p.pw, apart[b : b + 1])
     np.testing.assert_array_equal(apart, whole)
 
 
@@ -170,3 +174,24 @@ def test_a_convolution_used_twice_gets_both_input_gradients():
     wt.grad = None
     (y * y).sum().backward()
     np.testing.assert_array_equal(xt.grad, first)
+
+
+@pytest.mark.parametrize("r", [3, 5])
+def test_the_factored_transforms_are_the_matrices_exactly(r):
+    """Butterflies after a sparse matrix give back each transform matrix exactly (the halves of its
+    rationals are exact in float64); Bᵀ and A pair rows (Bᵀ: half the products), Aᵀ and B stay dense."""
+    from knetpy.ops.fast import winograd as fw
+
+    at, _, bt = wg.transforms(r)
+    for mat, paired in ((bt, True), (at, False), (at.T, True), (bt.T, False)):
+        idx, coef, count, pairs = fw.factored(mat)
+        sparse = np.zeros(mat.shape)
+        for row in range(mat.shape[0]):
+            sparse[row, idx[row, : count[row]]] = coef[row, : count[row]]
+        rebuilt = sparse.copy()
+        for p, q in pairs:
+            rebuilt[p], rebuilt[q] = sparse[p] + sparse[q], sparse[p] - sparse[q]
+        np.testing.assert_array_equal(rebuilt, mat)
+        assert (len(pairs) == 3) == paired
+        if paired:
+            assert count.sum() < 0.6 * mat.size

@@ -320,6 +320,15 @@ def _compiled(*arrays):
     return None
 
 
+@functools.cache
+def _factored(r, dtype):
+    """Bᵀ, Aᵀ, A and B of F(m, r) factored for the compiled transforms (:func:`fast.winograd.factored`)."""
+    from .fast.winograd import factored
+
+    at, _, bt = transforms(r, dtype)
+    return factored(bt), factored(at), factored(at.T), factored(bt.T)
+
+
 def _over_samples(part, plan, channels, n, kernels):
     """``part(lo, hi)`` over the samples 0..n-1: split over knetpy's threads with the compiled transforms."""
     if kernels is None:
@@ -340,14 +349,15 @@ def _tiles_in(kernels, xl, plan, a, b, v):
     if kernels is None:
         _input_tiles(xl, plan, a, b, v.reshape(ALPHA, ALPHA, -1))
     else:
-        kernels.input_tiles(xl, plan.bt, a, b, plan.th, plan.tw, plan.m, plan.ph, plan.pw, v)
+        bt = _factored(plan.r, xl.dtype.name)[0]
+        kernels.input_tiles(xl, bt, a, b, plan.th, plan.tw, plan.m, plan.ph, plan.pw, v)
 
 
 def _tiles_out_adjoint(kernels, gy, plan, dm):
     if kernels is None:
         _output_tiles_adjoint(gy, plan, dm.reshape(ALPHA, ALPHA, -1))
     else:
-        kernels.output_tiles_adjoint(gy, plan.at, plan.th, plan.tw, dm)
+        kernels.output_tiles_adjoint(gy, _factored(plan.r, gy.dtype.name)[2], plan.th, plan.tw, dm)
 
 
 class Tiles:
@@ -395,7 +405,7 @@ def conv_rows(w, xl, plan, flip, y, epilogue=None, keep=False):
             if kernels is None:
                 _output_tiles(mm, plan, b - a, out)
             else:
-                kernels.output_tiles(mm, plan.at, plan.th, plan.tw, out)
+                kernels.output_tiles(mm, _factored(plan.r, mm.dtype.name)[1], plan.th, plan.tw, out)
             if epilogue is not None:
                 epilogue(rows, a, b)
 
@@ -421,7 +431,8 @@ def conv_transpose(w, gyl, plan, flip, dx):
             if kernels is None:
                 _input_tiles_adjoint(dv.reshape(ALPHA, ALPHA, -1), plan, dx[a:b])
             else:
-                kernels.input_tiles_adjoint(dv, plan.bt, plan.th, plan.tw, plan.m, plan.ph, plan.pw, dx[a:b])
+                kernels.input_tiles_adjoint(dv, _factored(plan.r, dv.dtype.name)[3], plan.th, plan.tw, plan.m, plan.ph,
+                                             plan.pw, dx[a:b])
 
     _over_samples(part, plan, cin + cout, n, kernels)
 
@@ -462,7 +473,8 @@ def backward(w, xl, gyl, plan, flip, dx=None, tiles=None):
                 if kernels is None:
                     _input_tiles_adjoint(dv.reshape(ALPHA, ALPHA, -1), plan, dx[a:b])
                 else:
-                    kernels.input_tiles_adjoint(dv, plan.bt, plan.th, plan.tw, plan.m, plan.ph, plan.pw, dx[a:b])
+                    kernels.input_tiles_adjoint(dv, _factored(plan.r, dv.dtype.name)[3], plan.th, plan.tw, plan.m, plan.ph,
+                                             plan.pw, dx[a:b])
         sums[lo] = du
 
     _over_samples(part, plan, cin + cout, n, kernels)

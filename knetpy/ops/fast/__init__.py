@@ -63,7 +63,7 @@ def warm_up() -> float:
     import time
 
     start = time.perf_counter()
-    from ..winograd import transforms
+    from ..winograd import _factored as factored_transforms
     from . import conv, nll, pool, winograd
 
     for dtype in (np.float32, np.float64):  # the signatures ops call most: C-contiguous float arrays
@@ -75,10 +75,10 @@ def warm_up() -> float:
         conv.bias_relu(x, np.zeros(3, dtype), True)
         image = np.zeros((1, 2, 2, 3), dtype)
         pool.max_pool2d(image, np.empty((1, 1, 1, 3), dtype), np.empty((1, 1, 1, 3), np.uint8), 2, 2, 2, 2, 0, 0)
-        at, _, bt = transforms(5, np.dtype(dtype).name)  # Winograd's (read-only) matrices, as ops pass them
+        bt, at, at_adj, b_adj = factored_transforms(5, np.dtype(dtype).name)  # as the ops pass them
         tiles, sample = np.zeros((64, 1, 3), dtype), np.zeros((1, 8, 8, 3), dtype)
         winograd.input_tiles(sample, bt, 0, 1, 1, 1, 4, 0, 0, tiles)
         winograd.output_tiles(tiles, at, 1, 1, sample[:, :4, :4].copy())
-        winograd.output_tiles_adjoint(sample[:, :4, :4].copy(), at, 1, 1, tiles)
-        winograd.input_tiles_adjoint(tiles, bt, 1, 1, 4, 0, 0, sample)
+        winograd.output_tiles_adjoint(sample[:, :4, :4].copy(), at_adj, 1, 1, tiles)
+        winograd.input_tiles_adjoint(tiles, b_adj, 1, 1, 4, 0, 0, sample)
     return time.perf_counter() - start
