@@ -311,10 +311,12 @@ def test_the_benchmark_prints_every_layer_with_its_error():
     rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| LeNet") or
             line.startswith("| ResNet")]
     assert [r[0].strip() for r in rows] == ["LeNet conv 2", "ResNet-20 16ch", "ResNet-20 32ch", "ResNet-20 64ch"]
-    assert [r[5].strip() for r in rows] == ["yes", "yes", "yes", "no"]
+    assert [r[7].strip() for r in rows] == ["yes", "yes", "yes", "no"]
     for r in rows:
-        assert all(float(v) > 0 for v in r[1:5])
-        assert float(r[6]) < 5e-5
+        assert all(float(v) > 0 for v in r[1:7])
+        assert abs(float(r[3]) - float(r[1]) / float(r[2])) < 0.01 + 0.01 * float(r[3])  # (rounded figures)
+        assert abs(float(r[6]) - float(r[4]) / float(r[5])) < 0.01 + 0.01 * float(r[6])
+        assert float(r[8]) < 5e-5
 
 
 from hypothesis import given, settings  # noqa: E402

@@ -62,6 +62,9 @@ MIN_CHANNELS = 8
 MAX_WORK = 0.4
 #: The tile buffers of one part of the batch, about this many bytes at a time (they stay in cache).
 CHUNK_BYTES = 1 << 20
+#: A convolution is split over knetpy's threads when its tiles (input and output channels) hold at least
+#: this many values.
+SPLIT_VALUES = 1 << 18
 
 _enabled = os.environ.get("KNETPY_WINOGRAD", "1") != "0"
 
@@ -330,11 +333,13 @@ def _factored(r, dtype):
 
 
 def _over_samples(part, plan, channels, n, kernels):
-    """``part(lo, hi)`` over the samples 0..n-1: split over knetpy's threads with the compiled transforms."""
-    if kernels is None:
+    """``part(lo, hi)`` over the samples 0..n-1: split over knetpy's threads with the compiled transforms
+    when the tile-domain arrays hold at least SPLIT_VALUES values."""
+    parts = None if kernels is None else parallel.ranges(n, n * plan.tiles * ALPHA * ALPHA * channels, SPLIT_VALUES)
+    if parts is None:
         part(0, n)
     else:
-        parallel.for_rows(part, n, n * plan.tiles * ALPHA * ALPHA * channels)
+        parallel.run(part, parts)
 
 
 def _chunks(plan, channels, lo, hi):
