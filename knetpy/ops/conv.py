@@ -22,9 +22,10 @@ With numba installed (the ``[fast]`` extra), 2-D NumPy convolutions run part of 
 (:mod:`knetpy.ops.fast.conv`: col2im for the input gradient, bias + relu, relu's gradient); the NumPy
 code here stays the reference they are tested against, and the path taken with ``KNETPY_FAST=0``.
 
-With knetpy's threads off, float32 2-D convolutions with 3x3 or 5x5 kernels and stride 1 take
-Winograd's algorithm instead (:mod:`knetpy.ops.winograd`, where :func:`winograd.plan` says which), all
-three primitives alike.
+Float32 2-D convolutions with 3x3 or 5x5 kernels and stride 1 take Winograd's algorithm instead
+(:mod:`knetpy.ops.winograd`, where :func:`winograd.plan` says which: with its compiled transforms at any
+thread count, without them with knetpy's threads off), all three primitives alike; a convolution's
+backward pass then makes both gradients in one pass (:func:`_winograd_filter_grad`).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ it is taken whatever knetpy's threads are, and split over them, each thread taki
 part is then three GIL-free calls per run of samples (two transforms and one batched GEMM). With the
 NumPy transforms it is taken only with knetpy's threads off (one core, or ``kp.set_num_threads(1)``):
 each part would be a loop of NumPy calls with Python between them, and two threads running such
-loops take turns at the GIL (half of LeNet's second convolution took 1.7-1.95 times as long beside
+loops take turns at the GIL (half of LeNet's second convolution took 1.7-2.3 times as long beside
 a second copy of itself as alone, ``benchmarks/threads.py``).
 
 The backward pass makes both gradients in one pass (:func:`backward`): the output gradient's tiles
