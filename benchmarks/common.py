@@ -49,13 +49,13 @@ def best_of(fn, repeat=3):
     return best, result
 
 
-def knetpy_warm_up():
+def knetpy_warm_up(convolutions=False):
     """Load knetpy's compiled kernels before a clock starts, as JAX's step is compiled before it: numba
     sets its compiler up at the first kernel a process loads (about 0.7 s, once), which is not a cost
-    of the model being timed. Returns the seconds it took."""
+    of the model being timed. ``convolutions``: the Winograd transforms too. Returns the seconds it took."""
     import knetpy as kp
 
-    return kp.ops.fast.warm_up()
+    return kp.ops.fast.warm_up(winograd=convolutions)
 
 
 def knetpy_sgd_step(forward, params, x, y, lr):

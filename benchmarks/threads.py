@@ -186,7 +186,7 @@ def main():
 
     import knetpy as kp
 
-    kp.ops.fast.warm_up()
+    kp.ops.fast.warm_up(winograd=True)
     cores = kp.parallel.cores()
     print(f"\nWhat a split over knetpy's threads costs here ({cores} cores, {rounds} rounds)")
     print(blas_report())

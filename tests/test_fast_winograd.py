@@ -195,3 +195,30 @@ def test_the_factored_transforms_are_the_matrices_exactly(r):
         assert (len(pairs) == 3) == paired
         if paired:
             assert count.sum() < 0.6 * mat.size
+
+
+def test_tiles_over_keep_bytes_are_not_kept_and_the_gradients_stay_right(monkeypatch):
+    """A layer whose tiles would take more than KEEP_BYTES keeps none (peak memory); its backward
+    pass is still the one pass for both gradients, and makes them again, with the same result."""
+    rng = np.random.default_rng(15)
+    x = rng.standard_normal((4, 16, 12, 12)).astype(np.float32)
+    w = (rng.standard_normal((16, 16, 5, 5)) / 20).astype(np.float32)
+    gy = rng.standard_normal((4, 16, 8, 8)).astype(np.float32)
+    kept = []
+    real = wg.backward
+    monkeypatch.setattr(wg, "backward", lambda *a: (kept.append(a[6].flat), real(*a))[1])
+    want = _train_conv(x, w, gy)
+    need = 4 * 4 * 64 * 16 * 4  # samples x tiles x 64 x channels x 4 bytes
+    monkeypatch.setattr(wg, "KEEP_BYTES", need - 1)
+    got = _train_conv(x, w, gy)
+    assert kept[0] is not None and kept[1] is None
+    for g, d in zip(got, want):
+        np.testing.assert_array_equal(g, d)
+
+
+def test_warm_up_loads_the_transforms_only_when_asked():
+    from knetpy.ops.fast import winograd as fw
+
+    assert fast.warm_up(winograd=True) >= 0.0
+    assert all(k.signatures for k in (fw.input_tiles, fw.output_tiles, fw.output_tiles_adjoint,
+                                       fw.input_tiles_adjoint))

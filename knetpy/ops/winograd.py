@@ -62,6 +62,10 @@ MIN_CHANNELS = 8
 MAX_WORK = 0.4
 #: The tile buffers of one part of the batch, about this many bytes at a time (they stay in cache).
 CHUNK_BYTES = 1 << 20
+#: The forward pass keeps the input's tiles for the filter gradient when they take at most this many bytes
+#: (about twice the input's size); larger layers make them again in the backward pass, so that a deep
+#: network's peak memory does not grow by its tiles.
+KEEP_BYTES = 1 << 22
 #: A convolution is split over knetpy's threads when its tiles (input and output channels) hold at least
 #: this many values.
 SPLIT_VALUES = 1 << 18
@@ -368,7 +372,8 @@ def _tiles_out_adjoint(kernels, gy, plan, dm):
 class Tiles:
     """The input's tiles as a forward pass made them, kept for the filter gradient (:func:`backward`):
     one array, the tiles of the samples a..b-1 of each run (a, b) the pass made at its offset
-    a * ``per``, laid out (a*a, (b-a)*tiles, C_in) as the pass used them."""
+    a * ``per``, laid out (a*a, (b-a)*tiles, C_in) as the pass used them; ``flat`` is None when the
+    pass kept none (too large)."""
 
     __slots__ = ("flat", "per", "shape", "made")
 
@@ -387,22 +392,27 @@ class Tiles:
 def conv_rows(w, xl, plan, flip, y, epilogue=None, keep=False):
     """The convolution of xl (N, H, W, C_in) channels-last with w into the rows y (N*oh*ow, C_out);
     ``epilogue(rows, a, b)`` runs on the rows of samples a..b-1 right after they are made. With
-    ``keep``, the input's tiles are made in one pooled array and returned (:class:`Tiles`), else None."""
+    ``keep`` a :class:`Tiles` is returned (else None), which holds the input's tiles, made in one pooled
+    array, when they take at most KEEP_BYTES."""
     n, _, _, cin = xl.shape
     cout = w.shape[0]
     u = filter_tiles(w, plan, flip).astype(xl.dtype, copy=False)
     per_sample = plan.oh * plan.ow
     kernels = _compiled(xl, y)
     per = ALPHA * ALPHA * plan.tiles * cin
-    kept = Tiles(recycle.empty(np, (n * per,), xl.dtype), per, (plan.tiles, cin)) if keep else None
+    if keep:  # (over KEEP_BYTES: an empty Tiles, which still tells the backward pass that this ran)
+        big = n * per * xl.dtype.itemsize > KEEP_BYTES
+        kept = Tiles(None if big else recycle.empty(np, (n * per,), xl.dtype), per, (plan.tiles, cin))
+    else:
+        kept = None
 
     def part(lo, hi):
         for a, b in _chunks(plan, cin + cout, lo, hi):
             t = (b - a) * plan.tiles
-            v = _scratch("v", (ALPHA * ALPHA, t, cin), xl.dtype) if kept is None else kept.view(a, b)
+            v = _scratch("v", (ALPHA * ALPHA, t, cin), xl.dtype) if kept is None or kept.flat is None else kept.view(a, b)
             mm = _scratch("m", (ALPHA * ALPHA, t, cout), xl.dtype)
             _tiles_in(kernels, xl, plan, a, b, v)
-            if kept is not None:
+            if kept is not None and kept.flat is not None:
                 kept.made.add((a, b))
             np.matmul(v, u, out=mm)
             rows = y[a * per_sample : b * per_sample]

@@ -49,22 +49,22 @@ def set_fast(on: bool) -> bool:
     return prev
 
 
-def warm_up() -> float:
+def warm_up(winograd: bool = False) -> float:
     """Load the compiled kernels now instead of at the first op that uses them; returns the seconds
     it took (0.0 when numba is missing or the kernels are off).
 
     numba sets its compiler up when a process loads its first kernel (about 0.7 s on a 2-core machine,
     even from its on-disk cache); each kernel after that loads in milliseconds. A benchmark calls this
     before its clock starts, as JAX compiles its step before timing it; a program that trains for
-    more than a few seconds need not.
+    more than a few seconds need not. With ``winograd``, also the Winograd convolution's tile
+    transforms (float32), which only convolutional networks use.
     """
     if not _enabled:
         return 0.0
     import time
 
     start = time.perf_counter()
-    from ..winograd import _factored as factored_transforms
-    from . import conv, nll, pool, winograd
+    from . import conv, nll, pool
 
     for dtype in (np.float32, np.float64):  # the signatures ops call most: C-contiguous float arrays
         x = np.zeros((2, 3), dtype)
@@ -75,10 +75,14 @@ def warm_up() -> float:
         conv.bias_relu(x, np.zeros(3, dtype), True)
         image = np.zeros((1, 2, 2, 3), dtype)
         pool.max_pool2d(image, np.empty((1, 1, 1, 3), dtype), np.empty((1, 1, 1, 3), np.uint8), 2, 2, 2, 2, 0, 0)
-        bt, at, at_adj, b_adj = factored_transforms(5, np.dtype(dtype).name)  # as the ops pass them
-        tiles, sample = np.zeros((64, 1, 3), dtype), np.zeros((1, 8, 8, 3), dtype)
-        winograd.input_tiles(sample, bt, 0, 1, 1, 1, 4, 0, 0, tiles)
-        winograd.output_tiles(tiles, at, 1, 1, sample[:, :4, :4].copy())
-        winograd.output_tiles_adjoint(sample[:, :4, :4].copy(), at_adj, 1, 1, tiles)
-        winograd.input_tiles_adjoint(tiles, b_adj, 1, 1, 4, 0, 0, sample)
+    if winograd:  # Winograd's transforms, float32 only (the dtype convolutions take them in)
+        from ..winograd import _factored as factored_transforms
+        from . import winograd as transforms
+
+        bt, at, at_adj, b_adj = factored_transforms(5, "float32")  # as the ops pass them
+        tiles, sample = np.zeros((64, 1, 3), np.float32), np.zeros((1, 8, 8, 3), np.float32)
+        transforms.input_tiles(sample, bt, 0, 1, 1, 1, 4, 0, 0, tiles)
+        transforms.output_tiles(tiles, at, 1, 1, sample[:, :4, :4].copy())
+        transforms.output_tiles_adjoint(sample[:, :4, :4].copy(), at_adj, 1, 1, tiles)
+        transforms.input_tiles_adjoint(tiles, b_adj, 1, 1, 4, 0, 0, sample)
     return time.perf_counter() - start
