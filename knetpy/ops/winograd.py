@@ -362,6 +362,21 @@ def _tiles_in(kernels, xl, plan, a, b, v):
         kernels.input_tiles(xl, bt, a, b, plan.th, plan.tw, plan.m, plan.ph, plan.pw, v)
 
 
+def _tiles_out(kernels, mm, plan, y):
+    if kernels is None:
+        _output_tiles(mm, plan, y.shape[0], y)
+    else:
+        kernels.output_tiles(mm, _factored(plan.r, mm.dtype.name)[1], plan.th, plan.tw, y)
+
+
+def _tiles_in_adjoint(kernels, dv, plan, dx):
+    if kernels is None:
+        _input_tiles_adjoint(dv.reshape(ALPHA, ALPHA, -1), plan, dx)
+    else:
+        b_adj = _factored(plan.r, dv.dtype.name)[3]
+        kernels.input_tiles_adjoint(dv, b_adj, plan.th, plan.tw, plan.m, plan.ph, plan.pw, dx)
+
+
 def _tiles_out_adjoint(kernels, gy, plan, dm):
     if kernels is None:
         _output_tiles_adjoint(gy, plan, dm.reshape(ALPHA, ALPHA, -1))
@@ -417,10 +432,7 @@ def conv_rows(w, xl, plan, flip, y, epilogue=None, keep=False):
             np.matmul(v, u, out=mm)
             rows = y[a * per_sample : b * per_sample]
             out = rows.reshape(b - a, plan.oh, plan.ow, cout)
-            if kernels is None:
-                _output_tiles(mm, plan, b - a, out)
-            else:
-                kernels.output_tiles(mm, _factored(plan.r, mm.dtype.name)[1], plan.th, plan.tw, out)
+            _tiles_out(kernels, mm, plan, out)
             if epilogue is not None:
                 epilogue(rows, a, b)
 
@@ -443,11 +455,7 @@ def conv_transpose(w, gyl, plan, flip, dx):
             dv = _scratch("v", (ALPHA * ALPHA, t, cin), gyl.dtype)
             _tiles_out_adjoint(kernels, gyl[a:b], plan, dm)
             np.matmul(dm, ut, out=dv)
-            if kernels is None:
-                _input_tiles_adjoint(dv.reshape(ALPHA, ALPHA, -1), plan, dx[a:b])
-            else:
-                kernels.input_tiles_adjoint(dv, _factored(plan.r, dv.dtype.name)[3], plan.th, plan.tw, plan.m, plan.ph,
-                                             plan.pw, dx[a:b])
+            _tiles_in_adjoint(kernels, dv, plan, dx[a:b])
 
     _over_samples(part, plan, cin + cout, n, kernels)
 
@@ -485,11 +493,7 @@ def backward(w, xl, gyl, plan, flip, dx=None, tiles=None):
             if dx is not None:
                 dv = _scratch("v", (ALPHA * ALPHA, t, cin), xl.dtype)  # (the input's tiles are used up)
                 np.matmul(dm, ut, out=dv)
-                if kernels is None:
-                    _input_tiles_adjoint(dv.reshape(ALPHA, ALPHA, -1), plan, dx[a:b])
-                else:
-                    kernels.input_tiles_adjoint(dv, _factored(plan.r, dv.dtype.name)[3], plan.th, plan.tw, plan.m, plan.ph,
-                                             plan.pw, dx[a:b])
+                _tiles_in_adjoint(kernels, dv, plan, dx[a:b])
         sums[lo] = du
 
     _over_samples(part, plan, cin + cout, n, kernels)
