@@ -184,7 +184,7 @@ def test_the_factored_transforms_are_the_matrices_exactly(r):
 
     at, _, bt = wg.transforms(r)
     for mat, paired in ((bt, True), (at, False), (at.T, True), (bt.T, False)):
-        idx, coef, count, pairs = fw.factored(mat)
+        idx, coef, count, pairs = fw.factor(mat, np.float64)
         sparse = np.zeros(mat.shape)
         for row in range(mat.shape[0]):
             sparse[row, idx[row, : count[row]]] = coef[row, : count[row]]

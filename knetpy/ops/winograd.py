@@ -329,11 +329,12 @@ def _compiled(*arrays):
 
 @functools.cache
 def _factored(r, dtype):
-    """Bᵀ, Aᵀ, A and B of F(m, r) factored for the compiled transforms (:func:`fast.winograd.factored`)."""
-    from .fast.winograd import factored
+    """Bᵀ, Aᵀ, A and B of F(m, r) factored for the compiled transforms (:func:`fast.winograd.factor`),
+    from the exact float64 matrices, the coefficients in ``dtype``."""
+    from .fast.winograd import factor
 
-    at, _, bt = transforms(r, dtype)
-    return factored(bt), factored(at), factored(at.T), factored(bt.T)
+    at, _, bt = transforms(r)
+    return tuple(factor(mat, dtype) for mat in (bt, at, at.T, bt.T))
 
 
 def _over_samples(part, plan, channels, n, kernels):

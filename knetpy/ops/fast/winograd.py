@@ -7,19 +7,18 @@ arrays are laid out as the reference lays them: (a*a, T, C), tile t = (sample, t
 
 The kernels take a block of consecutive tiles at a time, so that every inner loop runs over the
 block's tiles and channels together (hundreds of contiguous values, which the compiler vectorizes).
-A 2-D transform is the 1-D transform along the tiles' rows, then along their columns, and each 1-D
-transform runs factored (:func:`factor`): the interpolation points come in pairs ±p, so the rows (or
-the columns) of the matrices come in pairs that are equal up to the sign of every other entry, and
-one sum and one difference make both members of a pair (a butterfly). The 8-point transforms take
-about half the multiply-adds of the dense matrices (Bᵀ: 26 products and 6 butterflies per column of
-a tile instead of 64 products). The results are the reference's up to rounding. Zero coefficients
-are skipped, so an infinite input gives inf or NaN in the outputs of its own tiles, as the reference
-does, though not always in every one of them.
+A 2-D transform is the 1-D transform along the tiles' rows, then along their columns. Bᵀ and A run
+factored (:func:`factor`): the interpolation points come in pairs ±p, so their rows come in pairs that
+are equal up to the sign of every other entry, and one sum and one difference of two sparse rows make
+both members of a pair (a butterfly). Bᵀ takes 26 products and 6 butterflies per column of a tile
+instead of 64 products. Aᵀ and B, whose pairs are columns, run as the dense matrices (a butterfly on
+the inputs would take one more pass over the rows, which cost more than it saved). The results are
+the reference's up to rounding. The factored rows skip their zero coefficients, so an infinite input
+gives inf or NaN in the outputs of its own tiles, as the reference does, though not always in every one
+of them.
 """
 
 from __future__ import annotations
-
-import functools
 
 import numba
 import numpy as np
@@ -42,17 +41,13 @@ def _paired_columns(mat):
     return pairs
 
 
-@functools.cache
-def factor(mat_bytes, shape, dtype):
-    """A 1-D transform ``mat`` (n_out, n_in) as (idx, coef, count, pairs): row r of a sparse matrix
-    is Σ_i coef[r, i] * input[idx[r, i]] for i < count[r], then butterflies on its rows (z_p, z_q) ->
-    (z_p + z_q, z_p - z_q) for each pair (p, q) in ``pairs``, the rows of ``mat`` that are equal up to
-    the signs of every other entry. Without such rows, the rows of ``mat`` as they are (zeros kept,
-    so that each output is one pass over the inputs).
-
-    Called with the matrix as bytes (hashable, cached): use :func:`factored`."""
-    mat = np.frombuffer(mat_bytes, np.float64).reshape(shape)
-    n_out, n_in = shape
+def factor(mat, dtype):
+    """A 1-D transform ``mat`` (n_out, n_in; float64, exact) as (idx, coef, count, pairs), coefficients in
+    ``dtype``: row r of a sparse matrix is Σ_i coef[r, i] * input[idx[r, i]] for i < count[r], then
+    butterflies on its rows (z_p, z_q) -> (z_p + z_q, z_p - z_q) for each pair (p, q) in ``pairs``, the
+    rows of ``mat`` that are equal up to the signs of every other entry. Without such rows, the rows of
+    ``mat`` as they are (zeros kept, so that each output is one pass over the inputs)."""
+    n_out, n_in = mat.shape
     pairs = _paired_columns(mat.T)
     sparse = mat.copy()
     for p, q in pairs:
@@ -67,13 +62,6 @@ def factor(mat_bytes, shape, dtype):
     for a in out:
         a.flags.writeable = False
     return out
-
-
-def factored(mat):
-    """:func:`factor` of ``mat`` (exact: its entries are the transforms' rationals in float64), the
-    coefficients in ``mat``'s dtype."""
-    exact = np.ascontiguousarray(mat, np.float64)
-    return factor(exact.tobytes(), exact.shape, np.dtype(mat.dtype).name)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -149,7 +137,7 @@ def _transform(t, src, si, so, dst, di, do, size):
 def input_tiles(x, bt, lo, hi, th, tw, m, ph, pw, v):
     """v[i*a + j, t] = (Bᵀ d B)[i, j] for the a x a tile d of every tile t of samples lo..hi-1 of x
     (N, H, W, C), read from (row, col) = (tile row * m - ph, tile col * m - pw); outside x reads as zeros.
-    v is (a*a, T, C); ``bt`` is Bᵀ factored (:func:`factored`)."""
+    v is (a*a, T, C); ``bt`` is Bᵀ factored (:func:`factor`)."""
     n, h, w, c = x.shape
     a = bt[0].shape[1]
     per = th * tw
