@@ -24,6 +24,7 @@ Three tables, each measured in rounds that take turns (medians):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import threading
@@ -33,6 +34,16 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 from common import blas_report, knetpy_lenet, knetpy_sgd_step  # noqa: E402
+
+
+@contextlib.contextmanager
+def threads_restored(kp):
+    """knetpy's threads as they were (automatic or a count) once the block ends."""
+    before = "auto" if kp.parallel.is_auto() else kp.get_num_threads()
+    try:
+        yield
+    finally:
+        kp.set_num_threads(before)
 
 
 def median_us(samples):
@@ -149,9 +160,8 @@ def step_times(kp, rounds):
     """{model: (ms per step with knetpy's threads off, ms with automatic threads)}: plain SGD steps on
     random data, the two settings taking turns (the first step of each turn not timed)."""
     rng = np.random.default_rng(0)
-    before = "auto" if kp.parallel.is_auto() else kp.parallel.get_num_threads()
     out = {}
-    try:
+    with threads_restored(kp):
         for name, build, batch, shape, per_turn in MODELS:
             x = rng.random((batch, *shape), np.float32)
             y = rng.integers(0, 10, batch)
@@ -170,8 +180,6 @@ def step_times(kp, rounds):
                         samples.append(time.perf_counter() - tick)
                     time.sleep(0.02)
             out[name] = tuple(float(np.median(times[k])) * 1e3 for k in (1, "auto"))
-    finally:
-        kp.set_num_threads(before)
     return out
 
 
@@ -200,13 +208,10 @@ def main():
     for name, when, us in rows:
         print(f"| {name} | {when} | {us:.0f} |")
 
-    auto, count = kp.parallel.is_auto(), kp.get_num_threads()
-    kp.set_num_threads(1)  # each part runs whole on its own thread
-    try:
+    with threads_restored(kp):
+        kp.set_num_threads(1)  # each part runs whole on its own thread
         with kp.parallel.blas_threads(1):
             table = part_costs(kp, rounds)
-    finally:
-        kp.set_num_threads("auto" if auto else count)
     print("\n2. Half of LeNet's conv 2 (50 samples) on one thread, ms (ratio to alone)\n")
     print("| part | alone | beside a BLAS GEMM | beside a copy of itself |\n|---|---|---|---|")
     for name, alone, by_blas, by_copy in table:
