@@ -143,8 +143,10 @@ def test_chunks_of_samples_give_the_same_result_as_one_chunk(monkeypatch):
     one = run()
     monkeypatch.setattr(wg, "CHUNK_BYTES", 1)  # one sample at a time
     many = run()
-    np.testing.assert_array_equal(one[0], many[0])  # each sample's tiles are computed alike
-    np.testing.assert_array_equal(one[1], many[1])
+    # each sample's tiles are computed alike, but a product over fewer tiles may take another of BLAS's
+    # kernels (its small-matrix path on some processors), which rounds differently
+    assert _scaled_error(many[0], one[0]) < 1e-5
+    assert _scaled_error(many[1], one[1]) < 1e-5
     assert _scaled_error(many[2], one[2]) < 1e-5  # the filter gradient sums the chunks in another order
 
 
@@ -161,7 +163,8 @@ def test_with_knetpys_threads_on_and_numpy_transforms_it_stays_direct(calls):
 @needs_numba
 def test_with_knetpys_threads_on_the_compiled_path_splits_the_batch_and_agrees(calls, monkeypatch):
     """Two threads each take half of the samples: the outputs and the input gradient are made per
-    sample, so they equal one thread's exactly; the filter gradient adds the halves (rounding)."""
+    sample, so they equal one thread's up to BLAS's rounding of a product over fewer tiles (on some
+    processors another kernel); the filter gradient adds the halves."""
     rng = np.random.default_rng(6)
     x = rng.standard_normal((20, 20, 12, 12)).astype(np.float32)
     w = (rng.standard_normal((50, 20, 5, 5)) / 20).astype(np.float32)
@@ -181,8 +184,8 @@ def test_with_knetpys_threads_on_the_compiled_path_splits_the_batch_and_agrees(c
     assert parts == [] and calls == TRAINED
     two = run(2)
     assert parts == [[(0, 10), (10, 20)]] * 2 and calls == {**TRAINED, "conv_rows": 2, "backward": 2}
-    np.testing.assert_array_equal(two[0], one[0])
-    np.testing.assert_array_equal(two[1], one[1])
+    assert _scaled_error(two[0], one[0]) < 1e-5
+    assert _scaled_error(two[1], one[1]) < 1e-5
     assert _scaled_error(two[2], one[2]) < 2e-5
 
 
