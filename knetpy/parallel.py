@@ -15,10 +15,12 @@ Each part runs the same code as the whole op on its rows, so results equal the o
 up to floating-point rounding (a GEMM split along its inner dimension adds partial sums, and BLAS
 may order a sum differently with one thread than with several).
 
-By default the threads are automatic (:data:`AUTO_RULE`): every op large enough to pay for the
-hand-off is split over the cores, and BLAS runs one thread only while its parts run (then gets its
+By default the threads are automatic (:data:`AUTO_RULE`): an op large enough to pay for the
+hand-off may split over the cores, and BLAS runs one thread only while its parts run (then gets its
 count back); a lone GEMM of a GFLOP or more still uses BLAS's own threads, and small ops run as
-plain NumPy. ``Model.fit`` also runs BLAS on one thread for models whose GEMMs are small.
+plain NumPy. Whether a large op splits is timed per op site and size (:func:`by_timing`): its ways
+run in turns on the first calls and the fastest is kept, because on some machines an op of a few
+hundred microseconds runs slower split than whole. ``Model.fit`` also runs BLAS on one thread for models whose GEMMs are small.
 ``set_num_threads(n)`` (or ``KNETPY_NUM_THREADS=n`` at import) fixes the count instead;
 ``set_num_threads("auto")`` or ``set_num_threads(None)`` goes back to automatic.
 
@@ -32,6 +34,7 @@ import contextlib
 import os
 import queue
 import threading
+import time
 
 import numpy as np
 
@@ -47,6 +50,14 @@ _blas = None  # [(threadpoolctl BLAS controller, its thread count before)], whil
 # microseconds of work are split: 256K elements (1 MB of float32), 32 MFLOP.
 MIN_ELEMENTS = 1 << 18
 MIN_FLOPS = 1 << 25
+
+# Timed choices of the automatic threads (see by_timing)
+TIMED = True  # False: automatic threads split by size alone (every op the size rule lets split does)
+TRIALS = 3  # timings per way (after one untimed call of each), medians compared
+RECHECK = 64  # every RECHECK-th call of a decided site is a timed call of the next way in turn
+SPLIT_MARGIN = 0.9  # a way other than the first (whole, on one core) must take at most 90% of its time
+MAX_SITES = 4096  # beyond this many (site, shape) keys, new ones split by size alone
+AFTER = 1.0  # a timed call is charged the time until the next timed op, up to AFTER times its own more
 
 
 class _Workers:
@@ -166,6 +177,7 @@ def set_num_threads(n):
         # automatic threads start their workers at the first op that splits (see run)
         old, _workers = _workers, (_Workers(n - 1) if n > 1 and not auto else None)
         _threads, _auto, _auto_why = n, auto, why
+        _sites.clear()  # timed choices start again
         if old is not None:
             old.close()
 
@@ -185,13 +197,20 @@ AUTO_RULE = (f"ops of at least {MIN_ELEMENTS >> 10}K elements or {MIN_FLOPS >> 2
              "pooling, bias and activation, the recurrent kernels, GEMMs) are split over the cores, with BLAS "
              "on one thread while their parts run; smaller ops run as NumPy does, a smaller GEMM over 0.5 MFLOP "
              "with BLAS held at one thread, and GEMMs of 1 GFLOP or more with BLAS's own threads; fit runs BLAS "
-             "on one thread when the model's largest GEMM is under 1 GFLOP")
+             "on one thread when the model's largest GEMM is under 1 GFLOP; each op site that could split "
+             "times its ways on its first calls (whole, split, a GEMM on BLAS's own threads) and keeps the "
+             f"fastest, timing them again every {RECHECK}th call")
 
 
 def threads_setting():
     """``(threads, reason)``: knetpy's threads now and what chose them, for ``knetpy info``."""
     if _auto:
-        return _threads, f"automatic, {_auto_why}: {AUTO_RULE}"
+        why = f"automatic, {_auto_why}: {AUTO_RULE}"
+        counts = timed_choices()
+        if counts:
+            names = {0: "whole", 1: "split", 2: "on BLAS's threads", None: "still being timed"}
+            why += "; op sites so far: " + ", ".join(f"{counts[k]} {names[k]}" for k in (0, 1, 2, None) if k in counts)
+        return _threads, why
     source = "KNETPY_NUM_THREADS" if os.environ.get("KNETPY_NUM_THREADS") else "kp.set_num_threads"
     state = "on" if _threads > 1 else "off"
     return _threads, f"{state}, set by {source}, {cores()} cores here; kp.set_num_threads('auto') lets knetpy choose"
@@ -322,16 +341,108 @@ def _hold_blas():
     return held
 
 
-def for_rows(fn, n, work=None, xp=np):
+# -- timed choices -------------------------------------------------------------------------------------
+# Whether a split pays depends on the machine as much as on the op's size: on some 2-vCPU machines a
+# LeNet training step (ops of a few milliseconds) took 8-26% longer with its large ops split than with
+# none, where ResNet-20's step, whose ops are 10-50 times larger, ran 1.3-1.65 times faster; on others
+# neither gained. So with automatic threads each op site that the size rule would split times its ways
+# (whole, split, and for a GEMM BLAS's own threads) in turns on its first calls, and keeps the fastest;
+# every RECHECK-th call runs the next way in turn, so that the choice follows the machine.
+_sites = {}  # key -> _Site
+_clock = time.perf_counter
+
+
+class _Site:
+    """The timings and the choice of one op site at one size."""
+
+    __slots__ = ("times", "warm", "pick", "calls", "turn")
+
+    def __init__(self, ways):
+        self.times = [[] for _ in range(ways)]  # each way's last TRIALS timings
+        self.warm = [False] * ways  # whether the way has run once (its first call is not timed)
+        self.pick = None  # the chosen way, once every way has TRIALS timings
+        self.calls = 0
+        self.turn = 0  # the way the next timed call runs
+
+    def next_way(self):
+        """The way a timed call runs now, or None: run :attr:`pick`, untimed."""
+        self.calls += 1
+        if self.pick is not None and self.calls % RECHECK:
+            return None
+        way = self.turn
+        self.turn = (way + 1) % len(self.times)
+        return way
+
+    def record(self, way, seconds):
+        if not self.warm[way]:
+            self.warm[way] = True
+            return
+        times = self.times[way]
+        times.append(seconds)
+        del times[:-TRIALS]
+        if all(len(t) == TRIALS for t in self.times):
+            medians = [sorted(t)[TRIALS // 2] for t in self.times]
+            best = min(range(len(medians)), key=medians.__getitem__)
+            self.pick = best if medians[best] <= SPLIT_MARGIN * medians[0] else 0
+
+
+def by_timing(key, ways, default):
+    """Call one of ``ways`` (functions of no arguments that compute the same result; ``ways[0]`` runs
+    the op whole on one core) and return its result: the one timed fastest for ``key`` (an op site and
+    its sizes; see :data:`TIMED`), or ``ways[default]`` with the timed choices off.
+
+    A timed call counts from its start to the start of the next call of ``by_timing`` on this thread
+    (at most AFTER times its own time more): what a split costs the ops after it (BLAS's threads woken
+    again, data left in the other core's cache) is charged to it. Timed alone, each of a LeNet step's
+    split ops ran faster than whole while the step with them split ran slower.
+    """
+    if not TIMED:
+        return ways[default]()
+    now = _clock()
+    last = getattr(_local, "timed", None)
+    if last is not None:
+        _local.timed = None
+        site, way, tick, took = last
+        site.record(way, min(now - tick, (1 + AFTER) * took))
+    site = _sites.get(key)
+    if site is None:
+        if len(_sites) >= MAX_SITES:
+            return ways[default]()
+        site = _sites.setdefault(key, _Site(len(ways)))
+    way = site.next_way()
+    if way is None:
+        return ways[site.pick]()
+    result = ways[way]()
+    _local.timed = (site, way, now, _clock() - now)  # closed by the next timed op (a raise: not counted)
+    return result
+
+
+def timed_choices():
+    """``{way: number of sites}`` over the op sites decided so far (0: whole, 1: split, 2: a GEMM on
+    BLAS's own threads), and the number still being timed under the key None."""
+    counts = {}
+    for site in list(_sites.values()):
+        counts[site.pick] = counts.get(site.pick, 0) + 1
+    return counts
+
+
+def for_rows(fn, n, work=None, xp=np, minimum=None, whole=None):
     """``fn(lo, hi)`` over ``n`` rows: split when worth it, else one call ``fn(0, n)``.
 
     ``xp`` is the op's array namespace: only NumPy work is split (a GPU has parallelism of its own).
+    ``work`` and ``minimum`` are :func:`ranges`'s. With automatic threads, whether a large op splits
+    is timed per op site and size (:func:`by_timing`); ``whole()``, when given, is how the op runs
+    on one core then (as with knetpy's threads off), instead of ``fn(0, n)``.
     """
-    parts = ranges(n, work) if xp is np else None
+    parts = ranges(n, work, minimum) if xp is np else None
     if parts is None:
         fn(0, n)
-    else:
+        return
+    code = getattr(fn, "__code__", None)
+    if not _auto or code is None:
         run(fn, parts)
+        return
+    by_timing((code, n, work, len(parts)), (whole or (lambda: fn(0, n)), lambda: run(fn, parts)), default=1)
 
 
 def matmul(a, b, out=None):
@@ -352,6 +463,21 @@ def matmul(a, b, out=None):
         if one_blas_thread(2 * m * n * k):
             return matmul_one_blas_thread(a, b, out)
         return a @ b if out is None else np.matmul(a, b, out=out)
+    if _auto:
+        flops = 2 * m * n * k
+        whole = ((lambda: matmul_one_blas_thread(a, b, out)) if one_blas_thread(flops)
+                 else (lambda: a @ b if out is None else np.matmul(a, b, out=out)))
+        ways = [whole, lambda: _split_matmul(a, b, out, threads)]
+        if one_blas_thread(flops) and any((c.get_num_threads() or 1) > 1 for c in blas_controllers()):
+            ways.append(lambda: a @ b if out is None else np.matmul(a, b, out=out))  # BLAS's own threads
+        return by_timing(("matmul", m, k, n, a.dtype, b.dtype, out is None, threads), ways, default=1)
+    return _split_matmul(a, b, out, threads)
+
+
+def _split_matmul(a, b, out, threads):
+    """``a @ b`` split over ``threads`` threads (see :func:`matmul`)."""
+    m, k = a.shape
+    n = b.shape[1]
     if out is None:
         out = np.empty((m, n), dtype=np.result_type(a, b))
     if max(m, n) >= 32 * threads:
@@ -395,14 +521,24 @@ def elementwise(fn, *args):
             return fn(*args)
     except ValueError:
         return fn(*args)  # raises NumPy's broadcast error for the caller to word
-    out = np.empty_like(full, dtype=np.result_type(*args))
     cut = [type(a) is np.ndarray and a.ndim == full.ndim and a.shape[0] == full.shape[0] for a in args]
 
-    def part(lo, hi):
-        fn(*(a[lo:hi] if c else a for a, c in zip(args, cut)), out=out[lo:hi])
+    def split(whole=False):
+        out = np.empty_like(full, dtype=np.result_type(*args))
+        if whole:
+            fn(*args, out=out)
+            return out
 
-    run(part, parts)
-    return out
+        def part(lo, hi):
+            fn(*(a[lo:hi] if c else a for a, c in zip(args, cut)), out=out[lo:hi])
+
+        run(part, parts)
+        return out
+
+    if not _auto:
+        return split()
+    key = (fn, tuple((np.shape(a), np.result_type(a)) for a in args), len(parts))
+    return by_timing(key, (lambda: split(whole=True), split), default=1)
 
 
 # -- BLAS threads for small models ---------------------------------------------------------------------

@@ -21,6 +21,7 @@ def auto_on_two_cores(monkeypatch):
     for name in parallel.BLAS_ENVIRONMENT:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(parallel, "cores", lambda: 2)
+    monkeypatch.setattr(parallel, "TIMED", False)  # the size rule alone (timed choices: test_timed_splits.py)
     with threadpoolctl.threadpool_limits(limits=4, user_api="blas"):
         kp.set_num_threads("auto")
         yield

@@ -216,6 +216,7 @@ def _conv_matrix(w, x, geom, out_spatial, epilogue=None):
     per_sample = gather.per_sample
     y = recycle.empty(xp, (n * per_sample, w.shape[0]), xp.result_type(x, wm))
     keep = not _streaming(xp)
+    buffer = cols = None
     if keep:  # all windows at once, kept for the filter gradient
         buffer = gather.buffer(n)
         cols = gather.cols(buffer, n)
@@ -241,7 +242,13 @@ def _conv_matrix(w, x, geom, out_spatial, epilogue=None):
             if epilogue is not None:
                 epilogue(rows, a, b)
 
-    parallel.for_rows(part, n, n * gather.width, xp)
+    def whole():  # where automatic threads leave the op on one core: as with the threads off
+        nonlocal keep, buffer, cols
+        keep, buffer = True, gather.buffer(n)
+        cols = gather.cols(buffer, n)
+        part(0, n)
+
+    parallel.for_rows(part, n, n * gather.width, xp, whole=None if keep else whole)
     return y, (_Saved(cols, buffer) if keep else _Saved(None, None)), out_spatial
 
 
@@ -430,14 +437,18 @@ def _filter_grad_raw(x, gy, geom, kernel, cols=None):
     if cols is not None:
         return weight_from_matrix(product(cols, grad_out), kernel, geom.flip)
     gather = _window_gather(x, geom, kernel, out_spatial)
-    if not _streaming(xp) or n == 0:  # every window at once, one large GEMM (zeros for an empty batch)
+
+    def at_once():  # every window at once, one large GEMM (zeros for an empty batch)
         buffer = gather.buffer(n)
         gather.fill(buffer, 0, n)
-        wm = product(gather.cols(buffer, n), grad_out)
+        sums[0] = product(gather.cols(buffer, n), grad_out)
         give(buffer)
-        return weight_from_matrix(wm, kernel, geom.flip)
-    L = gather.per_sample
+
     sums = {}
+    if not _streaming(xp) or n == 0:
+        at_once()
+        return weight_from_matrix(sums[0], kernel, geom.flip)
+    L = gather.per_sample
 
     def part(lo, hi):  # this part's samples, a few at a time; their products summed
         total = None
@@ -446,7 +457,7 @@ def _filter_grad_raw(x, gy, geom, kernel, cols=None):
             total = term if total is None else xp.add(total, term, out=total)
         sums[lo] = total
 
-    parallel.for_rows(part, n, n * gather.width, xp)
+    parallel.for_rows(part, n, n * gather.width, xp, whole=at_once)
     wm = None
     for lo in sorted(sums):
         wm = sums[lo] if wm is None else wm + sums[lo]

@@ -340,11 +340,10 @@ def _factored(r, dtype):
 def _over_samples(part, plan, channels, n, kernels):
     """``part(lo, hi)`` over the samples 0..n-1: split over knetpy's threads with the compiled transforms
     when the tile-domain arrays hold at least SPLIT_VALUES values."""
-    parts = None if kernels is None else parallel.ranges(n, n * plan.tiles * ALPHA * ALPHA * channels, SPLIT_VALUES)
-    if parts is None:
+    if kernels is None:
         part(0, n)
     else:
-        parallel.run(part, parts)
+        parallel.for_rows(part, n, n * plan.tiles * ALPHA * ALPHA * channels, minimum=SPLIT_VALUES)
 
 
 def _chunks(plan, channels, lo, hi):
