@@ -198,7 +198,7 @@ AUTO_RULE = (f"ops of at least {MIN_ELEMENTS >> 10}K elements or {MIN_FLOPS >> 2
              "on one thread while their parts run; smaller ops run as NumPy does, a smaller GEMM over 0.5 MFLOP "
              "with BLAS held at one thread, and GEMMs of 1 GFLOP or more with BLAS's own threads; fit runs BLAS "
              "on one thread when the model's largest GEMM is under 1 GFLOP; each op site that could split "
-             "times its ways on its first calls (whole, split, a GEMM on BLAS's own threads) and keeps the "
+             "times its ways on its first calls (whole on one core, split) and keeps the "
              f"fastest, timing them again every {RECHECK}th call")
 
 
@@ -208,8 +208,8 @@ def threads_setting():
         why = f"automatic, {_auto_why}: {AUTO_RULE}"
         counts = timed_choices()
         if counts:
-            names = {0: "whole", 1: "split", 2: "on BLAS's threads", None: "still being timed"}
-            why += "; op sites so far: " + ", ".join(f"{counts[k]} {names[k]}" for k in (0, 1, 2, None) if k in counts)
+            names = {0: "whole", 1: "split", None: "still being timed"}
+            why += "; op sites so far: " + ", ".join(f"{counts[k]} {names[k]}" for k in (0, 1, None) if k in counts)
         return _threads, why
     source = "KNETPY_NUM_THREADS" if os.environ.get("KNETPY_NUM_THREADS") else "kp.set_num_threads"
     state = "on" if _threads > 1 else "off"
@@ -346,8 +346,8 @@ def _hold_blas():
 # LeNet training step (ops of a few milliseconds) took 8-26% longer with its large ops split than with
 # none, where ResNet-20's step, whose ops are 10-50 times larger, ran 1.3-1.65 times faster; on others
 # neither gained. So with automatic threads each op site that the size rule would split times its ways
-# (whole, split, and for a GEMM BLAS's own threads) in turns on its first calls, and keeps the fastest;
-# every RECHECK-th call runs the next way in turn, so that the choice follows the machine.
+# (whole on one core, split) in turns on its first calls, and keeps the fastest; every RECHECK-th call
+# runs the next way in turn, so that the choice follows the machine.
 _sites = {}  # key -> _Site
 _clock = time.perf_counter
 
@@ -418,8 +418,8 @@ def by_timing(key, ways, default):
 
 
 def timed_choices():
-    """``{way: number of sites}`` over the op sites decided so far (0: whole, 1: split, 2: a GEMM on
-    BLAS's own threads), and the number still being timed under the key None."""
+    """``{way: number of sites}`` over the op sites decided so far (0: whole, 1: split), and the
+    number still being timed under the key None."""
     counts = {}
     for site in list(_sites.values()):
         counts[site.pick] = counts.get(site.pick, 0) + 1
@@ -467,9 +467,9 @@ def matmul(a, b, out=None):
         flops = 2 * m * n * k
         whole = ((lambda: matmul_one_blas_thread(a, b, out)) if one_blas_thread(flops)
                  else (lambda: a @ b if out is None else np.matmul(a, b, out=out)))
-        ways = [whole, lambda: _split_matmul(a, b, out, threads)]
-        if one_blas_thread(flops) and any((c.get_num_threads() or 1) > 1 for c in blas_controllers()):
-            ways.append(lambda: a @ b if out is None else np.matmul(a, b, out=out))  # BLAS's own threads
+        # (not BLAS's own threads as a third way: they keep spinning after the product, and take the
+        # cores from the split ops that follow, which this product's timing would not see)
+        ways = (whole, lambda: _split_matmul(a, b, out, threads))
         return by_timing(("matmul", m, k, n, a.dtype, b.dtype, out is None, threads), ways, default=1)
     return _split_matmul(a, b, out, threads)
 

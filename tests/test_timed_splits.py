@@ -1,4 +1,4 @@
-"""Automatic threads time each op site's ways (whole, split, a GEMM on BLAS's threads) and keep the fastest."""
+"""Automatic threads time each op site's ways (whole on one core, split) and keep the fastest."""
 
 import threading
 
@@ -203,8 +203,9 @@ def test_every_way_of_a_gemm_gives_the_same_product(every_way):
         out = np.empty((m, n), np.float32)
         assert parallel.matmul(a, b, out=out) is out
         np.testing.assert_allclose(out, a @ b, rtol=1e-4, atol=1e-3)
-    # whole on one BLAS thread, split, and whole on BLAS's own threads (4 here)
-    assert every_way and all(ways == 3 for ways, _ in every_way)
+    # whole on one BLAS thread, and split (BLAS on one thread in each part)
+    assert every_way and all(ways == 2 for ways, _ in every_way)
+    assert all(inside == [4, 4] for _, inside in every_way)  # BLAS's count is put back after each way
     assert blas_threads() == 4
 
 
@@ -279,3 +280,13 @@ def test_real_ops_settle_on_one_way_per_site(monkeypatch):
     assert choices and None not in choices, choices
     assert set(choices) <= {0, 1, 2}
     assert blas_threads() == 4
+
+
+def test_info_counts_the_choices_made_so_far(monkeypatch):
+    clock = FakeClock(monkeypatch, [1.0, 0.5])
+    for _ in range(2 * WARM_AND_TRIALS):
+        clock.call()
+    clock.call("other")
+    threads, why = parallel.threads_setting()
+    assert threads == 2 and why.startswith("automatic, 2 cores here: ")
+    assert why.endswith("op sites so far: 1 split, 1 still being timed")
