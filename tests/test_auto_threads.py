@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from thread_cases import blas_threads
+from thread_cases import automatic_threads_on_two_cores, blas_threads
 
 import knetpy as kp
 from knetpy import parallel
@@ -17,16 +17,9 @@ threadpoolctl = pytest.importorskip("threadpoolctl")
 
 @pytest.fixture(autouse=True)
 def auto_on_two_cores(monkeypatch):
-    """Automatic threads as on a 2-core machine, with BLAS at 4 threads to see what knetpy sets."""
-    for name in parallel.BLAS_ENVIRONMENT:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(parallel, "cores", lambda: 2)
-    monkeypatch.setattr(parallel, "TIMED", False)  # the size rule alone (timed choices: test_timed_splits.py)
-    with threadpoolctl.threadpool_limits(limits=4, user_api="blas"):
-        kp.set_num_threads("auto")
+    """Automatic threads as on a 2-core machine, by the size rule alone (timed choices: test_timed_splits.py)."""
+    with automatic_threads_on_two_cores(monkeypatch, timed=False):
         yield
-        kp.set_num_threads(1)
-    kp.set_num_threads(1)
 
 
 @pytest.fixture

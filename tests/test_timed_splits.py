@@ -1,10 +1,8 @@
 """Automatic threads time each op site's ways (whole on one core, split) and keep the fastest."""
 
-import threading
-
 import numpy as np
 import pytest
-from thread_cases import blas_threads
+from thread_cases import automatic_threads_on_two_cores, blas_threads, run_threads
 
 import knetpy as kp
 from knetpy import parallel
@@ -16,15 +14,8 @@ WARM_AND_TRIALS = parallel.TRIALS + 1  # calls of each way before the first choi
 
 @pytest.fixture(autouse=True)
 def auto_on_two_cores(monkeypatch):
-    for name in parallel.BLAS_ENVIRONMENT:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(parallel, "cores", lambda: 2)
-    monkeypatch.setattr(parallel, "TIMED", True)
-    with threadpoolctl.threadpool_limits(limits=4, user_api="blas"):
-        kp.set_num_threads("auto")
+    with automatic_threads_on_two_cores(monkeypatch, timed=True):
         yield
-        kp.set_num_threads(1)
-    kp.set_num_threads(1)
 
 
 class FakeClock:
@@ -157,21 +148,11 @@ def test_changing_the_threads_starts_the_timings_again(monkeypatch):
 
 
 def test_sites_timed_from_several_threads_at_once_all_decide(monkeypatch):
-    errors = []
-
     def caller(i):
-        try:
-            for _ in range(50):
-                parallel.by_timing(("site", i % 3), [lambda: 0, lambda: 0], 1)
-        except BaseException as e:  # pragma: no cover - reported below
-            errors.append(e)
+        for _ in range(50):
+            parallel.by_timing(("site", i % 3), [lambda: 0, lambda: 0], 1)
 
-    threads = [threading.Thread(target=caller, args=(i,)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    run_threads(6, caller)  # re-raises the first error of any thread
     assert set(parallel.timed_choices()) <= {0, 1} and sum(parallel.timed_choices().values()) == 3
 
 

@@ -1,7 +1,9 @@
 """Helpers of the thread tests: running a function in several threads, counting split ops, BLAS threads."""
 
+import contextlib
 import threading
 
+import knetpy as kp
 from knetpy import parallel
 
 try:
@@ -48,3 +50,20 @@ def blas_threads():
     counts = {i["num_threads"] for i in libs if "numpy" in i["filepath"]} or {i["num_threads"] for i in libs}
     assert len(counts) == 1, libs
     return counts.pop()
+
+
+@contextlib.contextmanager
+def automatic_threads_on_two_cores(monkeypatch, timed):
+    """Automatic threads as on a 2-core machine, with BLAS at 4 threads to see what knetpy sets, and
+    the timed choices on or off (off: the size rule alone)."""
+    for name in parallel.BLAS_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(parallel, "cores", lambda: 2)
+    monkeypatch.setattr(parallel, "TIMED", timed)
+    with threadpoolctl.threadpool_limits(limits=4, user_api="blas"):
+        kp.set_num_threads("auto")
+        try:
+            yield
+        finally:
+            kp.set_num_threads(1)
+    kp.set_num_threads(1)
