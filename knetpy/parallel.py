@@ -19,8 +19,9 @@ By default the threads are automatic (:data:`AUTO_RULE`): an op large enough to 
 hand-off may split over the cores, and BLAS runs one thread only while its parts run (then gets its
 count back); a lone GEMM of a GFLOP or more still uses BLAS's own threads, and small ops run as
 plain NumPy. Whether a large op splits is timed per op site and size (:func:`by_timing`): its ways
-run in turns on the first calls and the fastest is kept, because on some machines an op of a few
-hundred microseconds runs slower split than whole. ``Model.fit`` also runs BLAS on one thread for models whose GEMMs are small.
+run in turns on the first calls and the faster is kept, because on some machines ops of a few
+milliseconds run slower split than whole. ``Model.fit`` also runs BLAS on one thread for models
+whose GEMMs are small.
 ``set_num_threads(n)`` (or ``KNETPY_NUM_THREADS=n`` at import) fixes the count instead;
 ``set_num_threads("auto")`` or ``set_num_threads(None)`` goes back to automatic.
 
