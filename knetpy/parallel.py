@@ -200,7 +200,7 @@ AUTO_RULE = (f"ops of at least {MIN_ELEMENTS >> 10}K elements or {MIN_FLOPS >> 2
              "with BLAS held at one thread, and GEMMs of 1 GFLOP or more with BLAS's own threads; fit runs BLAS "
              "on one thread when the model's largest GEMM is under 1 GFLOP; each op site that could split "
              "times its ways on its first calls (whole on one core, split) and keeps the "
-             f"fastest, timing them again every {RECHECK}th call")
+             f"faster, timing one of them again every {RECHECK}th call")
 
 
 def threads_setting():
@@ -461,18 +461,21 @@ def matmul(a, b, out=None):
     # automatic threads leave a GEMM of a GFLOP or more to BLAS's own threads, which split it as well
     if (ranges(2, 2 * m * n * k, MIN_FLOPS) is None or (max(m, n) < 32 * threads and k < 32 * threads)
             or (_auto and 2 * m * n * k >= BLAS_MIN_FLOPS)):
-        if one_blas_thread(2 * m * n * k):
-            return matmul_one_blas_thread(a, b, out)
-        return a @ b if out is None else np.matmul(a, b, out=out)
+        return _whole_matmul(a, b, out)
     if _auto:
-        flops = 2 * m * n * k
-        whole = ((lambda: matmul_one_blas_thread(a, b, out)) if one_blas_thread(flops)
-                 else (lambda: a @ b if out is None else np.matmul(a, b, out=out)))
         # (not BLAS's own threads as a third way: they keep spinning after the product, and take the
         # cores from the split ops that follow, which this product's timing would not see)
-        ways = (whole, lambda: _split_matmul(a, b, out, threads))
+        ways = (lambda: _whole_matmul(a, b, out), lambda: _split_matmul(a, b, out, threads))
         return by_timing(("matmul", m, k, n, a.dtype, b.dtype, out is None, threads), ways, default=1)
     return _split_matmul(a, b, out, threads)
+
+
+def _whole_matmul(a, b, out):
+    """``a @ b`` unsplit, with BLAS held at one thread where :func:`one_blas_thread` says so."""
+    m, k = a.shape
+    if one_blas_thread(2 * m * k * b.shape[1]):
+        return matmul_one_blas_thread(a, b, out)
+    return a @ b if out is None else np.matmul(a, b, out=out)
 
 
 def _split_matmul(a, b, out, threads):

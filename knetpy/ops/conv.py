@@ -215,14 +215,13 @@ def _conv_matrix(w, x, geom, out_spatial, epilogue=None):
     n = x.shape[0]
     per_sample = gather.per_sample
     y = recycle.empty(xp, (n * per_sample, w.shape[0]), xp.result_type(x, wm))
-    keep = not _streaming(xp)
     buffer = cols = None
-    if keep:  # all windows at once, kept for the filter gradient
+    if not _streaming(xp):  # all windows at once, kept for the filter gradient
         buffer = gather.buffer(n)
         cols = gather.cols(buffer, n)
 
     def chunks(lo, hi):
-        if keep:
+        if cols is not None:
             gather.fill(buffer, lo, hi, lo)
             yield lo, hi, cols[lo * per_sample : hi * per_sample]
         else:
@@ -243,13 +242,13 @@ def _conv_matrix(w, x, geom, out_spatial, epilogue=None):
                 epilogue(rows, a, b)
 
     def whole():  # where automatic threads leave the op on one core: as with the threads off
-        nonlocal keep, buffer, cols
-        keep, buffer = True, gather.buffer(n)
+        nonlocal buffer, cols
+        buffer = gather.buffer(n)
         cols = gather.cols(buffer, n)
         part(0, n)
 
-    parallel.for_rows(part, n, n * gather.width, xp, whole=None if keep else whole)
-    return y, (_Saved(cols, buffer) if keep else _Saved(None, None)), out_spatial
+    parallel.for_rows(part, n, n * gather.width, xp, whole=whole if cols is None else None)
+    return y, _Saved(cols, buffer), out_spatial
 
 
 # With knetpy's threads on, each thread streams its samples' windows through a small buffer, a few
@@ -444,10 +443,6 @@ def _filter_grad_raw(x, gy, geom, kernel, cols=None):
         sums[0] = product(gather.cols(buffer, n), grad_out)
         give(buffer)
 
-    sums = {}
-    if not _streaming(xp) or n == 0:
-        at_once()
-        return weight_from_matrix(sums[0], kernel, geom.flip)
     L = gather.per_sample
 
     def part(lo, hi):  # this part's samples, a few at a time; their products summed
@@ -457,7 +452,11 @@ def _filter_grad_raw(x, gy, geom, kernel, cols=None):
             total = term if total is None else xp.add(total, term, out=total)
         sums[lo] = total
 
-    parallel.for_rows(part, n, n * gather.width, xp, whole=at_once)
+    sums = {}
+    if not _streaming(xp) or n == 0:
+        at_once()
+    else:
+        parallel.for_rows(part, n, n * gather.width, xp, whole=at_once)
     wm = None
     for lo in sorted(sums):
         wm = sums[lo] if wm is None else wm + sums[lo]
