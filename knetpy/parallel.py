@@ -199,7 +199,7 @@ AUTO_RULE = (f"ops of at least {MIN_ELEMENTS >> 10}K elements or {MIN_FLOPS >> 2
              "on one thread while their parts run; smaller ops run as NumPy does, a smaller GEMM over 0.5 MFLOP "
              "with BLAS held at one thread, and GEMMs of 1 GFLOP or more with BLAS's own threads; fit runs BLAS "
              "on one thread when the model's largest GEMM is under 1 GFLOP; each op site that could split "
-             "times its ways on its first calls (whole on one core, split) and keeps the "
+             "times its ways on its first calls (whole on one core with BLAS at one thread, split) and keeps the "
              f"faster, timing one of them again every {RECHECK}th call")
 
 
@@ -433,7 +433,8 @@ def for_rows(fn, n, work=None, xp=np, minimum=None, whole=None):
     ``xp`` is the op's array namespace: only NumPy work is split (a GPU has parallelism of its own).
     ``work`` and ``minimum`` are :func:`ranges`'s. With automatic threads, whether a large op splits
     is timed per op site and size (:func:`by_timing`); ``whole()``, when given, is how the op runs
-    on one core then (as with knetpy's threads off), instead of ``fn(0, n)``.
+    on one core then (the algorithm of knetpy's threads off), instead of ``fn(0, n)``; either runs with
+    BLAS at one thread (:func:`on_one_core`).
     """
     parts = ranges(n, work, minimum) if xp is np else None
     if parts is None:
@@ -443,7 +444,28 @@ def for_rows(fn, n, work=None, xp=np, minimum=None, whole=None):
     if not _auto or code is None:
         run(fn, parts)
         return
-    by_timing((code, n, work, len(parts)), (whole or (lambda: fn(0, n)), lambda: run(fn, parts)), default=1)
+    by_timing((code, n, work, len(parts)), (lambda: on_one_core(whole or (lambda: fn(0, n))), lambda: run(fn, parts)),
+              default=1)
+
+
+def on_one_core(fn):
+    """``fn()`` with BLAS held at one thread, as the whole way of an op timed against its split runs.
+
+    Not only so that the whole way is what it says: an OpenBLAS thread that has run part of a product
+    keeps spinning for about 0.1 s after it (2-core AMD EPYC), and a knetpy worker then shares its core
+    with it. With the GEMMs inside LeNet's convolutions left to BLAS's two threads, every split op of the
+    step ran beside such a thread, and each timed slower than whole (Winograd's backward pass: 4.4 ms
+    split against 4.1 whole, and 3.2 split with no BLAS thread spinning). BLAS as it is where the user or
+    a fit chose its threads (:func:`one_blas_thread`'s conditions).
+    """
+    if not _auto or _blas_env or _blas_chosen or getattr(_local, "inside", False):
+        return fn()
+    held = _hold_blas()
+    try:
+        return fn()
+    finally:
+        for c, count in held:
+            c.set_num_threads(count)
 
 
 def matmul(a, b, out=None):

@@ -263,6 +263,47 @@ def test_real_ops_settle_on_one_way_per_site(monkeypatch):
     assert blas_threads() == 4
 
 
+def test_the_whole_way_runs_blas_on_one_thread(monkeypatch):
+    """Way 0 of a timed op is whole on one core: its GEMMs on one BLAS thread (BLAS's count put back
+    after), unless the environment chose BLAS's threads."""
+    seen = []
+
+    def part(lo, hi):
+        seen.append(blas_threads())
+
+    monkeypatch.setattr(parallel, "by_timing", lambda key, ways, default: ways[0]())
+    parallel.for_rows(part, 64, 1 << 24)
+    assert seen == [1] and blas_threads() == 4
+    monkeypatch.setattr(parallel, "_blas_env", True)
+    parallel.for_rows(part, 64, 1 << 24)
+    assert seen == [1, 4]
+
+
+def test_no_blas_thread_keeps_spinning_after_a_conv_step(monkeypatch):
+    """An OpenBLAS thread that ran part of a product spins for about 0.1 s after it, on the core that a
+    knetpy worker wants next. At automatic threads a conv net's step (a direct and a Winograd
+    convolution, pooling, a dense layer; each op whole or split, as timed) leaves no BLAS thread busy:
+    the process uses next to no CPU while it sleeps right after the step."""
+    import time
+
+    from knetpy.layers import Conv2D, Dense, Flatten, MaxPool2D
+
+    kp.set_seed(0)
+    net = kp.Sequential(Conv2D(20, 5, activation="relu"), MaxPool2D(), Conv2D(50, 5, activation="relu"),
+                        MaxPool2D(), Flatten(), Dense(10))
+    x = np.random.default_rng(1).random((64, 1, 28, 28), np.float32)
+    y = np.arange(64) % 10
+    busy = []
+    for step in range(3 * WARM_AND_TRIALS + 2):
+        kp.nll(net(x), y).backward()
+        if step >= WARM_AND_TRIALS:  # each way has run by now
+            cpu = time.process_time()
+            time.sleep(0.05)
+            busy.append(time.process_time() - cpu)
+    assert parallel.timed_choices(), "the convolutions should have been timed"
+    assert np.median(busy) < 0.015, f"CPU seconds used while asleep after each step: {busy}"
+
+
 def test_info_counts_the_choices_made_so_far(monkeypatch):
     clock = FakeClock(monkeypatch, [1.0, 0.5])
     for _ in range(2 * WARM_AND_TRIALS):

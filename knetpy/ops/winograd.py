@@ -200,7 +200,7 @@ def filter_tiles(w, plan, flip):
     if flip:
         w = w[:, :, ::-1, ::-1]
     wk = np.ascontiguousarray(w.transpose(2, 3, 1, 0)).reshape(r * r, cin * cout)
-    return (plan.gg @ wk).reshape(ALPHA * ALPHA, cin, cout)
+    return parallel.matmul(plan.gg, wk).reshape(ALPHA * ALPHA, cin, cout)
 
 
 def filter_from_tiles(du, plan, flip):
@@ -208,7 +208,7 @@ def filter_from_tiles(du, plan, flip):
     Gᵀ dU G, the adjoint of :func:`filter_tiles`."""
     _, cin, cout = du.shape
     r = plan.r
-    dw = (plan.gg.T @ du.reshape(ALPHA * ALPHA, cin * cout)).reshape(r, r, cin, cout).transpose(3, 2, 0, 1)
+    dw = parallel.matmul(plan.gg.T, du.reshape(ALPHA * ALPHA, cin * cout)).reshape(r, r, cin, cout).transpose(3, 2, 0, 1)
     if flip:
         dw = dw[:, :, ::-1, ::-1]
     return np.ascontiguousarray(dw)
