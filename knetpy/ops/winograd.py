@@ -61,9 +61,9 @@ MIN_CHANNELS = 8
 #: Winograd when it makes at most this share of the direct convolution's multiplications.
 MAX_WORK = 0.4
 #: The tile buffers of one part of the batch, about this many bytes at a time. Fewer, larger runs pay
-#: more than keeping them in L2: each run is a batched GEMM of 64 small products, and with knetpy's threads
-#: each call between two threads takes turns at the GIL (LeNet's second convolution, forward and backward,
-#: 2-core AMD EPYC: 11.4 ms at 4 MB against 12.2 at 1 MB on one thread, 8.9 against 9.6 on two).
+#: more than keeping them in L2: each run is a batched GEMM of 64 small products, which grow with the run,
+#: and a few calls with Python between them (LeNet's second convolution, forward and backward, 2-core AMD
+#: EPYC: 11.4 ms at 4 MB against 12.2 at 1 MB on one thread, 8.9 against 9.6 on two).
 CHUNK_BYTES = 1 << 22
 #: The forward pass keeps the input's tiles for the filter gradient when they take at most this many bytes
 #: (about twice the input's size); larger layers make them again in the backward pass, so that a deep
