@@ -172,8 +172,7 @@ def set_num_threads(n):
             for c in controllers:
                 c.set_num_threads(1)
         elif _blas is not None:
-            for c, count in _blas:
-                c.set_num_threads(count)
+            _put_back(_blas)
             _blas = None
         # automatic threads start their workers at the first op that splits (see run)
         old, _workers = _workers, (_Workers(n - 1) if n > 1 and not auto else None)
@@ -294,8 +293,7 @@ def run(fn, parts):
                 error = e
     finally:
         _local.inside = False
-        for c, count in held:
-            c.set_num_threads(count)
+        _put_back(held)
         workers.release()
     if error is not None:
         try:
@@ -331,7 +329,7 @@ def _hold_blas():
     """Set BLAS to one thread while an automatic split runs: [(controller, count to put back)].
 
     Two multi-threaded GEMMs at once would oversubscribe the cores (OpenBLAS even serialises them).
-    Only the op holding the pool calls this, so two ops never save each other's setting.
+    Only counts above one are saved, so two holds that overlap (in two threads) never leave BLAS at one.
     """
     held = []
     for c in blas_controllers():
@@ -340,6 +338,28 @@ def _hold_blas():
             c.set_num_threads(1)
             held.append((c, count))
     return held
+
+
+def _put_back(held):
+    """Give BLAS back the counts :func:`_hold_blas` saved."""
+    for c, count in held:
+        c.set_num_threads(count)
+
+
+@contextlib.contextmanager
+def _blas_on_one_thread():
+    """The block with BLAS held at one thread (:func:`_hold_blas`), its counts put back after."""
+    held = _hold_blas()
+    try:
+        yield
+    finally:
+        _put_back(held)
+
+
+def _blas_is_ours():
+    """Whether knetpy may set BLAS's threads for an op now: automatic threads, BLAS's count not chosen by
+    the environment or by a fit (knetpy.blas_choice), and not inside a split (which holds it already)."""
+    return _auto and not _blas_env and not _blas_chosen and not getattr(_local, "inside", False)
 
 
 # -- timed choices -------------------------------------------------------------------------------------
@@ -456,16 +476,12 @@ def on_one_core(fn):
     with it. With the GEMMs inside LeNet's convolutions left to BLAS's two threads, every split op of the
     step ran beside such a thread, and each timed slower than whole (Winograd's backward pass: 4.4 ms
     split against 4.1 whole, and 3.2 split with no BLAS thread spinning). BLAS as it is where the user or
-    a fit chose its threads (:func:`one_blas_thread`'s conditions).
+    a fit chose its threads (:func:`_blas_is_ours`).
     """
-    if not _auto or _blas_env or _blas_chosen or getattr(_local, "inside", False):
+    if not _blas_is_ours():
         return fn()
-    held = _hold_blas()
-    try:
+    with _blas_on_one_thread():
         return fn()
-    finally:
-        for c, count in held:
-            c.set_num_threads(count)
 
 
 def matmul(a, b, out=None):
@@ -592,8 +608,7 @@ _blas_chosen = 0  # fits running now whose BLAS threads are chosen by timing (kn
 
 def one_blas_thread(flops):
     """Whether :func:`matmul` runs a plain GEMM of ``flops`` with one BLAS thread."""
-    return (_auto and BLAS_SPLIT_FLOPS <= flops < BLAS_MIN_FLOPS and not _blas_env and not _blas_chosen
-            and not getattr(_local, "inside", False))
+    return BLAS_SPLIT_FLOPS <= flops < BLAS_MIN_FLOPS and _blas_is_ours()
 
 
 def matmul_one_blas_thread(a, b, out=None):
@@ -601,12 +616,8 @@ def matmul_one_blas_thread(a, b, out=None):
     chooses BLAS's threads by timing (a compiled step records this call once and replays it)."""
     if _blas_chosen:
         return a @ b if out is None else np.matmul(a, b, out=out)
-    held = _hold_blas()
-    try:
+    with _blas_on_one_thread():
         return a @ b if out is None else np.matmul(a, b, out=out)
-    finally:
-        for c, count in held:
-            c.set_num_threads(count)
 
 
 def blas_threads_for(flops):
