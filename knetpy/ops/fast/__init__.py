@@ -56,8 +56,9 @@ def warm_up(winograd: bool = False) -> float:
     numba sets its compiler up when a process loads its first kernel (about 0.7 s on a 2-core machine,
     even from its on-disk cache); each kernel after that loads in milliseconds. A benchmark calls this
     before its clock starts, as JAX compiles its step before timing it; a program that trains for
-    more than a few seconds need not. With ``winograd``, also the Winograd convolution's tile
-    transforms (float32), which only convolutional networks use.
+    more than a few seconds need not. With ``winograd``, also the kernels only convolutional networks
+    use (float32): the Winograd convolution's tile transforms, and the first layer's filter gradient
+    on planes (:mod:`.conv_planes`).
     """
     if not _enabled:
         return 0.0
@@ -85,4 +86,11 @@ def warm_up(winograd: bool = False) -> float:
         transforms.output_tiles(tiles, at, 1, 1, sample[:, :4, :4].copy())
         transforms.output_tiles_adjoint(sample[:, :4, :4].copy(), at_adj, 1, 1, tiles)
         transforms.input_tiles_adjoint(tiles, b_adj, 1, 1, 4, 0, 0, sample)
+        from . import conv_planes
+
+        pooled, code = np.zeros((1, 1, 1, 4), np.float32), np.zeros((1, 1, 1, 4), np.uint8)
+        planes = np.zeros((4, 1, 2, 2), np.float32)
+        conv_planes.relu_pool_scatter_planes(pooled, code, pooled, planes, 2, 2, 2, 2, 2, 2, 0, 0, 0, 1)
+        conv_planes.filter_grad_planes(planes.reshape(4, 4), np.zeros((1, 12), np.float32),
+                                       np.zeros((4, 1, 1, 1), np.float32), np.zeros(4, np.float32), 2, 1, 1, 0, 4)
     return time.perf_counter() - start

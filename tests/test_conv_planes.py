@@ -1,0 +1,161 @@
+"""The filter and bias gradients of ``conv_relu_pool`` on planes (:mod:`knetpy.ops.fast.conv_planes`),
+the path first layers take: against the GEMM over gathered windows (the reference path), PyTorch, and
+central differences; it must be the path LeNet's first layer takes, and not the others'."""
+
+import contextlib
+
+import numpy as np
+import pytest
+
+import knetpy as kp
+from knetpy import layers as L
+from knetpy.ops import conv_pool, fast
+
+pytestmark = pytest.mark.skipif(not fast.available(), reason="the planes' kernels are compiled with numba")
+
+
+@contextlib.contextmanager
+def threads(n):
+    auto, prev = kp.parallel.is_auto(), kp.get_num_threads()
+    kp.set_num_threads(n)
+    try:
+        yield
+    finally:
+        kp.set_num_threads("auto" if auto else prev)
+
+
+@pytest.fixture
+def planes_calls(monkeypatch):
+    """How often the planes' path made the gradients (a call that returned None does not count)."""
+    calls = []
+    real = conv_pool._planes_grads
+
+    def counted(*args):
+        made = real(*args)
+        calls.append(made is not None)
+        return made
+
+    monkeypatch.setattr(conv_pool, "_planes_grads", counted)
+    return calls
+
+
+CASES = [  # x shape, filters, kernel, conv options, pool options
+    ((6, 1, 28, 28), 20, 5, {}, {}),  # LeNet's first layer
+    ((3, 1, 11, 9), 5, 3, {}, {}),  # an odd number of filters; the last row and column in no window
+    ((4, 2, 10, 9), 6, 4, {"padding": 2}, {"window": 2}),
+    ((2, 2, 9, 8), 4, (3, 2), {"dilation": (2, 1), "mode": 0}, {"window": (2, 3), "pool_stride": 1}),
+    ((3, 1, 12, 12), 7, (1, 5), {"padding": (0, 1)}, {"window": 3, "pool_padding": 1, "pool_stride": 2}),
+]
+
+
+def _grads(w, x, b, gy, conv, pool):
+    wt, bt = kp.Param(w), kp.Param(b)
+    y = kp.ops.conv_relu_pool(wt, x, bt, **conv, **pool)
+    kp.sum(y * gy).backward()
+    return y.value, wt.grad, bt.grad
+
+
+def _case(case, dtype, seed=0):
+    shape, filters, kernel, conv, pool = case
+    rng = np.random.default_rng(seed)
+    k = kernel if isinstance(kernel, tuple) else (kernel, kernel)
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal((filters, shape[1], *k)).astype(dtype)
+    b = rng.standard_normal(filters).astype(dtype)
+    b[0] = -50.0  # one channel all below zero: every gradient there is masked
+    y = kp.ops.conv_relu_pool(w, x, b, **conv, **pool)
+    return w, x, b, rng.standard_normal(y.shape).astype(dtype)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_planes_match_the_gemm_path(monkeypatch, planes_calls, case, n_threads, dtype):
+    w, x, b, gy = _case(case, dtype)
+    conv, pool = case[3], case[4]
+    with threads(n_threads):
+        y, dw, db = _grads(w, x, b, gy, conv, pool)
+        assert planes_calls == [True]
+        monkeypatch.setattr(conv_pool, "PLANES_MAX_CHANNELS", 0)
+        ref_y, ref_dw, ref_db = _grads(w, x, b, gy, conv, pool)
+    assert planes_calls == [True, False]
+    np.testing.assert_array_equal(y, ref_y)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for name, got, ref in (("dw", dw, ref_dw), ("db", db, ref_db)):
+        assert got.dtype == ref.dtype and got.shape == ref.shape, name
+        scale = np.abs(ref).max()
+        np.testing.assert_allclose(got, ref, rtol=tol, atol=tol * scale, err_msg=name)
+    assert np.all(dw[0] == 0) and db[0] == 0  # the channel relu shut
+    assert np.any(dw[1:] != 0)
+
+
+def test_planes_match_pytorch():
+    torch = pytest.importorskip("torch")
+    w, x, b, gy = _case(CASES[0], np.float64, seed=1)
+    y, dw, db = _grads(w, x, b, gy, {}, {})
+    wt, bt = (torch.tensor(a, requires_grad=True) for a in (w, b))
+    # knetpy's default mode 0 is true convolution: torch's cross-correlation with the kernel flipped
+    z = torch.nn.functional.conv2d(torch.from_numpy(x), wt.flip(2, 3), bt)
+    yt = torch.nn.functional.max_pool2d(torch.relu(z), 2)
+    (yt * torch.from_numpy(gy)).sum().backward()
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dw, wt.grad.numpy(), rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(db, bt.grad.numpy(), rtol=1e-11, atol=1e-11)
+
+
+def test_planes_match_central_differences(planes_calls):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 2, 9, 8))
+    w = rng.standard_normal((5, 2, 3, 4))
+    b = rng.standard_normal(5)
+    options = {"padding": (1, 0), "dilation": (1, 2)}
+    proj = rng.standard_normal(kp.ops.conv_relu_pool(w, x, b, **options).shape)
+
+    def f(w, b):
+        return kp.sum(kp.ops.conv_relu_pool(w, x, b, **options) * proj)
+
+    assert kp.gradcheck(f, w, b)
+    assert any(planes_calls)
+
+
+def test_a_nan_in_the_gradient_spreads_as_in_the_reference(monkeypatch):
+    w, x, b, gy = _case(CASES[1], np.float64)
+    gy[1, 2, 1, 1] = np.nan
+    _, dw, db = _grads(w, x, b, gy, {}, {})
+    monkeypatch.setattr(conv_pool, "PLANES_MAX_CHANNELS", 0)
+    _, ref_dw, ref_db = _grads(w, x, b, gy, {}, {})
+    np.testing.assert_array_equal(np.isnan(dw), np.isnan(ref_dw))
+    np.testing.assert_array_equal(np.isnan(db), np.isnan(ref_db))
+    assert np.isnan(dw[2]).all() and not np.isnan(dw[1]).any()
+
+
+def test_lenet_takes_planes_for_its_first_layer_only(planes_calls):
+    kp.set_seed(0)
+    model = kp.Sequential(
+        L.Conv2D(20, 5, activation="relu"), L.MaxPool2D(),
+        L.Conv2D(50, 5, activation="relu"), L.MaxPool2D(),
+        L.Flatten(), L.Dense(10),
+    )
+    x = np.random.default_rng(3).random((8, 1, 28, 28), np.float32)
+    model(x)
+    y = model(x)  # fused from the second call on
+    planes_calls.clear()
+    kp.sum(y * y).backward()
+    assert sorted(planes_calls) == [False, True]  # the first layer's; the second has 20 input channels
+    assert all(p.grad is not None and np.any(p.grad != 0) for p in model.params.values())
+
+
+def test_a_recorded_backward_pass_keeps_the_reference_path(monkeypatch, planes_calls):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 1, 8, 8))
+    w, b, v = rng.standard_normal((4, 1, 3, 3)), rng.standard_normal(4), rng.standard_normal((4, 1, 3, 3))
+
+    def hvp():
+        return kp.hvp(lambda w: kp.sum(kp.ops.conv_relu_pool(w, x, b) ** 2), w, v)
+
+    loss, got = hvp()
+    assert False in planes_calls  # the gradient recorded for the second pass stays on the graph
+    monkeypatch.setattr(conv_pool, "PLANES_MAX_CHANNELS", 0)
+    ref_loss, ref = hvp()
+    assert float(loss) == float(ref_loss) and np.any(ref != 0)
+    np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-10)
