@@ -26,7 +26,7 @@ def threads(n):
 
 @pytest.fixture
 def planes_calls(monkeypatch):
-    """How often the planes' path made the gradients (a call that returned None does not count)."""
+    """For each filter gradient: whether the planes made it (a call that returned None did not)."""
     calls = []
     real = conv_pool._planes_grads
 

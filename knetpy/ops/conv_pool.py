@@ -129,23 +129,46 @@ PLANES_MAX_CHANNELS = 2
 PLANES_MAX_KERNEL = 5
 
 
+def _planes_layer(w, x, geom):
+    """Whether the convolution is one the planes' kernels take and gain on (see PLANES_MAX_CHANNELS)."""
+    cout, cin, *kernel = w.shape
+    return (
+        fast.enabled()
+        and type(x) is type(w) is np.ndarray
+        and x.ndim == 4
+        and x.dtype in fast.FLOATS
+        and w.dtype == x.dtype
+        and geom.stride == (1, 1)
+        and geom.groups == 1
+        and cin <= PLANES_MAX_CHANNELS
+        and max(kernel) <= PLANES_MAX_KERNEL
+        and cout >= FAST_MIN_CHANNELS
+    )
+
+
+def _padded_channel_major(x, geom, slack=0):
+    """x (N, C, H, W) padded, as (C, N*Hp*Wp + slack) from the buffer pool: each channel's planes one
+    after another, zeros in the padding and the slack."""
+    n, cin, height, width = x.shape
+    (ph, pw) = geom.padding
+    hp, wp = height + 2 * ph, width + 2 * pw
+    length = n * hp * wp
+    xs = recycle.take_buffer(np, (cin, length + slack), x.dtype)
+    xs[:, length:] = 0
+    inner = xs[:, :length].reshape(cin, n, hp, wp)
+    if ph or pw:
+        inner[...] = 0
+    inner[:, :, ph : ph + height, pw : pw + width] = x.transpose(1, 0, 2, 3)
+    return xs
+
+
 def _planes_grads(g, ans, saved, w, x, geom, pool):
     """(dw, db) by :mod:`knetpy.ops.fast.conv_planes`, straight from the pooled gradient, or None
     where that path does not apply: recording, no compiled kernels, Winograd's path, a stride, groups,
     a layout the kernels do not take, or too many channels or too large a kernel to gain."""
-    if isinstance(g, Tensor) or isinstance(x, Tensor) or not fast.enabled() or saved.conv.tiles is not None:
+    if isinstance(g, Tensor) or isinstance(x, Tensor) or saved.conv.tiles is not None:
         return None
-    cout, cin, *kernel = w.shape
-    if (
-        x.ndim != 4
-        or geom.stride != (1, 1)
-        or geom.groups != 1
-        or cin > PLANES_MAX_CHANNELS
-        or max(kernel) > PLANES_MAX_KERNEL
-        or not (type(x) is type(g) is type(ans) is np.ndarray)
-        or x.dtype not in fast.FLOATS
-        or not x.dtype == g.dtype == ans.dtype
-    ):
+    if not (_planes_layer(w, x, geom) and type(g) is type(ans) is np.ndarray and x.dtype == g.dtype == ans.dtype):
         return None
     code = _nhwc(saved.switches.code)
     grad, act = (_nhwc(to_channels_last(a).transpose(0, 3, 1, 2)) for a in (g, ans))
@@ -153,22 +176,17 @@ def _planes_grads(g, ans, saved, w, x, geom, pool):
         return None
     from .fast.conv_planes import COLUMNS, filter_grad_planes, relu_pool_scatter_planes
 
+    cout, cin, kh, kw = w.shape
     n, _, height, width = x.shape
-    (ph, pw), (dh, dw_), (kh, kw) = geom.padding, geom.dilation, kernel
+    (ph, pw), (dh, dw_) = geom.padding, geom.dilation
     hp, wp = height + 2 * ph, width + 2 * pw
     length = n * hp * wp
-    # the input, padded and channel-major, with zeros past its end for the windows the planes' last
-    # (all-zero) rows still reach
+    # zeros past the input's end for the windows the planes' last (all-zero) rows still reach
     slack = (kh - 1) * dh * wp + (-(-kw // COLUMNS) * COLUMNS - 1) * dw_ + 1
-    xs = recycle.take_buffer(np, (cin, length + slack), x.dtype)
+    xs = _padded_channel_major(x, geom, slack)
     planes = recycle.take_buffer(np, (cout, n, hp, wp), x.dtype)
     try:
-        xs[:, length:] = 0
-        inner = xs[:, :length].reshape(cin, n, hp, wp)
-        if ph or pw:
-            inner[...] = 0
-        inner[:, :, ph : ph + height, pw : pw + width] = x.transpose(1, 0, 2, 3)
-        oh, ow = geom.output_size((height, width), kernel)
+        oh, ow = geom.output_size((height, width), (kh, kw))
         window = (*pool.window, *pool.stride, *pool.padding)
 
         def scatter(lo, hi):
@@ -194,7 +212,8 @@ _conv_relu_pool.defvjp(_vjp_w, _vjp_x, _vjp_b)
 def conv_relu_pool(w, x, b, padding=0, stride=1, dilation=1, mode=0, groups=1, window=2, pool_padding=0,
                    pool_stride=None):
     """``pool(relu(conv4(w, x, padding, stride, dilation, mode, groups) + b), window, pool_padding,
-    pool_stride)`` (max pooling; b of shape (C_out,)) as one op, equal to the three ops bit for bit.
+    pool_stride)`` (max pooling; b of shape (C_out,)) as one op, equal to the three ops bit for bit
+    (a first layer's filter and bias gradients on planes, see the module's notes, to rounding).
 
     Cheaper in memory and time than the three: the full activation is neither kept for the backward
     pass nor read again by it.
