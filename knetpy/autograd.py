@@ -616,6 +616,11 @@ def _take_grad(node, prim):
     return g
 
 
+#: Types that are an array's ``base`` only to hold memory the array alone uses (the buffer pool's
+#: owners, :mod:`knetpy.ops.recycle`): a leaf may keep such an array as its gradient without a copy.
+OWN_MEMORY = set()
+
+
 def _accumulate(leaf, g):
     """Add ``g`` to ``leaf.grad``."""
     with _lock:  # threads backpropagating into shared parameters: no lost sums
@@ -670,10 +675,12 @@ def backprop(root, seed, inputs=None, create_graph=False, retain_graph=False):
                 if g is None:
                     continue
                 # A view (maybe a read-only broadcast) or an array another leaf already holds (a + b
-                # passes one array to both): give each leaf its own array, writable in place.
+                # passes one array to both): give each leaf its own array, writable in place. An
+                # array of its own from the buffer pool is no view (its base only holds the memory).
                 if not getattr(g, "requires_grad", False):  # (a gradient that is a graph stays one)
                     v = g.value if isinstance(g, Tensor) else g
-                    if getattr(v, "base", None) is not None or id(g) in handed:
+                    base = getattr(v, "base", None)
+                    if (base is not None and type(base) not in OWN_MEMORY) or id(g) in handed:
                         v = v.copy(order="K")  # keep the memory layout (channels-last views)
                         g = _const(v) if isinstance(g, Tensor) else v
                 handed.add(id(g))

@@ -492,10 +492,17 @@ def matmul(a, b, out=None):
     summed over a long batch) the inner dimension is, and the partial products are added.
     """
     threads = _threads  # read once: another thread may change it while this product runs
-    if threads < 2 or type(a) is not np.ndarray or type(b) is not np.ndarray or a.ndim != 2 or b.ndim != 2:
+    if type(a) is not np.ndarray or type(b) is not np.ndarray or a.ndim != 2 or b.ndim != 2:
         return a @ b if out is None else np.matmul(a, b, out=out)
     m, k = a.shape
     n = b.shape[1]
+    if out is None and k == b.shape[0] and m * n * np.result_type(a, b).itemsize >= _recycle().MIN_BYTES:
+        # from the buffer pool: a weight gradient made every step, freed at the next zero_grad, would
+        # otherwise move the top of the heap, which malloc gives back to the system and takes again
+        # (page faults: LeNet's 1.6 MB dense gradient, about 800 a step)
+        out = _recycle().empty(np, (m, n), np.result_type(a, b))
+    if threads < 2:
+        return a @ b if out is None else np.matmul(a, b, out=out)
     # automatic threads leave a GEMM of a GFLOP or more to BLAS's own threads, which split it as well
     if (ranges(2, 2 * m * n * k, MIN_FLOPS) is None or (max(m, n) < 32 * threads and k < 32 * threads)
             or (_auto and 2 * m * n * k >= BLAS_MIN_FLOPS)):
@@ -506,6 +513,12 @@ def matmul(a, b, out=None):
         ways = (lambda: _whole_matmul(a, b, out), lambda: _split_matmul(a, b, out, threads))
         return by_timing(("matmul", m, k, n, a.dtype, b.dtype, out is None, threads), ways, default=1)
     return _split_matmul(a, b, out, threads)
+
+
+def _recycle():
+    from .ops import recycle  # (knetpy.ops imports this module)
+
+    return recycle
 
 
 def _whole_matmul(a, b, out):

@@ -106,6 +106,31 @@ def test_recycled_results_reuse_memory_across_shapes(pool):
     assert _address(b) == first
 
 
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_a_dense_weight_gradient_reuses_its_memory_every_step(pool, n_threads):
+    """A large GEMM result (here a Dense layer's 1.6 MB weight gradient) comes from the pool: once the
+    previous step's gradient is dropped (zero_grad), the next step's takes the same memory, which
+    malloc would otherwise give back to the system and page-fault in again."""
+    from knetpy.ops import recycle
+
+    auto, prev = kp.parallel.is_auto(), kp.get_num_threads()
+    kp.set_num_threads(n_threads)
+    try:
+        kp.set_seed(0)
+        layer = kp.layers.Dense(500, n_in=800)
+        x = np.random.default_rng(0).random((100, 800), np.float32)
+        addresses = []
+        for _ in range(3):
+            layer.w.zero_grad()
+            kp.sum(layer(x)).backward()
+            addresses.append(_address(layer.w.grad))
+            assert isinstance(layer.w.grad.base, recycle._Owner)  # pooled memory
+            np.testing.assert_allclose(layer.w.grad, np.repeat(x.sum(0)[:, None], 500, axis=1), rtol=1e-5)
+        assert addresses[1] == addresses[2]
+    finally:
+        kp.set_num_threads("auto" if auto else prev)
+
+
 # -- BatchNorm: xhat computed again, bit for bit ------------------------------------------------------
 @pytest.fixture
 def numpy_path():

@@ -64,8 +64,8 @@ def _conv_relu_pool(w, x, b, geom=None, pool=None):
         # compiled: each part's rows pooled right after their GEMM, while they are in cache
         from .fast.pool import max_pool2d
 
-        pooled = np.empty((n, *pooled_spatial, cout), x.dtype)
-        code = np.empty(pooled.shape, np.uint8 if math.prod(pool.window) < 256 else np.int32)
+        pooled = recycle.empty(np, (n, *pooled_spatial, cout), x.dtype)
+        code = recycle.empty(np, pooled.shape, np.uint8 if math.prod(pool.window) < 256 else np.int32)
         args = (*pool.window, *pool.stride, *pool.padding)
 
         def epilogue(rows, lo, hi):

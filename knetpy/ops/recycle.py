@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 
+from .. import autograd
 from .buffer_pool import give, take
 
 MIN_BYTES = 1 << 20
@@ -58,6 +59,9 @@ class _Owner:
             release(self.buffer)
         except Exception:  # interpreter shutdown: module globals may already be gone
             pass
+
+
+autograd.OWN_MEMORY.add(_Owner)  # an array made here views no other array: a leaf may keep it
 
 
 def take_buffer(xp, shape, dtype):
