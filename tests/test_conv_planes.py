@@ -2,26 +2,15 @@
 the path first layers take: against the GEMM over gathered windows (the reference path), PyTorch, and
 central differences; it must be the path LeNet's first layer takes, and not the others'."""
 
-import contextlib
-
 import numpy as np
 import pytest
+from fast_switch import threads
 
 import knetpy as kp
 from knetpy import layers as L
 from knetpy.ops import conv_pool, fast
 
 pytestmark = pytest.mark.skipif(not fast.available(), reason="the planes' kernels are compiled with numba")
-
-
-@contextlib.contextmanager
-def threads(n):
-    auto, prev = kp.parallel.is_auto(), kp.get_num_threads()
-    kp.set_num_threads(n)
-    try:
-        yield
-    finally:
-        kp.set_num_threads("auto" if auto else prev)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from fast_switch import threads
 
 import knetpy as kp
 from knetpy.distributed.syncbn import sync_normalize
@@ -113,9 +114,7 @@ def test_a_dense_weight_gradient_reuses_its_memory_every_step(pool, n_threads):
     malloc would otherwise give back to the system and page-fault in again."""
     from knetpy.ops import recycle
 
-    auto, prev = kp.parallel.is_auto(), kp.get_num_threads()
-    kp.set_num_threads(n_threads)
-    try:
+    with threads(n_threads):
         kp.set_seed(0)
         layer = kp.layers.Dense(500, n_in=800)
         x = np.random.default_rng(0).random((100, 800), np.float32)
@@ -127,8 +126,6 @@ def test_a_dense_weight_gradient_reuses_its_memory_every_step(pool, n_threads):
             assert isinstance(layer.w.grad.base, recycle._Owner)  # pooled memory
             np.testing.assert_allclose(layer.w.grad, np.repeat(x.sum(0)[:, None], 500, axis=1), rtol=1e-5)
         assert addresses[1] == addresses[2]
-    finally:
-        kp.set_num_threads("auto" if auto else prev)
 
 
 # -- BatchNorm: xhat computed again, bit for bit ------------------------------------------------------
