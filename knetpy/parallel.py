@@ -496,11 +496,12 @@ def matmul(a, b, out=None):
         return a @ b if out is None else np.matmul(a, b, out=out)
     m, k = a.shape
     n = b.shape[1]
-    if out is None and k == b.shape[0] and m * n * np.result_type(a, b).itemsize >= _recycle().MIN_BYTES:
+    dtype = np.result_type(a, b)
+    if out is None and k == b.shape[0] and dtype.kind in "fc" and m * n * dtype.itemsize >= _recycle().MIN_BYTES:
         # from the buffer pool: a weight gradient made every step, freed at the next zero_grad, would
         # otherwise move the top of the heap, which malloc gives back to the system and takes again
         # (page faults: LeNet's 1.6 MB dense gradient, about 800 a step)
-        out = _recycle().empty(np, (m, n), np.result_type(a, b))
+        out = _recycle().empty(np, (m, n), dtype)
     if threads < 2:
         return a @ b if out is None else np.matmul(a, b, out=out)
     # automatic threads leave a GEMM of a GFLOP or more to BLAS's own threads, which split it as well

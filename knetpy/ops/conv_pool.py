@@ -122,9 +122,10 @@ def _vjp_b(g, ans, saved, w, x, b, geom=None, pool=None):
 # -- the filter and bias gradients on planes, for first layers (compiled) ---------------------------------------
 #: The planes' path takes convolutions with at most this many input channels and kernels at most
 #: PLANES_MAX_KERNEL wide and high. There the GEMM over gathered windows has a small result summed over
-#: very many rows, which BLAS runs far below its peak. A backward pass of the fused op on a 2-core
-#: machine: LeNet's first layer (1 channel, 5x5, 20 filters, batch 100) 4.4 ms against 5.9; 2 channels
-#: 4x4, 32 filters, 6.4 against 7.5; but 3 channels 3x3 with padding, 16 or 32 filters, 7-14% slower.
+#: very many rows, which BLAS runs far below its peak. The fused op's forward and backward passes on a
+#: 2-core machine: LeNet's first layer (1 channel, 5x5, 20 filters, batch 100) 4.4 ms against 5.9; 2
+#: channels 4x4, 32 filters, 6.4 against 7.5; but 3 channels 3x3 with padding, 16 or 32 filters, 6-13%
+#: slower.
 PLANES_MAX_CHANNELS = 2
 PLANES_MAX_KERNEL = 5
 
