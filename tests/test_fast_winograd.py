@@ -118,20 +118,68 @@ def test_one_pass_backward_equals_the_two_gradients_apart(case, compiled):
         np.testing.assert_array_equal(dw, dw_apart)  # the kept tiles are the ones made again
 
 
-def test_kept_tiles_cut_elsewhere_are_made_again(monkeypatch):
-    """The backward pass cuts its runs of samples differently (the chunk size changed in between):
-    it makes those tiles itself instead of reading the forward pass's under the wrong layout."""
-    rng = np.random.default_rng(12)
+def _counting_tiles_in(monkeypatch):
+    calls = []
+    real = wg._tiles_in
+
+    def counted(kernels, xl, plan, a, b, v):
+        calls.append((a, b))
+        return real(kernels, xl, plan, a, b, v)
+
+    monkeypatch.setattr(wg, "_tiles_in", counted)
+    return calls
+
+
+def _small_conv(seed):
+    rng = np.random.default_rng(seed)
     n, cin, cout = 7, 8, 9
     xl = rng.standard_normal((n, 12, 12, cin))
     w = rng.standard_normal((cout, cin, 5, 5))
     p = wg.Plan(5, (0, 0), (8, 8), np.float64)
     gyl = rng.standard_normal((n, 8, 8, cout))
-    tiles = wg.conv_rows(w, xl, p, False, np.empty((n * 64, cout)), keep=True)
+    return n, cout, xl, w, p, gyl
+
+
+def test_the_backward_pass_follows_the_forward_pass_s_runs(monkeypatch):
+    """The passes cut their runs of samples differently (one split over threads, the other not; here
+    the chunk size changes in between): the backward pass takes the forward pass's runs and its kept
+    tiles instead of making them again under its own runs."""
+    n, cout, xl, w, p, gyl = _small_conv(12)
     want = wg.filter_grad(xl, gyl, p, False)
-    monkeypatch.setattr(wg, "CHUNK_BYTES", 1)  # one sample per run now
-    assert all(tiles.get(a, a + 1) is None for a in range(n))
-    np.testing.assert_allclose(wg.backward(w, xl, gyl, p, False, None, tiles), want, rtol=1e-12, atol=1e-12)
+    step = wg.ALPHA * wg.ALPHA * p.tiles * (8 + cout) * 4
+    monkeypatch.setattr(wg, "CHUNK_BYTES", 2 * step)  # the forward pass: two samples a run
+    tiles = wg.conv_rows(w, xl, p, False, np.empty((n * 64, cout)), keep=True)
+    assert sorted(tiles.made) == [(0, 2), (2, 4), (4, 6), (6, 7)]
+    monkeypatch.setattr(wg, "CHUNK_BYTES", 1 << 30)  # its own runs would be one of all 7 samples
+    calls = _counting_tiles_in(monkeypatch)
+    dx = np.full_like(xl, np.nan)
+    got = wg.backward(w, xl, gyl, p, False, dx, tiles)
+    assert calls == []  # every tile read from the forward pass
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    ref_dx = np.empty_like(xl)
+    wg.conv_transpose(w, gyl, p, False, ref_dx)
+    np.testing.assert_allclose(dx, ref_dx, rtol=1e-12, atol=1e-12)
+
+
+def test_kept_tiles_in_runs_across_a_part_are_made_again(monkeypatch):
+    """A part of the backward pass that a forward run straddles (the forward pass whole, the backward
+    split) makes those tiles itself instead of reading the kept ones under the wrong layout."""
+    n, cout, xl, w, p, gyl = _small_conv(13)
+    tiles = wg.conv_rows(w, xl, p, False, np.empty((n * 64, cout)), keep=True)
+    assert sorted(tiles.made) == [(0, n)]
+    want = wg.filter_grad(xl, gyl, p, False)
+    calls = _counting_tiles_in(monkeypatch)
+    runs = [list(wg._runs_like(tiles, p, 8 + cout, lo, hi)) for lo, hi in ((0, 3), (3, n))]
+    assert runs == [[(0, 3)], [(3, n)]]
+
+    def split(part, plan, channels, count, kernels):  # the backward pass's parts as two threads cut them
+        part(0, 3)
+        part(3, count)
+
+    monkeypatch.setattr(wg, "_over_samples", split)
+    got = wg.backward(w, xl, gyl, p, False, None, tiles)
+    assert sorted(calls) == [(0, 3), (3, n)]
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
 def _train_conv(x, w, gy, x_grad=True, w_grad=True):

@@ -366,6 +366,26 @@ def _chunks(plan, channels, lo, hi):
         yield a, min(hi, a + step)
 
 
+def _runs_like(tiles, plan, channels, lo, hi):
+    """The runs of the samples lo..hi-1 for a backward pass: the forward pass's runs (``tiles.made``)
+    where they lie inside lo..hi, so that their kept tiles are used again, else :func:`_chunks`. (The
+    passes cut their runs alike only when both split or neither does; the timed choices pick each
+    pass's way on its own.)"""
+    made = sorted(tiles.made) if tiles is not None and tiles.flat is not None else []
+    a = lo
+    for ra, rb in made:
+        if rb <= a or ra >= hi:
+            continue
+        if ra > a:  # a gap before this run: runs of its own
+            yield from _chunks(plan, channels, a, min(ra, hi))
+            a = min(ra, hi)
+        if ra == a and rb <= hi:
+            yield ra, rb
+            a = rb
+    if a < hi:
+        yield from _chunks(plan, channels, a, hi)
+
+
 def _tiles_in(kernels, xl, plan, a, b, v):
     if kernels is None:
         _input_tiles(xl, plan, a, b, v.reshape(ALPHA, ALPHA, -1))
@@ -492,7 +512,7 @@ def backward(w, xl, gyl, plan, flip, dx=None, tiles=None):
     def part(lo, hi):
         du = np.zeros((ALPHA * ALPHA, cin, cout), xl.dtype)
         term = np.empty_like(du)
-        for a, b in _chunks(plan, cin + cout, lo, hi):
+        for a, b in _runs_like(tiles, plan, cin + cout, lo, hi):
             t = (b - a) * plan.tiles
             dm = _scratch("m", (ALPHA * ALPHA, t, cout), xl.dtype)
             _tiles_out_adjoint(kernels, gyl[a:b], plan, dm)
