@@ -371,15 +371,14 @@ def _runs_like(tiles, plan, channels, lo, hi):
     where they lie inside lo..hi, so that their kept tiles are used again, else :func:`_chunks`. (The
     passes cut their runs alike only when both split or neither does; the timed choices pick each
     pass's way on its own.)"""
-    made = sorted(tiles.made) if tiles is not None and tiles.flat is not None else []
     a = lo
-    for ra, rb in made:
+    for ra, rb in sorted(tiles.made) if tiles is not None else ():  # (none made when none kept)
         if rb <= a or ra >= hi:
             continue
         if ra > a:  # a gap before this run: runs of its own
-            yield from _chunks(plan, channels, a, min(ra, hi))
-            a = min(ra, hi)
-        if ra == a and rb <= hi:
+            yield from _chunks(plan, channels, a, ra)
+            a = ra
+        if ra == a and rb <= hi:  # (not a run that began before the part)
             yield ra, rb
             a = rb
     if a < hi:
