@@ -7,10 +7,13 @@ slope at the winners (``g * (pooled > 0)``: the winner's activation is the poole
 it straight into the gradient before the activation, one pass over the small pooled array instead
 of a second one over the full activation. The results equal the three ops run one after another bit
 for bit: the same multiplications by 0 or 1, in the same places. With the compiled kernels (2-D, NumPy)
-each thread's rows are pooled right after their GEMM, while they are still in cache, and a first layer
-(at most ``PLANES_MAX_CHANNELS`` input channels, stride 1) makes its filter and bias gradients on
-planes (:mod:`knetpy.ops.fast.conv_planes`): the pooled gradient is scattered into filter-major planes
-and the windows are never gathered. Those two gradients then differ from the three ops' by rounding.
+each thread's rows are pooled right after their GEMM, while they are still in cache. A first layer (at
+most ``PLANES_MAX_CHANNELS`` input channels, kernels up to ``PLANES_MAX_KERNEL``, stride 1) runs on
+planes instead (:mod:`knetpy.ops.fast.conv_planes`), its windows never gathered: with 2x2 pooling of
+stride 2, its forward pass sums each pooling window's four outputs straight from the input's four
+phases (row and column parity), and its filter and bias gradients come from the pooled gradient
+scattered into filter-major planes. Those results differ from the three ops' by rounding; the winners
+are the same wherever no two outputs of a window are within rounding of each other.
 
 What :class:`knetpy.Sequential` runs for a ``Conv2D(..., activation='relu')`` directly followed by
 ``MaxPool2D``.
@@ -36,6 +39,7 @@ from .conv import (
     _input_grad,
     _winograd_filter_grad,
 )
+from .conv import _Saved as _ConvSaved
 from .im2col import empty_like_layout, from_channels_last, to_channels_last
 from .pool import FAST_MIN_CHANNELS, _fast_ok, _max_windows, _nhwc, _switch_scatter, _Switches, pool_geometry
 from .reduce import sum as _sum
@@ -59,6 +63,9 @@ def _conv_relu_pool(w, x, b, geom=None, pool=None):
     n, cout = x.shape[0], w.shape[0]
     out_spatial = geom.output_size(x.shape[2:], w.shape[2:])
     pooled_spatial = pool.output_size(out_spatial)
+    made = _planes_forward(w, x, b, geom, pool, out_spatial, pooled_spatial)
+    if made is not None:
+        return made
     bias_relu = _bias_act(x, b, True)
     if cout >= FAST_MIN_CHANNELS and _fast_ok(x, w) and type(b) is np.ndarray and b.dtype == x.dtype:
         # compiled: each part's rows pooled right after their GEMM, while they are in cache
@@ -163,6 +170,67 @@ def _padded_channel_major(x, geom, slack=0):
     return xs
 
 
+def _phase_planes(x, geom, kernel, pooled_rows, lanes):
+    """x (N, C, H, W) padded and split by row and column parity: (4*C, N*plane + slack) from the buffer
+    pool, phases (c, row parity, column parity) in that order, each sample's phase H2 x row with H2 and
+    row half the padded height and width rounded up; zeros in the padding, past an odd edge and in the
+    slack that the last sample's windows reach. Returns it, plane and row."""
+    n, cin, height, width = x.shape
+    (ph, pw), (dh, dw_) = geom.padding, geom.dilation
+    h2, row = -(-(height + 2 * ph) // 2), -(-(width + 2 * pw) // 2)
+    plane = h2 * row
+    # the last sample reads whole rows up to its last pooled row's farthest window element
+    slack = max(0, ((1 + (kernel[0] - 1) * dh) // 2 + pooled_rows - h2) * row) + (1 + (kernel[1] - 1) * dw_) // 2 + lanes
+    xs = recycle.take_buffer(np, (4 * cin, n * plane + slack), x.dtype)
+    xs[...] = 0
+    phases = xs[:, : n * plane].reshape(cin, 2, 2, n, h2, row)
+    for r in range(2):
+        for s in range(2):
+            # padded row ph + i has parity (ph + i) % 2: input rows r0, r0 + 2, ... land in phase r
+            r0, s0 = (r - ph) % 2, (s - pw) % 2
+            part = x[:, :, r0::2, s0::2].transpose(1, 0, 2, 3)
+            i0, j0 = (ph + r0) // 2, (pw + s0) // 2
+            phases[:, r, s, :, i0 : i0 + part.shape[2], j0 : j0 + part.shape[3]] = part
+    return xs, plane, row
+
+
+def _planes_forward(w, x, b, geom, pool, out_spatial, pooled_spatial):
+    """The fused op's forward pass by :func:`knetpy.ops.fast.conv_planes.conv_relu_pool_planes` (the
+    planes' layers, 2x2 pooling with stride 2 and no padding), or None where it does not apply."""
+    if not (
+        _planes_layer(w, x, geom)
+        and type(b) is np.ndarray
+        and b.dtype == x.dtype
+        and pool.window == (2, 2)
+        and pool.stride == (2, 2)
+        and pool.padding == (0, 0)
+        and min(pooled_spatial) > 0
+    ):
+        return None
+    from .fast.conv_planes import LANES, conv_relu_pool_planes
+
+    n, cout = x.shape[0], w.shape[0]
+    wk = np.ascontiguousarray(w[:, :, ::-1, ::-1] if geom.flip else w)
+    xs, plane, row = _phase_planes(x, geom, w.shape[2:], pooled_spatial[0], LANES)
+    pooled = recycle.empty(np, (n, *pooled_spatial, cout), x.dtype)
+    code = recycle.empty(np, pooled.shape, np.uint8)
+    (dh, dw_) = geom.dilation
+    try:
+
+        def part(lo, hi):
+            conv_relu_pool_planes(xs, wk, b, pooled, code, plane, row, dh, dw_, lo, hi)
+
+        flops = 8 * pooled.size * w[0].size
+        parallel.for_rows(part, n, flops, minimum=parallel.MIN_FLOPS)
+    finally:
+        give(xs)
+    act_shape = (n, cout, *out_spatial)
+    # the switches need the activation's layout (channels-last) and shape, not its values
+    like = from_channels_last(np.empty((1, 2, 2, cout), x.dtype))
+    switches = _Switches(from_channels_last(code), pool, act_shape, like)
+    return from_channels_last(pooled), _Saved(_ConvSaved(None, None), switches)
+
+
 def _planes_grads(g, ans, saved, w, x, geom, pool):
     """(dw, db) by :mod:`knetpy.ops.fast.conv_planes`, straight from the pooled gradient, or None
     where that path does not apply: recording, no compiled kernels, Winograd's path, a stride, groups,
@@ -214,7 +282,7 @@ def conv_relu_pool(w, x, b, padding=0, stride=1, dilation=1, mode=0, groups=1, w
                    pool_stride=None):
     """``pool(relu(conv4(w, x, padding, stride, dilation, mode, groups) + b), window, pool_padding,
     pool_stride)`` (max pooling; b of shape (C_out,)) as one op, equal to the three ops bit for bit
-    (a first layer's filter and bias gradients on planes, see the module's notes, to rounding).
+    (a first layer on planes, see the module's notes, to rounding).
 
     Cheaper in memory and time than the three: the full activation is neither kept for the backward
     pass nor read again by it.

@@ -57,8 +57,8 @@ def warm_up(winograd: bool = False) -> float:
     even from its on-disk cache); each kernel after that loads in milliseconds. A benchmark calls this
     before its clock starts, as JAX compiles its step before timing it; a program that trains for
     more than a few seconds need not. With ``winograd``, also the kernels only convolutional networks
-    use (float32): the Winograd convolution's tile transforms, and the first layer's filter gradient
-    on planes (:mod:`.conv_planes`).
+    use (float32): the Winograd convolution's tile transforms, and the first layer's forward pass and
+    filter gradient on planes (:mod:`.conv_planes`).
     """
     if not _enabled:
         return 0.0
@@ -93,4 +93,6 @@ def warm_up(winograd: bool = False) -> float:
         conv_planes.relu_pool_scatter_planes(pooled, code, pooled, planes, 2, 2, 2, 2, 2, 2, 0, 0, 0, 1)
         conv_planes.filter_grad_planes(planes.reshape(4, 4), np.zeros((1, 12), np.float32),
                                        np.zeros((4, 1, 1, 1), np.float32), np.zeros(4, np.float32), 2, 1, 1, 0, 4)
+        conv_planes.conv_relu_pool_planes(np.zeros((4, 64), np.float32), np.zeros((4, 1, 1, 1), np.float32),
+                                          np.zeros(4, np.float32), pooled, code, 4, 2, 1, 1, 0, 1)
     return time.perf_counter() - start

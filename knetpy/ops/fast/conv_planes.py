@@ -1,5 +1,6 @@
-"""Compiled filter and bias gradients of a first convolution (few input channels, stride 1) followed
-by relu and max pooling, on gradient *planes* instead of gathered windows.
+"""Compiled forward pass, and filter and bias gradients, of a first convolution (few input channels,
+stride 1) followed by relu and max pooling, on *planes* instead of gathered windows. The forward pass
+(2x2 pooling, stride 2) is at the end of this module; the gradients first.
 
 The output gradient is laid out filter-major, one plane per (filter, sample) as large as the padded
 input, zeros wherever no output position is: G (F, N*Hp*Wp). The padded input is laid out
@@ -27,6 +28,8 @@ import numpy as np
 _MATH = {"reassoc", "contract"}
 #: kernel columns summed in one pass over p (the loop below is written for five)
 COLUMNS = 5
+#: the forward pass's sums run over a multiple of this many positions (the vector loop's step)
+LANES = 32
 
 
 @numba.njit(cache=True, nogil=True)
@@ -130,3 +133,119 @@ def filter_grad_planes(planes, x, dw, db, row, dh, dwl, f0, f1):
                     for m in range(min(COLUMNS, kw - kj)):
                         dw[f, ch, ki, kj + m] = sums_f[m]
                         dw[h, ch, ki, kj + m] = sums_h[m]
+
+
+# -- the forward pass: convolution, bias, relu and 2x2 max pooling straight from the input's phases ---------------
+#
+# A 2x2 window with stride 2 takes the convolution's outputs (2i + a, 2j + b), a and b in {0, 1}. With
+# the padded input split into its four *phases* by row and column parity, P[r % 2, s % 2][r // 2, s // 2]
+# = X[r, s], output (2i + a, 2j + b) reads window element (ki, kj) at P[..][i + r // 2, j + s // 2]
+# (r = a + ki*dh, s = b + kj*dw): for each window element, tap and phase a constant distance from
+# pooled position (i, j). So the four convolution outputs of every pooling window are long sums
+# vectorised over the pooled positions, and the bias, relu and the window's maximum follow in the
+# same cache-resident pass: no windows gathered, no full activation written.
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_MATH)
+def conv_relu_pool_planes(xph, wk, bias, pooled, code, plane, row, dh, dwl, lo, hi):
+    """pooled[b, i, j, f] = max over the 2x2 window (i, j) of relu(conv + bias[f]), code = the
+    winner's offset number (the first maximal one, as :func:`knetpy.ops.fast.pool.max_pool2d`), for
+    samples lo..hi-1.
+
+    xph (4*C, N*plane + slack): each channel's four phases (row parity, then column parity), each
+    sample's phase ``plane`` = H2 * ``row`` elements, H2 and ``row`` half the padded input's height
+    and width rounded up, zeros past the input; wk (F, C, kh, kw) the correlation's weights (a
+    true convolution's already flipped); pooled, code (N, PH, PW, F) channels-last.
+    """
+    f = pooled.shape[3]
+    poh, pow_ = pooled.shape[1], pooled.shape[2]
+    c, kh, kw = wk.shape[1], wk.shape[2], wk.shape[3]
+    # whole phase rows (the last row - pow_ positions of each are computed and dropped), rounded up to
+    # whole vector blocks: a scalar remainder loop after each short vectorised one cost about a third
+    length = -(-poh * row // LANES) * LANES
+    zero = pooled.dtype.type(0)
+    acc = np.empty((4, 2, length), pooled.dtype)  # [window element, filter of the pair, position]
+    best = np.empty((f, length), pooled.dtype)  # one sample's pooled values and winners, filter-major
+    won = np.empty((f, length), np.uint8)
+    for b in range(lo, hi):
+        base = b * plane
+        for fa in range(0, f, 2):
+            fb = min(fa + 1, f - 1)  # an odd last filter is computed twice and stored once
+            for e in range(4):
+                s0, s1 = acc[e, 0], acc[e, 1]
+                s0[:] = zero
+                s1[:] = zero
+                for ch in range(c):
+                    for ki in range(kh):
+                        r = e // 2 + ki * dh
+                        q = ch * 4 + (r % 2) * 2
+                        o = base + (r // 2) * row
+                        wa, wb = wk[fa, ch, ki], wk[fb, ch, ki]
+                        kj = 0
+                        while kj + COLUMNS <= kw:
+                            # one view per tap (see filter_grad_planes); no zero-weight padding
+                            # columns, which would turn an inf in the input into NaN
+                            t = e % 2 + kj * dwl
+                            y0 = xph[q + t % 2, o + t // 2 :]
+                            t += dwl
+                            y1 = xph[q + t % 2, o + t // 2 :]
+                            t += dwl
+                            y2 = xph[q + t % 2, o + t // 2 :]
+                            t += dwl
+                            y3 = xph[q + t % 2, o + t // 2 :]
+                            t += dwl
+                            y4 = xph[q + t % 2, o + t // 2 :]
+                            a0, a1, a2, a3, a4 = wa[kj], wa[kj + 1], wa[kj + 2], wa[kj + 3], wa[kj + 4]
+                            b0, b1, b2, b3, b4 = wb[kj], wb[kj + 1], wb[kj + 2], wb[kj + 3], wb[kj + 4]
+                            for p in range(length):
+                                x0, x1, x2, x3, x4 = y0[p], y1[p], y2[p], y3[p], y4[p]
+                                s0[p] += a0 * x0 + a1 * x1 + a2 * x2 + a3 * x3 + a4 * x4
+                                s1[p] += b0 * x0 + b1 * x1 + b2 * x2 + b3 * x3 + b4 * x4
+                            kj += COLUMNS
+                        while kj < kw:
+                            t = e % 2 + kj * dwl
+                            y0 = xph[q + t % 2, o + t // 2 :]
+                            a0, b0 = wa[kj], wb[kj]
+                            for p in range(length):
+                                x0 = y0[p]
+                                s0[p] += a0 * x0
+                                s1[p] += b0 * x0
+                            kj += 1
+            for k in range(2):
+                fk = fa if k == 0 else fb
+                _bias_relu_max4(acc[0, k], acc[1, k], acc[2, k], acc[3, k], bias[fk], best[fk], won[fk])
+        for i in range(poh):  # filter-major to channels-last, while in cache
+            out, wins = pooled[b, i], code[b, i]
+            for fk in range(f):
+                mr, kr = best[fk, i * row :], won[fk, i * row :]
+                for j in range(pow_):
+                    out[j, fk] = mr[j]
+                    wins[j, fk] = kr[j]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _bias_relu_max4(v0, v1, v2, v3, bk, best, won):
+    """best = max of relu(v + bk) over the four, won = the first maximal one's number; as the
+    reference's bias and relu (NaN stays NaN, ``0 if v < 0``) and max pooling (a NaN wins, the winner
+    moves on a strict increase only)."""
+    zero = best.dtype.type(0)
+    for p in range(best.shape[0]):
+        m = v0[p] + bk
+        m = zero if m < zero else m
+        k = np.uint8(0)
+        v = v1[p] + bk
+        v = zero if v < zero else v
+        gt = v > m
+        m = v if (gt | (v != v)) else m
+        k = np.uint8(1) if gt else k
+        v = v2[p] + bk
+        v = zero if v < zero else v
+        gt = v > m
+        m = v if (gt | (v != v)) else m
+        k = np.uint8(2) if gt else k
+        v = v3[p] + bk
+        v = zero if v < zero else v
+        gt = v > m
+        m = v if (gt | (v != v)) else m
+        k = np.uint8(3) if gt else k
+        best[p], won[p] = m, k
