@@ -281,3 +281,25 @@ def test_forward_without_the_compiled_kernels_is_the_reference(forward_calls):
     with kernels(False):
         kp.ops.conv_relu_pool(w, x, b)
     assert forward_calls == [False]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gradients_split_over_threads_match_one_thread_and_the_gemm_path(monkeypatch, planes_calls, dtype):
+    # a batch large enough to split: each part sums its samples' planes, and the parts are added in order
+    w, x, b = _forward_case(((100, 1, 28, 28), 20, 5, {}), dtype, seed=9)
+    gy = np.random.default_rng(9).standard_normal((100, 20, 12, 12)).astype(dtype)
+    with threads(1):
+        _, dw1, db1 = _grads(w, x, b, gy, {}, {})
+    with threads(2):
+        _, dw2, db2 = _grads(w, x, b, gy, {}, {})
+        monkeypatch.setattr(conv_pool, "PLANES_MAX_CHANNELS", 0)
+        _, ref_dw, ref_db = _grads(w, x, b, gy, {}, {})
+    assert planes_calls == [True, True, False]
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(dw2, dw1, rtol=tol, atol=tol * np.abs(dw1).max())
+    np.testing.assert_allclose(db2, db1, rtol=tol, atol=tol * np.abs(db1).max())
+    if dtype == np.float64:
+        # against the GEMM path only in float64: in float32 the two forward passes' rounding can put an
+        # output on either side of relu's 0, or move a window's winner, which moves a whole gradient entry
+        np.testing.assert_allclose(dw1, ref_dw, rtol=1e-11, atol=1e-11 * np.abs(ref_dw).max())
+        np.testing.assert_allclose(db1, ref_db, rtol=1e-11, atol=1e-11 * np.abs(ref_db).max())

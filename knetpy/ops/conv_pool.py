@@ -12,8 +12,8 @@ most ``PLANES_MAX_CHANNELS`` input channels, kernels up to ``PLANES_MAX_KERNEL``
 planes instead (:mod:`knetpy.ops.fast.conv_planes`), its windows never gathered: with 2x2 pooling of
 stride 2, its forward pass sums each pooling window's four outputs straight from the input's four
 phases (row and column parity), and its filter and bias gradients come from the pooled gradient
-scattered into filter-major planes. Those results differ from the three ops' by rounding; the winners
-are the same wherever no two outputs of a window are within rounding of each other.
+scattered into filter-major planes, one sample at a time, while they are in cache. Those results differ from the three ops' by rounding; so do the winners
+and relu's zeros where two outputs of a window, or an output and 0, are within rounding of each other.
 
 What :class:`knetpy.Sequential` runs for a ``Conv2D(..., activation='relu')`` directly followed by
 ``MaxPool2D``.
@@ -243,35 +243,31 @@ def _planes_grads(g, ans, saved, w, x, geom, pool):
     grad, act = (_nhwc(to_channels_last(a).transpose(0, 3, 1, 2)) for a in (g, ans))
     if code is None or grad is None or act is None:
         return None
-    from .fast.conv_planes import COLUMNS, filter_grad_planes, relu_pool_scatter_planes
+    from .fast.conv_planes import COLUMNS, relu_pool_filter_grad_planes
 
     cout, cin, kh, kw = w.shape
     n, _, height, width = x.shape
     (ph, pw), (dh, dw_) = geom.padding, geom.dilation
     hp, wp = height + 2 * ph, width + 2 * pw
-    length = n * hp * wp
-    # zeros past the input's end for the windows the planes' last (all-zero) rows still reach
+    # zeros past the input's end for the windows the last sample's planes (zeros there) still reach
     slack = (kh - 1) * dh * wp + (-(-kw // COLUMNS) * COLUMNS - 1) * dw_ + 1
     xs = _padded_channel_major(x, geom, slack)
-    planes = recycle.take_buffer(np, (cout, n, hp, wp), x.dtype)
+    oh, ow = geom.output_size((height, width), (kh, kw))
+    window = (*pool.window, *pool.stride, *pool.padding)
+    sums = {}  # each part's float64 sums, by its first sample
+
+    def part(lo, hi):
+        dw, db = np.zeros(w.shape), np.zeros(cout)
+        relu_pool_filter_grad_planes(grad, code, act, xs, dw, db, oh, ow, *window, hp, wp, dh, dw_, lo, hi)
+        sums[lo] = dw, db
+
     try:
-        oh, ow = geom.output_size((height, width), (kh, kw))
-        window = (*pool.window, *pool.stride, *pool.padding)
-
-        def scatter(lo, hi):
-            relu_pool_scatter_planes(grad, code, act, planes, oh, ow, *window, lo, hi)
-
-        parallel.for_rows(scatter, n, planes.size)
-        dw = np.empty(w.shape, x.dtype)
-        db = np.empty(cout, x.dtype)
-        flat = planes.reshape(cout, length)
-
-        def sums(lo, hi):  # filters 2lo..2hi-1, in pairs
-            filter_grad_planes(flat, xs, dw, db, wp, dh, dw_, 2 * lo, min(cout, 2 * hi))
-
-        parallel.for_rows(sums, -(-cout // 2), cout * cin * kh * kw * length)
+        parallel.for_rows(part, n, 2 * n * cout * cin * kh * kw * hp * wp, minimum=parallel.MIN_FLOPS)
     finally:
-        give(xs, planes)
+        give(xs)
+    parts = [sums[lo] for lo in sorted(sums)]  # added in sample order: the same sums however the batch split
+    dw = np.sum([d for d, _ in parts], axis=0).astype(x.dtype)
+    db = np.sum([d for _, d in parts], axis=0).astype(x.dtype)
     return (np.ascontiguousarray(dw[:, :, ::-1, ::-1]) if geom.flip else dw), db
 
 

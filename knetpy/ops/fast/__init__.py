@@ -89,10 +89,9 @@ def warm_up(winograd: bool = False) -> float:
         from . import conv_planes
 
         pooled, code = np.zeros((1, 1, 1, 4), np.float32), np.zeros((1, 1, 1, 4), np.uint8)
-        planes = np.zeros((4, 1, 2, 2), np.float32)
-        conv_planes.relu_pool_scatter_planes(pooled, code, pooled, planes, 2, 2, 2, 2, 2, 2, 0, 0, 0, 1)
-        conv_planes.filter_grad_planes(planes.reshape(4, 4), np.zeros((1, 12), np.float32),
-                                       np.zeros((4, 1, 1, 1), np.float32), np.zeros(4, np.float32), 2, 1, 1, 0, 4)
+        conv_planes.relu_pool_filter_grad_planes(pooled, code, pooled, np.zeros((1, 64), np.float32),
+                                                 np.zeros((4, 1, 1, 1)), np.zeros(4), 2, 2, 2, 2, 2, 2, 0, 0, 2, 2,
+                                                 1, 1, 0, 1)
         conv_planes.conv_relu_pool_planes(np.zeros((4, 64), np.float32), np.zeros((4, 1, 1, 1), np.float32),
                                           np.zeros(4, np.float32), pooled, code, 4, 2, 1, 1, 0, 1)
     return time.perf_counter() - start

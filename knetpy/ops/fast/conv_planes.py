@@ -13,7 +13,9 @@ one long dot product:
 A loop over p with a few such sums at once (two filters by five kernel columns) vectorises over p and
 keeps its sums in registers: no windows are gathered (LeNet's first layer: 5.8 MB a batch) and no
 skinny GEMM runs (25 x 20 results summed over 57,600 rows, where BLAS reaches a fifth of its peak).
-The pooling's backward pass writes G directly from the pooled gradient.
+The pooling's backward pass writes G directly from the pooled gradient, one sample at a time, and the
+sums over that sample's planes follow while they are in cache (a whole batch's planes, 6.3 MB for
+LeNet, made a round trip through memory); each sample's sums are added up in float64.
 
 The sums run in another order than the GEMM's, so the results differ from the reference
 (:func:`knetpy.ops.conv._filter_grad_raw`) by rounding only; the tests hold them close.
@@ -32,17 +34,28 @@ COLUMNS = 5
 LANES = 32
 
 
-@numba.njit(cache=True, nogil=True)
-def relu_pool_scatter_planes(g, code, act, planes, oh, ow, kh, kw, sh, sw, ph, pw, lo, hi):
-    """planes[f, b] (Hp, Wp) = the pooled gradient g[b, :, :, f] times relu's slope ``act > 0`` at each
-    window's winner (``code``: the winner's offset number), zeros elsewhere, for samples b in lo..hi-1;
-    g, code, act (n, PH, PW, F) channels-last, the winners inside the convolution's output (oh, ow)."""
+@numba.njit(cache=True, nogil=True, fastmath=_MATH)
+def relu_pool_filter_grad_planes(g, code, act, x, dw, db, oh, ow, kh, kw, sh, sw, ph, pw, hp, wp, dh, dwl, lo, hi):
+    """dw (F, C, kh, kw) and db (F,) += the filter and bias gradients of samples lo..hi-1 (sums in dw's
+    and db's dtype: pass float64), one sample at a time: its plane per filter (hp, wp) = the pooled
+    gradient g[b, :, :, f] times relu's slope ``act > 0`` at each window's winner (``code``: the
+    winner's offset number, pooling window kh x kw, stride sh, sw, padding ph, pw), zeros elsewhere;
+    then each entry of dw one dot product of a plane with x shifted by the window element's offset
+    (see the module's notes), while the sample's planes are in cache.
+
+    g, code, act (n, PH, PW, F) channels-last, the winners inside the convolution's output (oh, ow);
+    x (C, n*hp*wp + slack) the padded input channel-major, read up to (kh-1)*dh*wp + (kw-1)*dwl
+    elements past a sample's planes.
+    """
     _, poh, pow_, f = g.shape
-    zero, one = planes.dtype.type(0), planes.dtype.type(1)
+    zero, one = x.dtype.type(0), x.dtype.type(1)
     halves = kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0
+    plane = hp * wp
+    planes = np.empty((f, hp, wp), x.dtype)
+    flat = planes.reshape(f, plane)
     # one sample's gradient (relu's slope applied) and winners, filter-major: the planes are written
     # from these, as reading the channels-last arrays with a stride is several times slower
-    gt = np.empty((f, poh, pow_), planes.dtype)
+    gt = np.empty((f, poh, pow_), x.dtype)
     ct = np.empty((f, poh, pow_), code.dtype)  # as narrow as the code: int64 winners run 8x slower
     for b in range(lo, hi):
         for oi in range(poh):
@@ -55,9 +68,61 @@ def relu_pool_scatter_planes(g, code, act, planes, oh, ow, kh, kw, sh, sw, ph, p
                     ct[ch, oi, oj] = cr[ch]
         for ch in range(f):
             if halves:
-                _scatter_2x2(gt[ch], ct[ch], planes[ch, b])
+                _scatter_2x2(gt[ch], ct[ch], planes[ch])
             else:
-                _scatter_any(gt[ch], ct[ch], planes[ch, b], oh, ow, kw, sh, sw, ph, pw)
+                _scatter_any(gt[ch], ct[ch], planes[ch], oh, ow, kw, sh, sw, ph, pw)
+        for fa in range(0, f, 2):
+            fb = min(fa + 1, f - 1)  # an odd last filter is summed twice and added once
+            _filter_pair_sums(flat[fa], flat[fb], x, b * plane, dw[fa], dw[fb], wp, dh, dwl, fb != fa)
+            s = zero
+            t = zero
+            u, v = flat[fa], flat[fb]
+            for p in range(plane):
+                s += u[p]
+                t += v[p]
+            db[fa] += s
+            if fb != fa:
+                db[fb] += t
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_MATH, inline="always")
+def _filter_pair_sums(u, v, x, at0, dwa, dwb, row, dh, dwl, both):
+    """dwa[c, ki, kj] += sum_p u[p] * x[c, at0 + p + ki*dh*row + kj*dwl], and dwb likewise from v when
+    ``both`` (not for an odd last filter, whose v is u)."""
+    c, kh, kw = dwa.shape
+    plane = u.shape[0]
+    for ch in range(c):
+        xc = x[ch, at0:]
+        for ki in range(kh):
+            kj = 0
+            while kj < kw:
+                # one view per column: an index with a runtime offset would need numba's
+                # negative-index check, which stops the loop from vectorising; columns past kw
+                # read x (within its slack) and are dropped
+                at = ki * dh * row + kj * dwl
+                y0, y1, y2 = xc[at:], xc[at + dwl :], xc[at + 2 * dwl :]
+                y3, y4 = xc[at + 3 * dwl :], xc[at + 4 * dwl :]
+                a0 = a1 = a2 = a3 = a4 = x.dtype.type(0)
+                b0 = b1 = b2 = b3 = b4 = x.dtype.type(0)
+                for p in range(plane):
+                    g0, g1 = u[p], v[p]
+                    x0, x1, x2, x3, x4 = y0[p], y1[p], y2[p], y3[p], y4[p]
+                    a0 += g0 * x0
+                    a1 += g0 * x1
+                    a2 += g0 * x2
+                    a3 += g0 * x3
+                    a4 += g0 * x4
+                    b0 += g1 * x0
+                    b1 += g1 * x1
+                    b2 += g1 * x2
+                    b3 += g1 * x3
+                    b4 += g1 * x4
+                sums_a, sums_b = (a0, a1, a2, a3, a4), (b0, b1, b2, b3, b4)
+                for m in range(min(COLUMNS, kw - kj)):
+                    dwa[ch, ki, kj + m] += sums_a[m]
+                    if both:
+                        dwb[ch, ki, kj + m] += sums_b[m]
+                kj += COLUMNS
 
 
 @numba.njit(cache=True, nogil=True)
@@ -87,52 +152,6 @@ def _scatter_any(gc, cc, plane, oh, ow, kw, sh, sw, ph, pw):
             i, j = oi * sh - ph + k // kw, oj * sw - pw + k % kw
             if 0 <= i < oh and 0 <= j < ow:  # a padded winner (all -inf) drops its gradient
                 plane[i, j] += gc[oi, oj]
-
-
-@numba.njit(cache=True, nogil=True, fastmath=_MATH)
-def filter_grad_planes(planes, x, dw, db, row, dh, dwl, f0, f1):
-    """dw[f, c, ki, kj] = sum_p planes[f, p] * x[c, p + ki*dh*row + kj*dwl] and db[f] = sum_p planes[f, p],
-    for filters f0..f1-1; ``row``: the planes' row length (the padded input's width). x is read up to
-    (kh-1)*dh*row + (ceil(kw/5)*5 - 1)*dwl elements past the planes' length."""
-    _, length = planes.shape
-    _, c, kh, kw = dw.shape
-    for f in range(f0, f1, 2):
-        h = min(f + 1, f1 - 1)  # an odd last filter is summed twice and stored once
-        g, gh = planes[f], planes[h]
-        s = np.float64(0.0)
-        t = np.float64(0.0)
-        for p in range(length):
-            s += g[p]
-            t += gh[p]
-        db[f], db[h] = s, t
-        for ch in range(c):
-            for ki in range(kh):
-                for kj in range(0, kw, COLUMNS):
-                    # one view per column: an index with a runtime offset would need numba's
-                    # negative-index check, which stops the loop from vectorising
-                    at = ki * dh * row + kj * dwl
-                    xc = x[ch]
-                    y0, y1, y2 = xc[at:], xc[at + dwl :], xc[at + 2 * dwl :]
-                    y3, y4 = xc[at + 3 * dwl :], xc[at + 4 * dwl :]
-                    a0 = a1 = a2 = a3 = a4 = planes.dtype.type(0)
-                    b0 = b1 = b2 = b3 = b4 = planes.dtype.type(0)
-                    for p in range(length):
-                        u, v = g[p], gh[p]
-                        x0, x1, x2, x3, x4 = y0[p], y1[p], y2[p], y3[p], y4[p]
-                        a0 += u * x0
-                        a1 += u * x1
-                        a2 += u * x2
-                        a3 += u * x3
-                        a4 += u * x4
-                        b0 += v * x0
-                        b1 += v * x1
-                        b2 += v * x2
-                        b3 += v * x3
-                        b4 += v * x4
-                    sums_f, sums_h = (a0, a1, a2, a3, a4), (b0, b1, b2, b3, b4)
-                    for m in range(min(COLUMNS, kw - kj)):
-                        dw[f, ch, ki, kj + m] = sums_f[m]
-                        dw[h, ch, ki, kj + m] = sums_h[m]
 
 
 # -- the forward pass: convolution, bias, relu and 2x2 max pooling straight from the input's phases ---------------
