@@ -32,6 +32,8 @@ _MATH = {"reassoc", "contract"}
 COLUMNS = 5
 #: the forward pass's sums run over a multiple of this many positions (the vector loop's step)
 LANES = 32
+#: the forward pass's sums run over this many samples' planes at once: fewer, longer loops
+SAMPLES = 4
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_MATH)
@@ -179,19 +181,22 @@ def conv_relu_pool_planes(xph, wk, bias, pooled, code, plane, row, dh, dwl, lo, 
     f = pooled.shape[3]
     poh, pow_ = pooled.shape[1], pooled.shape[2]
     c, kh, kw = wk.shape[1], wk.shape[2], wk.shape[3]
-    # whole phase rows (the last row - pow_ positions of each are computed and dropped), rounded up to
-    # whole vector blocks: a scalar remainder loop after each short vectorised one cost about a third
-    length = -(-poh * row // LANES) * LANES
+    # SAMPLES samples a pass: their planes and the whole phase rows of the last one's pooled rows (the
+    # rows and columns past the pooled output are computed and dropped), rounded up to whole vector
+    # blocks: a scalar remainder loop after each short vectorised one cost about a third
+    most = -(-((SAMPLES - 1) * plane + poh * row) // LANES) * LANES
     zero = pooled.dtype.type(0)
-    acc = np.empty((4, 2, length), pooled.dtype)  # [window element, filter of the pair, position]
-    best = np.empty((f, length), pooled.dtype)  # one sample's pooled values and winners, filter-major
-    won = np.empty((f, length), np.uint8)
-    for b in range(lo, hi):
-        base = b * plane
+    acc = np.empty((4, 2, most), pooled.dtype)  # [window element, filter of the pair, position]
+    best = np.empty((f, most), pooled.dtype)  # the samples' pooled values and winners, filter-major
+    won = np.empty((f, most), np.uint8)
+    for first in range(lo, hi, SAMPLES):
+        nb = min(SAMPLES, hi - first)
+        length = -(-((nb - 1) * plane + poh * row) // LANES) * LANES
+        base = first * plane
         for fa in range(0, f, 2):
             fb = min(fa + 1, f - 1)  # an odd last filter is computed twice and stored once
             for e in range(4):
-                s0, s1 = acc[e, 0], acc[e, 1]
+                s0, s1 = acc[e, 0, :length], acc[e, 1, :length]
                 s0[:] = zero
                 s1[:] = zero
                 for ch in range(c):
@@ -202,7 +207,7 @@ def conv_relu_pool_planes(xph, wk, bias, pooled, code, plane, row, dh, dwl, lo, 
                         wa, wb = wk[fa, ch, ki], wk[fb, ch, ki]
                         kj = 0
                         while kj + COLUMNS <= kw:
-                            # one view per tap (see filter_grad_planes); no zero-weight padding
+                            # one view per tap (see _filter_pair_sums); no zero-weight padding
                             # columns, which would turn an inf in the input into NaN
                             t = e % 2 + kj * dwl
                             y0 = xph[q + t % 2, o + t // 2 :]
@@ -232,23 +237,26 @@ def conv_relu_pool_planes(xph, wk, bias, pooled, code, plane, row, dh, dwl, lo, 
                             kj += 1
             for k in range(2):
                 fk = fa if k == 0 else fb
-                _bias_relu_max4(acc[0, k], acc[1, k], acc[2, k], acc[3, k], bias[fk], best[fk], won[fk])
-        for i in range(poh):  # filter-major to channels-last, while in cache
-            out, wins = pooled[b, i], code[b, i]
-            for fk in range(f):
-                mr, kr = best[fk, i * row :], won[fk, i * row :]
-                for j in range(pow_):
-                    out[j, fk] = mr[j]
-                    wins[j, fk] = kr[j]
+                _bias_relu_max4(acc[0, k], acc[1, k], acc[2, k], acc[3, k], bias[fk], best[fk], won[fk], length)
+        for b in range(first, first + nb):  # filter-major to channels-last, while in cache
+            for i in range(poh):
+                out, wins = pooled[b, i], code[b, i]
+                at = (b - first) * plane + i * row
+                for fk in range(f):
+                    mr, kr = best[fk, at:], won[fk, at:]
+                    for j in range(pow_):
+                        out[j, fk] = mr[j]
+                        wins[j, fk] = kr[j]
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _bias_relu_max4(v0, v1, v2, v3, bk, best, won):
-    """best = max of relu(v + bk) over the four, won = the first maximal one's number; as the
+def _bias_relu_max4(v0, v1, v2, v3, bk, best, won, length):
+    """best = max of relu(v + bk) over the four, won = the first maximal one's number (the first
+    ``length`` positions); as the
     reference's bias and relu (NaN stays NaN, ``0 if v < 0``) and max pooling (a NaN wins, the winner
     moves on a strict increase only)."""
     zero = best.dtype.type(0)
-    for p in range(best.shape[0]):
+    for p in range(length):
         m = v0[p] + bk
         m = zero if m < zero else m
         k = np.uint8(0)
