@@ -226,6 +226,20 @@ def conv_relu_pool_planes(xph, wk, bias, pooled, code, plane, row, dh, dwl, lo, 
                                 s0[p] += a0 * x0 + a1 * x1 + a2 * x2 + a3 * x3 + a4 * x4
                                 s1[p] += b0 * x0 + b1 * x1 + b2 * x2 + b3 * x3 + b4 * x4
                             kj += COLUMNS
+                        while kj + 3 <= kw:  # 3x3 kernels: a single column at a time was store-bound
+                            t = e % 2 + kj * dwl
+                            y0 = xph[q + t % 2, o + t // 2 :]
+                            t += dwl
+                            y1 = xph[q + t % 2, o + t // 2 :]
+                            t += dwl
+                            y2 = xph[q + t % 2, o + t // 2 :]
+                            a0, a1, a2 = wa[kj], wa[kj + 1], wa[kj + 2]
+                            b0, b1, b2 = wb[kj], wb[kj + 1], wb[kj + 2]
+                            for p in range(length):
+                                x0, x1, x2 = y0[p], y1[p], y2[p]
+                                s0[p] += a0 * x0 + a1 * x1 + a2 * x2
+                                s1[p] += b0 * x0 + b1 * x1 + b2 * x2
+                            kj += 3
                         while kj < kw:
                             t = e % 2 + kj * dwl
                             y0 = xph[q + t % 2, o + t // 2 :]
