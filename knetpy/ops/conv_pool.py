@@ -12,8 +12,9 @@ most ``PLANES_MAX_CHANNELS`` input channels, kernels up to ``PLANES_MAX_KERNEL``
 planes instead (:mod:`knetpy.ops.fast.conv_planes`), its windows never gathered: with 2x2 pooling of
 stride 2, its forward pass sums each pooling window's four outputs straight from the input's four
 phases (row and column parity), and its filter and bias gradients come from the pooled gradient
-scattered into filter-major planes, one sample at a time, while they are in cache. Those results differ from the three ops' by rounding; so do the winners
-and relu's zeros where two outputs of a window, or an output and 0, are within rounding of each other.
+scattered into filter-major planes, one sample at a time, while they are in cache. Those results
+differ from the three ops' by rounding; so do the winners and relu's zeros where two outputs of a
+window, or an output and 0, are within rounding of each other.
 
 What :class:`knetpy.Sequential` runs for a ``Conv2D(..., activation='relu')`` directly followed by
 ``MaxPool2D``.
