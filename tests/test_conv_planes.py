@@ -14,34 +14,30 @@ from knetpy.ops import conv_pool, fast
 pytestmark = pytest.mark.skipif(not fast.available(), reason="the planes' kernels are compiled with numba")
 
 
-@pytest.fixture
-def planes_calls(monkeypatch):
-    """For each filter gradient: whether the planes made it (a call that returned None did not)."""
+def _count_calls(monkeypatch, name):
+    """For each call of ``conv_pool.<name>``: whether the planes made the result (None: they did not)."""
     calls = []
-    real = conv_pool._planes_grads
+    real = getattr(conv_pool, name)
 
     def counted(*args):
         made = real(*args)
         calls.append(made is not None)
         return made
 
-    monkeypatch.setattr(conv_pool, "_planes_grads", counted)
+    monkeypatch.setattr(conv_pool, name, counted)
     return calls
+
+
+@pytest.fixture
+def planes_calls(monkeypatch):
+    """For each filter gradient: whether the planes made it."""
+    return _count_calls(monkeypatch, "_planes_grads")
 
 
 @pytest.fixture
 def forward_calls(monkeypatch):
     """For each forward pass of the fused op: whether the planes made it."""
-    calls = []
-    real = conv_pool._planes_forward
-
-    def counted(*args):
-        made = real(*args)
-        calls.append(made is not None)
-        return made
-
-    monkeypatch.setattr(conv_pool, "_planes_forward", counted)
-    return calls
+    return _count_calls(monkeypatch, "_planes_forward")
 
 
 CASES = [  # x shape, filters, kernel, conv options, pool options

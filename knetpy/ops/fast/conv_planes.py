@@ -210,15 +210,8 @@ def conv_relu_pool_planes(xph, wk, bias, pooled, code, plane, row, dh, dwl, lo, 
                             # one view per tap (see _filter_pair_sums); no zero-weight padding
                             # columns, which would turn an inf in the input into NaN
                             t = e % 2 + kj * dwl
-                            y0 = xph[q + t % 2, o + t // 2 :]
-                            t += dwl
-                            y1 = xph[q + t % 2, o + t // 2 :]
-                            t += dwl
-                            y2 = xph[q + t % 2, o + t // 2 :]
-                            t += dwl
-                            y3 = xph[q + t % 2, o + t // 2 :]
-                            t += dwl
-                            y4 = xph[q + t % 2, o + t // 2 :]
+                            y0, y1, y2 = _tap(xph, q, o, t), _tap(xph, q, o, t + dwl), _tap(xph, q, o, t + 2 * dwl)
+                            y3, y4 = _tap(xph, q, o, t + 3 * dwl), _tap(xph, q, o, t + 4 * dwl)
                             a0, a1, a2, a3, a4 = wa[kj], wa[kj + 1], wa[kj + 2], wa[kj + 3], wa[kj + 4]
                             b0, b1, b2, b3, b4 = wb[kj], wb[kj + 1], wb[kj + 2], wb[kj + 3], wb[kj + 4]
                             for p in range(length):
@@ -228,11 +221,7 @@ def conv_relu_pool_planes(xph, wk, bias, pooled, code, plane, row, dh, dwl, lo, 
                             kj += COLUMNS
                         while kj + 3 <= kw:  # 3x3 kernels: a single column at a time was store-bound
                             t = e % 2 + kj * dwl
-                            y0 = xph[q + t % 2, o + t // 2 :]
-                            t += dwl
-                            y1 = xph[q + t % 2, o + t // 2 :]
-                            t += dwl
-                            y2 = xph[q + t % 2, o + t // 2 :]
+                            y0, y1, y2 = _tap(xph, q, o, t), _tap(xph, q, o, t + dwl), _tap(xph, q, o, t + 2 * dwl)
                             a0, a1, a2 = wa[kj], wa[kj + 1], wa[kj + 2]
                             b0, b1, b2 = wb[kj], wb[kj + 1], wb[kj + 2]
                             for p in range(length):
@@ -241,8 +230,7 @@ def conv_relu_pool_planes(xph, wk, bias, pooled, code, plane, row, dh, dwl, lo, 
                                 s1[p] += b0 * x0 + b1 * x1 + b2 * x2
                             kj += 3
                         while kj < kw:
-                            t = e % 2 + kj * dwl
-                            y0 = xph[q + t % 2, o + t // 2 :]
+                            y0 = _tap(xph, q, o, e % 2 + kj * dwl)
                             a0, b0 = wa[kj], wb[kj]
                             for p in range(length):
                                 x0 = y0[p]
@@ -261,6 +249,13 @@ def conv_relu_pool_planes(xph, wk, bias, pooled, code, plane, row, dh, dwl, lo, 
                     for j in range(pow_):
                         out[j, fk] = mr[j]
                         wins[j, fk] = kr[j]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _tap(xph, q, o, t):
+    """The view of the phases that a window's column offset ``t`` reads from: the column phase t % 2
+    of the phase pair q, from o + t // 2."""
+    return xph[q + t % 2, o + t // 2 :]
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
