@@ -127,13 +127,13 @@ def _vjp_b(g, ans, saved, w, x, b, geom=None, pool=None):
     return sum_rows(to_channels_last(pre).reshape(-1, pre.shape[1]))
 
 
-# -- the filter and bias gradients on planes, for first layers (compiled) ---------------------------------------
+# -- first layers on planes (compiled): the forward pass, and the filter and bias gradients ----------------------
 #: The planes' path takes convolutions with at most this many input channels and kernels at most
 #: PLANES_MAX_KERNEL wide and high. There the GEMM over gathered windows has a small result summed over
 #: very many rows, which BLAS runs far below its peak. The fused op's forward and backward passes on a
-#: 2-core machine: LeNet's first layer (1 channel, 5x5, 20 filters, batch 100) 4.4 ms against 5.9; 2
-#: channels 4x4, 32 filters, 6.4 against 7.5; but 3 channels 3x3 with padding, 16 or 32 filters, 6-13%
-#: slower.
+#: 2-core machine: LeNet's first layer (1 channel, 5x5, 20 filters, batch 100) 2.6 ms against 5.6; 2
+#: channels 4x4, 32 filters, 5.6 against 8.5; but with 3 channels 3x3 with padding, 16 or 32 filters, the
+#: planes' gradients alone were 6-13% slower (the forward pass on phases was not measured there).
 PLANES_MAX_CHANNELS = 2
 PLANES_MAX_KERNEL = 5
 

@@ -260,10 +260,10 @@ def _tap(xph, q, o, t):
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _bias_relu_max4(v0, v1, v2, v3, bk, best, won, length):
-    """best = max of relu(v + bk) over the four, won = the first maximal one's number (the first
-    ``length`` positions); as the
-    reference's bias and relu (NaN stays NaN, ``0 if v < 0``) and max pooling (a NaN wins, the winner
-    moves on a strict increase only)."""
+    """best = max of relu(v + bk) over the four, won = the first maximal one's number, for the first
+    ``length`` positions; as the reference's bias and relu (NaN stays NaN, ``0 if v < 0``) and max
+    pooling (:func:`knetpy.ops.fast.pool.max_pool2d`: a NaN wins, the winner moves on a strict increase
+    only)."""
     zero = best.dtype.type(0)
     for p in range(length):
         m = v0[p] + bk
