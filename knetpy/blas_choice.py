@@ -40,17 +40,32 @@ _count_lock = threading.Lock()  # fits in several threads count themselves in pa
 
 def dense_products(model, x):
     """The ``(m, k, n)`` shapes of the GEMMs a training step of ``model``'s 2-D weights runs on a batch
-    like ``x`` (forward, weight gradient, input gradient), each of at least BLAS_SPLIT_FLOPS."""
+    like ``x`` (forward, weight gradient, input gradient), each of at least BLAS_SPLIT_FLOPS. The dense
+    layer that reads the data itself (a Sequential's first layer) has no input gradient: its products
+    are the forward pass and the weight gradient only."""
     batch = x.shape[0]
+    reads_data = _first_dense_weight(model)
     shapes = []
     for w in model.parameters():
         if len(w.shape) != 2:
             continue
         k, n = (int(s) for s in w.shape)
-        for shape in ((batch, k, n), (k, batch, n), (batch, n, k)):
+        products = ((batch, k, n), (k, batch, n)) if w is reads_data else ((batch, k, n), (k, batch, n), (batch, n, k))
+        for shape in products:
             if 2 * shape[0] * shape[1] * shape[2] >= parallel.BLAS_SPLIT_FLOPS:
                 shapes.append(shape)
     return shapes
+
+
+def _first_dense_weight(model):
+    """The weight of the Dense layer that takes a Sequential's input, or None (another first layer, or
+    another kind of model, whose products are all counted)."""
+    from .layers.core import Dense
+    from .model import Sequential
+
+    if not isinstance(model, Sequential) or not model._layers or not isinstance(model._layers[0], Dense):
+        return None
+    return model._layers[0].params.get("w")
 
 
 def decide(one, many, threads):
@@ -126,6 +141,10 @@ class BlasChoice:
 
     def _time_products(self, n):
         self._set(n)
+        # one product untimed: a thread count just raised wakes BLAS's idle threads, which a step's
+        # products back to back do not pay
+        a, b, out = self._operands[0]
+        np.matmul(a, b, out=out)
         tick = time.perf_counter()
         for a, b, out in self._operands:
             np.matmul(a, b, out=out)

@@ -59,6 +59,10 @@ def accuracy(pred, target, threshold=0.5):
       target counts as positive when above 0.5 (so both {0, 1} and {-1, +1} labels work). Use
       ``threshold=0`` for logits, 0.5 for probabilities.
     """
+    if (type(pred) is np.ndarray and type(target) is np.ndarray and pred.ndim == 2 and target.ndim == 1
+            and pred.shape[1] > 1 and 0 < target.shape[0] == pred.shape[0] and target.dtype.kind in "iu"):
+        # (the common case, a classifier's batch, without the checks' calls: the same result as below)
+        return int(np.count_nonzero(pred.argmax(axis=1) == target)) / target.shape[0]
     who = "accuracy"
     xp, pred, target = _values(pred, target, who)
     if pred.ndim == 1 or (pred.ndim == 2 and pred.shape[1] == 1):

@@ -8,8 +8,8 @@ import math
 
 import numpy as np
 
-from .autograd import run_in_place
-from .backend import get_rng_state, to_host
+from .autograd import mark_modified, run_in_place
+from .backend import get_rng_state, to_host, weak_scalar_array
 from .checkpoint import Progress, restore_callbacks_and_rng
 from .layers.base import thread_mode
 from .model import (
@@ -21,6 +21,7 @@ from .model import (
     _split_batch,
     _step_value,
 )
+from .optim.sgd import SGD, all_plain
 from .progress import ProgressBar
 
 
@@ -268,6 +269,71 @@ def _update(trained, loss_value, model, opt):
         p.grad = None
     opt.step()
     opt.zero_grad()
+
+
+class _PlainSGD(list):
+    """fit's compiled update for plain SGD (``value -= lr * grad`` on every trained parameter, then
+    ``zero_grad``), written into the step: called on each replay with the loss, model and optimizer, it
+    does the bookkeeping of ``SGD.step`` (step counts, versions, gradients dropped) and answers the
+    gradients and the rates for the step's own ``subtract(v, multiply(g, lr, scratch), v)``; or None,
+    having changed nothing, and the step calls ``_update`` instead: a loss that is not finite, frozen
+    parameters, another optimizer setting (momentum, decay, clipping, groups), a missing gradient.
+
+    A list of the parameters' names: two traces' constants compare equal by them. The rates are 0-d
+    arrays of the weights' dtypes, made again only when ``opt._lr`` is another object; ``lr * g``
+    casts a Python float so, which gives the same bits as the eager step."""
+
+    def __init__(self, trained, opt):
+        super().__init__(opt._params)
+        self.trained = trained
+        self.params = opt._params
+        self.lr = None
+        self.rates = None
+
+    def __call__(self, loss_value, model, opt):
+        if (not math.isfinite(loss_value) or getattr(model, "_untrained", ()) or opt._params is not self.params
+                or not opt._plain()):
+            return None
+        state = opt.state
+        grads = []
+        for name, p in zip(self, self.trained):
+            g, v = p.grad, p.value
+            if type(g) is not np.ndarray or name not in state or g.shape != v.shape or g.dtype != v.dtype:
+                return None
+            grads.append(g)
+        lr = opt._lr
+        if lr is not self.lr:
+            rates = [weak_scalar_array(lr, p.value.dtype) for p in self.trained]
+            self.rates = [lr if r is None else r for r in rates]
+            self.lr = lr
+        for name in self:
+            state[name]["step"] += 1
+        opt.iterations += 1
+        for p in self.trained:  # zero_grad
+            p.grad = None
+        mark_modified(*self.trained)
+        return grads, self.rates
+
+
+def _inline_update(targets, args, expr, scratch):
+    """The compiled step's source for :func:`_update` with plain SGD on NumPy arrays (see
+    :class:`_PlainSGD`), or None (the call as it is)."""
+    loss_value, model, opt = args
+    if (not isinstance(loss_value, (np.ndarray, np.generic, float)) or not isinstance(opt, SGD) or not all_plain((opt,))
+            or not opt._plain() or getattr(model, "_untrained", ()) or list(opt._group_names[0]) != list(opt._params)
+            or len(targets) != len(opt._params) or any(p is not q for p, q in zip(targets, opt._params.values()))):
+        return None
+    if any(type(p.value) is not np.ndarray for p in targets):  # (the gradients, dropped by now, are checked on each replay)
+        return None
+    step = expr(_PlainSGD(targets, opt))
+    subtract, multiply = expr(np.subtract), expr(np.multiply)
+    updates = [f"    {subtract}({expr(p)}, {multiply}(r[0][{i}], r[1][{i}], {scratch(p.value)}), {expr(p)})"
+               for i, p in enumerate(targets)]  # v -= lr * g
+    return lambda call: [f"r = {step}({expr(loss_value)}, {expr(model)}, {expr(opt)})", "if r is not None:",
+                         *updates, "else:", f"    {call}"]
+
+
+_update.inline = _inline_update
 
 
 def closure_step(model, xb, yb):

@@ -40,9 +40,34 @@ def data(n=400):
 
 def test_the_products_timed_are_the_dense_layers_mid_size_ones():
     shapes = dense_products(mlp(), np.zeros((100, 784), np.float32))
-    # forward, weight gradient, input gradient of the first layer; the second's (128 KFLOP) are too small
-    assert shapes == [(100, 784, 64), (784, 100, 64), (100, 64, 784)]
+    # forward and weight gradient of the first layer (it reads the data: no input gradient); the
+    # second's (128 KFLOP) are too small
+    assert shapes == [(100, 784, 64), (784, 100, 64)]
     assert all(2 * m * k * n >= parallel.BLAS_SPLIT_FLOPS for m, k, n in shapes)
+
+
+def test_a_later_dense_layer_counts_its_input_gradient_too():
+    kp.set_seed(0)
+    model = kp.Sequential(Dense(512, activation="relu"), Dense(256))
+    model(np.zeros((1, 64), np.float32))
+    x = np.zeros((100, 64), np.float32)
+    # the second layer's input gradient (100 x 256 x 512) is computed; the first's (100 x 512 x 64) is not
+    assert dense_products(model, x) == [(100, 64, 512), (64, 100, 512), (100, 512, 256), (512, 100, 256),
+                                        (100, 256, 512)]
+
+
+def test_a_model_that_is_not_a_sequential_counts_every_product():
+    class Net(kp.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = Dense(64)
+
+        def forward(self, x):
+            return self.dense(x)
+
+    net = Net()
+    net(np.zeros((1, 784), np.float32))
+    assert dense_products(net, np.zeros((100, 784), np.float32)) == [(100, 784, 64), (784, 100, 64), (100, 64, 784)]
 
 
 def test_blas_threads_are_chosen_only_when_clearly_faster():

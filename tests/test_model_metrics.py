@@ -25,6 +25,20 @@ def test_accuracy_accepts_tensors_and_matches_kp_accuracy():
     assert metrics.accuracy(kp.tensor(SCORES), labels) == kp.accuracy(SCORES, labels)
 
 
+@pytest.mark.parametrize("label_dtype", [np.int64, np.int32, np.uint8])
+def test_accuracy_of_a_batch_of_arrays_equals_the_checked_path(label_dtype):
+    # arrays (N, C) and labels (N,) take a short path; a Tensor of the same scores takes the checked one
+    g = np.random.default_rng(0)
+    for n, c in [(1, 2), (7, 3), (100, 10), (33, 5)]:
+        scores = g.integers(0, 3, (n, c)).astype(np.float32)  # ties: the first maximum wins in both
+        scores[0, 0] = np.nan  # a NaN row: argmax takes the NaN in both
+        labels = g.integers(0, c, n).astype(label_dtype)
+        fast = metrics.accuracy(scores, labels)
+        assert type(fast) is float
+        assert fast == metrics.accuracy(kp.tensor(scores), labels)
+        assert fast == float(np.mean(scores.argmax(1) == labels))
+
+
 def test_accuracy_binary_threshold():
     probs = np.array([[0.9], [0.4], [0.6], [0.1]], dtype=np.float32)
     assert metrics.accuracy(probs, np.array([1, 0, 0, 0])) == pytest.approx(0.75)

@@ -39,6 +39,8 @@ def gather(a, selector):
     """Rows of ``a`` picked by a slice (a view) or an index array (a copy)."""
     if isinstance(selector, slice):
         return a[selector]
+    if type(a) is np.ndarray:
+        return a.take(selector, axis=0)
     return array_namespace(a).take(a, selector, axis=0)
 
 
