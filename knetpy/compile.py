@@ -409,6 +409,9 @@ def _gemm(a, b, xa, xb, const):
     return f"({xa} @ {xb})"
 
 
+_add_reduce = np.add.reduce  # what ndarray.sum runs, without its two Python-level calls (the same bits)
+
+
 def _affine(x, w, b):  # layers.core.affine on NumPy arrays, where parallel.matmul is one plain product
     y = x @ w
     y += b
@@ -522,7 +525,7 @@ def _lowerings():
             plain = _sum_to_axes(g.shape, shape)
             if plain is not None:  # sum_to's own plain sum, where no memory layout could change its path
                 if np.sum(g, axis=plain).shape == shape:  # (keepdims changes the result's shape only)
-                    return f"{exprs[0]}.sum(axis={plain!r})"
+                    return f"{const(_add_reduce)}({exprs[0]}, {plain!r})"
                 return f"{exprs[0]}.sum(axis={plain!r}, keepdims=True).reshape({shape!r})"
             fallback = f"{const(sum_to.__wrapped__)}({exprs[0]}, {const(shape)})"
             if g.ndim == 2 and g.flags.c_contiguous and g.shape[0] > 1 and shape == g.shape[1:] and g.shape[1] > 1:
@@ -538,7 +541,7 @@ def _lowerings():
     def mean_fwd(vals, exprs, out, const):  # x.sum() / n for a floating array, no axis
         x = vals[0]
         if len(vals) == 1 and type(x) is np.ndarray and x.dtype.kind in "fc" and not _is_half(x):
-            return f"({exprs[0]}.sum() / {x.size})"
+            return f"({const(_add_reduce)}({exprs[0]}, None) / {x.size})"
         return None
 
     def gemm(ta, tb, i, j):
@@ -559,7 +562,7 @@ def _lowerings():
     def affine_bias_vjp(vals, exprs, out, const):  # ops.sum(g, axis=(0,)) for a 2-D g
         g = vals[0]
         if type(g) is np.ndarray and g.ndim == 2 and g.dtype.kind == "f" and not _is_half(g):
-            return f"{exprs[0]}.sum(axis=(0,))"
+            return f"{const(_add_reduce)}({exprs[0]}, 0)"
         return None
 
     table = {

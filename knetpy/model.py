@@ -779,7 +779,7 @@ def _step_value(v):
     a device (left there: reading it every step would stall the device)."""
     if type(v) is float:  # NumPy metrics already return one
         return v
-    if array_namespace(v) is np:
+    if isinstance(v, np.generic) or array_namespace(v) is np:
         return float(v)
     return v.astype("float64")
 
