@@ -388,6 +388,20 @@ def _weak_scalars(vals, exprs, const):
     return exprs
 
 
+def _one_element_views(vals, exprs):
+    """``exprs`` with a one-element array operand that broadcasts against a larger one of the same dtype
+    (a (1,) bias) passed as a 0-d view of it: the same values meet the same elements, but NumPy's ufunc
+    takes a 0-d operand by its fast path and a one-element array by the slow broadcasting one."""
+    x, y = vals
+    if type(x) is not np.ndarray or type(y) is not np.ndarray or x.dtype != y.dtype:
+        return exprs
+    if x.size == 1 and x.ndim and y.size > 1 and y.ndim >= x.ndim:
+        return [f"{exprs[0]}.reshape(())", exprs[1]]
+    if y.size == 1 and y.ndim and x.size > 1 and x.ndim >= y.ndim:
+        return [exprs[0], f"{exprs[1]}.reshape(())"]
+    return exprs
+
+
 def _unsplit(size):
     # knetpy's threads split no elementwise op this small (and a split gives the same bits anyway)
     return parallel._threads < 2 or size < parallel.MIN_ELEMENTS
@@ -506,9 +520,11 @@ def _lowerings():
             return f"({exprs[0]} * ({exprs[1]} > 0))"
         return None
 
-    def square_vjp(vals, exprs, out, const):  # g * (x * 2)
+    def square_vjp(vals, exprs, out, const):  # (g * 2) * x
         g, x = vals[0], vals[2]
-        return f"({exprs[0]} * ({exprs[2]} * {_scalar(2, x, const)}))" if _plain(g, x) and type(x) is np.ndarray else None
+        if type(g) is np.ndarray and type(x) is np.ndarray:
+            return f"(({exprs[0]} * {_scalar(2, g, const)}) * {exprs[2]})"
+        return None
 
     def mean_vjp(vals, exprs, out, const):  # no axis: xp.full(shape, g / n, dtype=g.dtype)
         g, x = vals[0], vals[2]
@@ -591,6 +607,12 @@ def _lowerings():
     for name, ufunc in _UNARY:
         table[getattr(ops, name).__wrapped__] = unary(ufunc)
     return table
+
+
+def _square_vjp():
+    from .ops import square
+
+    return square.prim.vjps[0]
 
 
 def _nll_fn():
@@ -840,7 +862,7 @@ class _Tracer:
             vals = [a.value if isinstance(a, Tensor) else a for a in args]
             exprs = [self.expr(a) for a in args]
             if fn in _BINARY_UFUNCS and len(vals) == 2:
-                exprs = _weak_scalars(vals, exprs, self._const)
+                exprs = _one_element_views(vals, _weak_scalars(vals, exprs, self._const))
             call = _lower(fn, vals, exprs, value, self._const)
             # (the forward lowerings all make a new array; not yet named: checked before _var names it)
             fresh = call is not None and type(value) is np.ndarray and value.base is None and id(value) not in self.names
@@ -1062,6 +1084,12 @@ class _Tracer:
                     elif fn in _LOWERINGS and not kw:
                         exprs = head_names + [self.expr(a) for a in args]
                         call = _lower(fn, [g, *head, *gargs], exprs, gi, self._const) or call
+                        if fn is _square_vjp() and head_names[0] in self.frozen_names:
+                            # the gradient reaching square is the same array on every call (a mean's): its
+                            # g * 2 is made once, now, as the VJP computes it (the same bits)
+                            lead = f"(({head_names[0]} * {_scalar(2, g, self._const)}) * "
+                            if call.startswith(lead) and type(g) is np.ndarray:
+                                call = f"({self._frozen(g * 2)} * {call[len(lead):]}"
                     gi_name = self._var(gi)
                     if fn in _SHAPE_ONLY and head_names[0] in self.frozen_names and type(gi) is np.ndarray:
                         # what it computes depends on the seed and on shapes alone: the same array every time
@@ -1106,12 +1134,16 @@ class _Tracer:
             other = call[len(g_name) + 4 : -1]
             if call == f"({g_name} * {other})":
                 self._may_reuse(line, g_name, g, gi, call, f"{mul}({g_name}, {other}, {g_name})")
-        elif kind == "square":  # (g * (x * 2))
+        elif kind == "square":  # ((g * 2) * x), or (k * x) where g * 2 was made once (k)
             x_name, x = self.expr(args[0]), gargs[0]
-            two = _scalar(2, x, self._const)
-            if call == f"({g_name} * ({x_name} * {two}))":
-                inner = f"{mul}({x_name}, {two}, {x_name})"
-                self._may_reuse(line, x_name, x, gi, call, f"{mul}({g_name}, {inner}, {x_name})")
+            two = _scalar(2, g, self._const)
+            if call == f"(({g_name} * {two}) * {x_name})":
+                # into g's array where nothing else holds it, else into x's
+                self._may_reuse(line, g_name, g, gi, call, f"{mul}({mul}({g_name}, {two}, {g_name}), {x_name}, {g_name})")
+                self._may_reuse(line, x_name, x, gi, call, f"{mul}({mul}({g_name}, {two}), {x_name}, {x_name})")
+            elif call.endswith(f" * {x_name})") and call[1:].startswith("k"):
+                k = call[1 : -len(f" * {x_name})")]
+                self._may_reuse(line, x_name, x, gi, call, f"{mul}({k}, {x_name}, {x_name})")
 
     def _reuse_buffers(self, lines, others):
         """``lines`` with each noted expression writing into its operand's array where that operand is used

@@ -21,6 +21,7 @@ from .model import (
     _split_batch,
     _step_value,
 )
+from .optim.functional import subtract_line
 from .optim.sgd import SGD, all_plain
 from .progress import ProgressBar
 
@@ -327,7 +328,7 @@ def _inline_update(targets, args, expr, scratch):
         return None
     step = expr(_PlainSGD(targets, opt))
     subtract, multiply = expr(np.subtract), expr(np.multiply)
-    updates = [f"    {subtract}({expr(p)}, {multiply}(r[0][{i}], r[1][{i}], {scratch(p.value)}), {expr(p)})"
+    updates = [f"    {subtract_line(expr(p), p.value, f'{multiply}(r[0][{i}], r[1][{i}], {scratch(p.value)})', subtract)}"
                for i, p in enumerate(targets)]  # v -= lr * g
     return lambda call: [f"r = {step}({expr(loss_value)}, {expr(model)}, {expr(opt)})", "if r is not None:",
                          *updates, "else:", f"    {call}"]

@@ -144,10 +144,11 @@ def test_chunks_of_samples_give_the_same_result_as_one_chunk(monkeypatch):
     monkeypatch.setattr(wg, "CHUNK_BYTES", 1)  # one sample at a time
     many = run()
     # each sample's tiles are computed alike, but a product over fewer tiles may take another of BLAS's
-    # kernels (its small-matrix path on some processors), which rounds differently
-    assert _scaled_error(many[0], one[0]) < 1e-5
-    assert _scaled_error(many[1], one[1]) < 1e-5
-    assert _scaled_error(many[2], one[2]) < 1e-5  # the filter gradient sums the chunks in another order
+    # kernels (its small-matrix path on some processors, e.g. OpenBLAS's AVX-512 kernels), which rounds
+    # differently: float32's rounding over sums of 144 products, as in the float64 comparisons above
+    assert _scaled_error(many[0], one[0]) < 2e-5
+    assert _scaled_error(many[1], one[1]) < 2e-5
+    assert _scaled_error(many[2], one[2]) < 2e-5  # the filter gradient sums the chunks in another order
 
 
 def test_with_knetpys_threads_on_and_numpy_transforms_it_stays_direct(calls):

@@ -139,10 +139,24 @@ def _inline(targets, args, expr, scratch):
         return None
     rates = expr(_PlainRates(targets))
     subtract, multiply = expr(np.subtract), expr(np.multiply)
-    updates = [f"    {subtract}({expr(t)}, {multiply}({expr(g)}, r[{i}], {scratch(g)}), {expr(t)})"  # v -= lr * g
+    updates = [f"    {subtract_line(expr(t), t, f'{multiply}({expr(g)}, r[{i}], {scratch(g)})', subtract)}"
                for i, (t, g) in enumerate(zip(targets, gradients))]
     return lambda call: [f"r = {rates}({expr(tuple(owners))})", "if r is not None:", *updates, "else:",
                          f"    {call}"]
+
+
+def subtract_line(name, value, step, subtract):
+    """A compiled step's statement for ``value -= step`` (``name`` and ``step`` replay expressions, ``value``
+    the traced array, ``subtract`` the name of np.subtract): the in-place ufunc; for a one-element float32
+    or float64 array (a bias of one unit) NumPy's scalar subtraction, the same IEEE operation, since NumPy's
+    in-place ufunc copies a one-element operand first."""
+    if value.size == 1 and value.dtype in _SCALAR_UPDATE:
+        at = f"[{(0,) * value.ndim!r}]"
+        return f"{name}{at} = {name}{at} - {step}{at}"
+    return f"{subtract}({name}, {step}, {name})"
+
+
+_SCALAR_UPDATE = (np.dtype(np.float32), np.dtype(np.float64))  # dtypes whose scalar arithmetic is the ufunc's
 
 
 class _PlainRates(list):
@@ -160,16 +174,27 @@ class _PlainRates(list):
         self.rates = [None] * len(targets)
 
     def __call__(self, owners):
-        if not _count_plain_steps(owners):
+        if not all_plain(owners):
             return None
-        rates = self.rates
-        for i, opt in enumerate(owners):
-            lr = opt._lr
-            if self[i] is not lr:
-                rate = weak_scalar_array(lr, self.dtypes[i])
-                rates[i] = lr if rate is None else rate
-                self[i] = lr
-        return rates
+        states = []
+        for opt in owners:
+            state = opt.state.get(ARRAY_KEY)
+            if state is None:  # (no first update yet)
+                return None
+            states.append(state)
+        i = 0
+        for opt, state, last in zip(owners, states, self):
+            state["step"] += 1
+            opt.iterations += 1
+            if opt._lr is not last:
+                self._new_rate(i, opt._lr)
+            i += 1
+        return self.rates
+
+    def _new_rate(self, i, lr):
+        rate = weak_scalar_array(lr, self.dtypes[i])
+        self.rates[i] = lr if rate is None else rate
+        self[i] = lr
 
 
 def _plain_arrays(targets, gradients):
