@@ -726,10 +726,24 @@ def backprop(root, seed, inputs=None, create_graph=False, retain_graph=False):
         raise
     finally:
         _set_grad_enabled(prev_mode)
+    if not create_graph:  # the end of an eager step: BLAS's threads for the next (knetpy.blas_steps)
+        _blas_steps().step_done()
     if inputs is not None:
         found = {id(t): g for t, g in results}
         return [found.get(id(t)) for t in inputs]
     return None
+
+
+_steps_module = None
+
+
+def _blas_steps():
+    global _steps_module
+    if _steps_module is None:  # (imported once: it imports knetpy.parallel)
+        from . import blas_steps
+
+        _steps_module = blas_steps
+    return _steps_module
 
 
 def _edited_after(t, stamp):

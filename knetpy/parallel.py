@@ -419,6 +419,11 @@ def by_timing(key, ways, default):
     """
     if not TIMED:
         return ways[default]()
+    if _steps_module is not None and _steps_module.blas_threads_now():
+        # a step on BLAS's threads (knetpy.blas_steps): its spinning threads would skew the timings
+        _local.timed = None
+        site = _sites.get(key)
+        return ways[default if site is None or site.pick is None else site.pick]()
     now = _clock()
     last = getattr(_local, "timed", None)
     if last is not None:
@@ -504,6 +509,12 @@ def matmul(a, b, out=None):
         out = _recycle().empty(np, (m, n), dtype)
     if threads < 2:
         return a @ b if out is None else np.matmul(a, b, out=out)
+    if _auto and BLAS_SPLIT_FLOPS <= 2 * m * n * k < BLAS_MIN_FLOPS:
+        # an eager loop's steps may run their mid-size GEMMs on BLAS's own threads (knetpy.blas_steps)
+        steps = _blas_steps()
+        steps.saw_gemm(m, k, n)
+        if steps.blas_threads_now():
+            return a @ b if out is None else np.matmul(a, b, out=out)
     # automatic threads leave a GEMM of a GFLOP or more to BLAS's own threads, which split it as well
     if (ranges(2, 2 * m * n * k, MIN_FLOPS) is None or (max(m, n) < 32 * threads and k < 32 * threads)
             or (_auto and 2 * m * n * k >= BLAS_MIN_FLOPS)):
@@ -520,6 +531,18 @@ def _recycle():
     from .ops import recycle  # (knetpy.ops imports this module)
 
     return recycle
+
+
+_steps_module = None
+
+
+def _blas_steps():
+    global _steps_module
+    if _steps_module is None:  # (once: it imports this module; an import statement costs a microsecond a call)
+        from . import blas_steps
+
+        _steps_module = blas_steps
+    return _steps_module
 
 
 def _whole_matmul(a, b, out):
@@ -606,7 +629,8 @@ BLAS_MIN_FLOPS = 10**9
 BLAS_ENVIRONMENT = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
 BLAS_RULE = (f"one thread for models whose largest GEMM is under {BLAS_MIN_FLOPS / 1e9:g} GFLOP, else BLAS's "
              "own count; fit times one thread against BLAS's count at each epoch for models with dense products "
-             "of 0.5 MFLOP or more (knetpy.blas_choice); knetpy's threads (which set BLAS to one) and "
+             "of 0.5 MFLOP or more (knetpy.blas_choice), and an eager loop times its steps both ways (knetpy.blas_steps); "
+             "knetpy's threads (which set BLAS to one) and "
              "OPENBLAS_NUM_THREADS/OMP_NUM_THREADS take precedence")
 
 
@@ -627,8 +651,13 @@ def one_blas_thread(flops):
 
 def matmul_one_blas_thread(a, b, out=None):
     """``a @ b`` with BLAS held at one thread (its count is put back after); as it is while a fit
-    chooses BLAS's threads by timing (a compiled step records this call once and replays it)."""
+    chooses BLAS's threads by timing, or an eager loop's step runs on them (:mod:`knetpy.blas_steps`)
+    (a compiled step records this call once and replays it)."""
     if _blas_chosen:
+        return a @ b if out is None else np.matmul(a, b, out=out)
+    steps = _blas_steps()
+    steps.saw_gemm(a.shape[0], a.shape[1], b.shape[1])
+    if steps.blas_threads_now():
         return a @ b if out is None else np.matmul(a, b, out=out)
     with _blas_on_one_thread():
         return a @ b if out is None else np.matmul(a, b, out=out)
