@@ -8,16 +8,20 @@ alone does not show (a LeNet step took 30% longer with them). Yet where little e
 
 So, as ``fit`` does for its epochs (:mod:`knetpy.blas_choice`), an eager loop times its steps both ways:
 the end of each ``backward()`` closes a step, and a step whose GEMMs include mid-size ones runs, on its
-first calls, in turns with the rule and with BLAS's own threads for those GEMMs; after :data:`TRIALS`
-timed steps of each (one untimed first), the loop keeps BLAS's threads only where their median step took
-at most :data:`MARGIN` of the rule's, and times both again every :data:`RECHECK` steps, so that the choice
-follows the machine. A step on BLAS's threads that takes :data:`ABORT` times the rule's fastest ends the
-trial at once: the rule is kept (a character LSTM's steps took 1.2 times as long on them, and the rule's
-steps right after them longer too). A step is named by the shape of its first mid-size GEMM, which holds
-the batch size: a loop that alternates two batch sizes keeps two choices. Only with automatic threads, BLAS's count not set by the environment
-or limited by a block, on two or more cores, outside ``fit`` (which chooses for itself); in each thread of
-its own. ``kp.set_num_threads(n)`` turns it off. BLAS may round a product differently with several threads
-than with one, so steps that choose differently may differ at float rounding.
+first calls, in turns with the rule and with BLAS's own threads for those GEMMs; after three timed steps
+of each (one untimed first; :data:`knetpy.parallel.TRIALS`), the loop keeps BLAS's threads only where
+their median step took at most :data:`MARGIN` of the rule's, and times both again every :data:`RECHECK`
+steps, so that the choice follows the machine. A step on BLAS's threads that takes :data:`ABORT` times the
+rule's fastest ends the trial at once: the rule is kept (a character LSTM's steps took 1.2 times as long
+on them, and the rule's steps right after them longer too). A step is named by the shape of its first
+mid-size GEMM, which holds the batch size: a loop that alternates two batch sizes keeps two choices. The
+op sites that time their split (:func:`knetpy.parallel.by_timing`) take no timings in a step on BLAS's
+threads, whose spinning would skew them.
+
+Only with automatic threads, BLAS's count not set by the environment or limited by a block, on two or
+more cores, outside ``fit`` (which chooses for itself); in each thread for its own loop.
+``kp.set_num_threads(n)`` turns it off. BLAS may round a product differently with several threads than
+with one, so steps that choose differently may differ at float rounding.
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ import time
 
 from . import parallel
 
-TRIALS = 3  # timed steps per way (after one untimed step of each), medians compared
 MARGIN = 0.85  # BLAS's threads are kept when their median step takes at most 85% of the rule's
 ABORT = 1.2  # a step on BLAS's threads this many times the rule's fastest keeps the rule at once
 RECHECK = 100  # every RECHECK-th step of a decided loop is a timed step of the next way in turn
@@ -37,26 +40,15 @@ _clock = time.perf_counter
 _local = threading.local()
 
 
-class _Loop:
-    """The timings and the choice for one step signature in one thread."""
+class _Loop(parallel._Site):
+    """The timings and the choice for one step signature in one thread (the op sites' timings, with this
+    module's margin and recheck period, and the trial's early end)."""
 
-    __slots__ = ("times", "warm", "pick", "steps", "turn", "fastest_rule")
+    __slots__ = ("fastest_rule",)
 
     def __init__(self):
+        super().__init__(2, MARGIN, RECHECK)
         self.fastest_rule = None  # the fastest step timed on the rule, its first one included
-        self.times = ([], [])
-        self.warm = [False, False]
-        self.pick = None
-        self.steps = 0
-        self.turn = RULE
-
-    def next_way(self):
-        """The way the next step runs, and whether it is timed."""
-        self.steps += 1
-        if self.pick is not None and self.steps % RECHECK:
-            return self.pick, False
-        way, self.turn = self.turn, 1 - self.turn
-        return way, True
 
     def record(self, way, seconds):
         fastest = self.fastest_rule
@@ -66,15 +58,7 @@ class _Loop:
             # far slower on BLAS's threads (even a first step): keep the rule, without more such steps
             self.pick = RULE
             return
-        if not self.warm[way]:  # (the first step of each way wakes threads and fills caches)
-            self.warm[way] = True
-            return
-        times = self.times[way]
-        times.append(seconds)
-        del times[:-TRIALS]
-        if all(len(t) == TRIALS for t in self.times):
-            rule, blas = (sorted(t)[TRIALS // 2] for t in self.times)
-            self.pick = BLAS if blas <= MARGIN * rule else RULE
+        super().record(way, seconds)
 
 
 def applies():
@@ -106,9 +90,9 @@ def saw_gemm(m, k, n):
     if state.get("start") is None:  # (the first step since the loop began: it cannot be timed)
         _local.current = (loop, RULE, False)
         return
-    way, timed = loop.next_way()
-    _local.current = (loop, way, timed)
-    _local.way = way
+    way = loop.next_way()  # (None: the way chosen, untimed)
+    _local.current = (loop, loop.pick if way is None else way, way is not None)
+    _local.way = _local.current[1]
 
 
 def step_done():

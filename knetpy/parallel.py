@@ -374,21 +374,24 @@ _clock = time.perf_counter
 
 
 class _Site:
-    """The timings and the choice of one op site at one size."""
+    """The timings and the choice of one op site at one size (an eager loop's steps too, knetpy.blas_steps:
+    ``margin`` and ``recheck`` in place of SPLIT_MARGIN and RECHECK)."""
 
-    __slots__ = ("times", "warm", "pick", "calls", "turn")
+    __slots__ = ("times", "warm", "pick", "calls", "turn", "margin", "recheck")
 
-    def __init__(self, ways):
+    def __init__(self, ways, margin=None, recheck=None):
         self.times = [[] for _ in range(ways)]  # each way's last TRIALS timings
         self.warm = [False] * ways  # whether the way has run once (its first call is not timed)
         self.pick = None  # the chosen way, once every way has TRIALS timings
         self.calls = 0
         self.turn = 0  # the way the next timed call runs
+        self.margin = margin
+        self.recheck = recheck
 
     def next_way(self):
         """The way a timed call runs now, or None: run :attr:`pick`, untimed."""
         self.calls += 1
-        if self.pick is not None and self.calls % RECHECK:
+        if self.pick is not None and self.calls % (self.recheck or RECHECK):
             return None
         way = self.turn
         self.turn = (way + 1) % len(self.times)
@@ -404,7 +407,8 @@ class _Site:
         if all(len(t) == TRIALS for t in self.times):
             medians = [sorted(t)[TRIALS // 2] for t in self.times]
             best = min(range(len(medians)), key=medians.__getitem__)
-            self.pick = best if medians[best] <= SPLIT_MARGIN * medians[0] else 0
+            margin = SPLIT_MARGIN if self.margin is None else self.margin
+            self.pick = best if medians[best] <= margin * medians[0] else 0
 
 
 def by_timing(key, ways, default):
