@@ -18,8 +18,9 @@ mid-size GEMM, which holds the batch size: a loop that alternates two batch size
 op sites that time their split (:func:`knetpy.parallel.by_timing`) take no timings in a step on BLAS's
 threads, whose spinning would skew them.
 
-Only with automatic threads, BLAS's count not set by the environment or limited by a block, on two or
-more cores, outside ``fit`` (which chooses for itself); in each thread for its own loop.
+Only with automatic threads, BLAS's count not set by the environment or limited by a block (``fit``
+limits it for a model whose largest GEMM is under a GFLOP, or chooses it itself by timing), on two or more
+cores; in each thread for its own loop.
 ``kp.set_num_threads(n)`` turns it off. BLAS may round a product differently with several threads than
 with one, so steps that choose differently may differ at float rounding.
 """
