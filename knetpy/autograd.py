@@ -24,6 +24,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from . import parallel
 from .backend import array_namespace, as_array, device_of, is_array, to_device, to_host
 
 
@@ -727,23 +728,11 @@ def backprop(root, seed, inputs=None, create_graph=False, retain_graph=False):
     finally:
         _set_grad_enabled(prev_mode)
     if not create_graph:  # the end of an eager step: BLAS's threads for the next (knetpy.blas_steps)
-        _blas_steps().step_done()
+        parallel._blas_steps().step_done()
     if inputs is not None:
         found = {id(t): g for t, g in results}
         return [found.get(id(t)) for t in inputs]
     return None
-
-
-_steps_module = None
-
-
-def _blas_steps():
-    global _steps_module
-    if _steps_module is None:  # (imported once: it imports knetpy.parallel)
-        from . import blas_steps
-
-        _steps_module = blas_steps
-    return _steps_module
 
 
 def _edited_after(t, stamp):

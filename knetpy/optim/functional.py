@@ -174,27 +174,16 @@ class _PlainRates(list):
         self.rates = [None] * len(targets)
 
     def __call__(self, owners):
-        if not all_plain(owners):
+        if not _count_plain_steps(owners):
             return None
-        states = []
-        for opt in owners:
-            state = opt.state.get(ARRAY_KEY)
-            if state is None:  # (no first update yet)
-                return None
-            states.append(state)
-        i = 0
-        for opt, state, last in zip(owners, states, self):
-            state["step"] += 1
-            opt.iterations += 1
-            if opt._lr is not last:
-                self._new_rate(i, opt._lr)
-            i += 1
-        return self.rates
-
-    def _new_rate(self, i, lr):
-        rate = weak_scalar_array(lr, self.dtypes[i])
-        self.rates[i] = lr if rate is None else rate
-        self[i] = lr
+        rates = self.rates
+        for i, opt in enumerate(owners):
+            lr = opt._lr
+            if self[i] is not lr:
+                rate = weak_scalar_array(lr, self.dtypes[i])
+                rates[i] = lr if rate is None else rate
+                self[i] = lr
+        return rates
 
 
 def _plain_arrays(targets, gradients):
