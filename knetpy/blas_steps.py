@@ -8,10 +8,14 @@ alone does not show (a LeNet step took 30% longer with them). Yet where little e
 
 So, as ``fit`` does for its epochs (:mod:`knetpy.blas_choice`), an eager loop times its steps both ways:
 the end of each ``backward()`` closes a step, and a step whose GEMMs include mid-size ones runs, on its
-first calls, in turns with the rule and with BLAS's own threads for those GEMMs; after three timed steps
-of each (one untimed first; :data:`knetpy.parallel.TRIALS`), the loop keeps BLAS's threads only where
-their median step took at most :data:`MARGIN` of the rule's, and times both again every :data:`RECHECK`
-steps, so that the choice follows the machine. A step on BLAS's threads that takes :data:`ABORT` times the
+first calls, with the rule and then with BLAS's own threads for those GEMMs; after three timed steps of
+each (one untimed first; :data:`knetpy.parallel.TRIALS`), the loop keeps BLAS's threads only where their
+median step took at most :data:`MARGIN` of the rule's, and times both again every :data:`RECHECK` steps,
+so that the choice follows the machine. The rule's steps come first, and for :data:`SPIN` seconds after
+a step on BLAS's threads neither a step on the rule nor an op site (:func:`knetpy.parallel.by_timing`)
+is timed: BLAS's idle threads keep spinning for about 0.1 s, beside whatever runs next. (With the two
+ways in turns, LeNet's op sites were timed beside them, chose to run whole on one core, and its steps
+took 12.2-13.1 ms against 8.1-10.0 ms without the trial.) A step on BLAS's threads that takes :data:`ABORT` times the
 rule's fastest ends the trial at once: the rule is kept (a character LSTM's steps took 1.2 times as long
 on them, and the rule's steps right after them longer too). A step is named by the shape of its first
 mid-size GEMM, which holds the batch size: a loop that alternates two batch sizes keeps two choices. The
@@ -36,9 +40,11 @@ MARGIN = 0.85  # BLAS's threads are kept when their median step takes at most 85
 ABORT = 1.2  # a step on BLAS's threads this many times the rule's fastest keeps the rule at once
 RECHECK = 100  # every RECHECK-th step of a decided loop is a timed step of the next way in turn
 MAX_LOOPS = 64  # step signatures remembered per thread (then no more are timed)
+SPIN = 0.2  # seconds after a step on BLAS's threads that other timings wait for (their threads spin ~0.1 s)
 RULE, BLAS = 0, 1  # the two ways: knetpy's rule (one BLAS thread or a split), BLAS's own threads
 _clock = time.perf_counter
 _local = threading.local()
+_spun_until = 0.0  # (any thread's step on BLAS's threads: their spinning takes the cores from all)
 
 
 class _Loop(parallel._Site):
@@ -50,6 +56,12 @@ class _Loop(parallel._Site):
     def __init__(self):
         super().__init__(2, MARGIN, RECHECK)
         self.fastest_rule = None  # the fastest step timed on the rule, its first one included
+
+    def next_way(self):
+        if self.pick is None:  # the trial: the rule's steps first, then those on BLAS's threads
+            self.calls += 1
+            return RULE if len(self.times[RULE]) < parallel.TRIALS else BLAS
+        return super().next_way()
 
     def record(self, way, seconds):
         fastest = self.fastest_rule
@@ -66,6 +78,12 @@ def applies():
     """Whether eager steps may choose BLAS's threads now (see the module's docstring)."""
     return (parallel._auto and parallel._threads > 1 and not parallel._blas_env and not parallel._blas_chosen
             and not parallel._limited)
+
+
+def spinning():
+    """Whether a step on BLAS's threads ended less than :data:`SPIN` seconds ago (in any thread): timings
+    taken now would run beside their spinning threads."""
+    return _spun_until > _clock()
 
 
 def blas_threads_now():
@@ -92,12 +110,21 @@ def saw_gemm(m, k, n):
         _local.current = (loop, RULE, False)
         return
     way = loop.next_way()  # (None: the way chosen, untimed)
-    _local.current = (loop, loop.pick if way is None else way, way is not None)
-    _local.way = _local.current[1]
+    if way is None:
+        way, timed = loop.pick, False
+    elif way == RULE and loop.pick != BLAS and spinning():
+        # (a loop on BLAS's threads times its rule step beside them: it never waits out their spinning)
+        way, timed = RULE, False
+        loop.turn = RULE  # the next check times the rule
+    else:
+        timed = True
+    _local.current = (loop, way, timed)
+    _local.way = way
 
 
 def step_done():
     """The end of a ``backward()``: the step's time goes to the way it ran; the next step starts."""
+    global _spun_until
     state = _local.__dict__
     now = _clock()
     current = state.get("current")
@@ -105,6 +132,8 @@ def step_done():
         loop, way, timed = current
         if timed and state.get("start") is not None:
             loop.record(way, now - state["start"])
+        if way == BLAS:
+            _spun_until = now + SPIN
         _local.current = None
         _local.way = RULE
     _local.start = now
@@ -117,5 +146,7 @@ def choices():
 
 
 def reset():
-    """Forget this thread's timings and choices."""
+    """Forget this thread's timings and choices, and any step on BLAS's threads."""
+    global _spun_until
     _local.__dict__.clear()
+    _spun_until = 0.0

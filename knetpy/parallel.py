@@ -423,8 +423,8 @@ def by_timing(key, ways, default):
     """
     if not TIMED:
         return ways[default]()
-    if _steps_module is not None and _steps_module.blas_threads_now():
-        # a step on BLAS's threads (knetpy.blas_steps): its spinning threads would skew the timings
+    if _steps_module is not None and (_steps_module.blas_threads_now() or _steps_module.spinning()):
+        # a step on BLAS's threads (knetpy.blas_steps), or just after one: their spinning would skew the timings
         _local.timed = None
         site = _sites.get(key)
         return ways[default if site is None or site.pick is None else site.pick]()

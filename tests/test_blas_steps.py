@@ -46,8 +46,8 @@ def steps(monkeypatch):
 
 def test_faster_steps_on_blas_threads_keep_them(steps):
     steps.run(1.0, 0.5, n=12)
-    # the first step observes; then the rule and BLAS's threads in turns: one untimed step and TRIALS timed each
-    assert steps.ways[:9] == [0, 0, 1, 0, 1, 0, 1, 0, 1]
+    # the first step observes; then the rule, then BLAS's threads: one untimed step and TRIALS timed each
+    assert steps.ways[:9] == [0, 0, 0, 0, 0, 1, 1, 1, 1]
     assert steps.ways[9:] == [1, 1, 1]
     assert list(blas_steps.choices().values()) == [blas_steps.BLAS]
 
@@ -60,7 +60,7 @@ def test_steps_not_faster_by_the_margin_keep_the_rule(steps):
 
 def test_a_far_slower_trial_step_ends_the_trial_at_once(steps):
     steps.run(1.0, 2.0, n=8)
-    assert steps.ways == [0, 0, 1, 0, 0, 0, 0, 0]  # one step on BLAS's threads, then the rule
+    assert steps.ways == [0, 0, 0, 0, 0, 1, 0, 0]  # one step on BLAS's threads, then the rule
     assert list(blas_steps.choices().values()) == [blas_steps.RULE]
 
 
@@ -139,6 +139,29 @@ def test_op_timings_are_not_taken_on_a_step_on_blas_threads(steps, monkeypatch):
         parallel.by_timing(("test site", 1), [lambda: ran.append(0), lambda: ran.append(1)], default=0)
     assert ran == [0] * 5  # the default way, untimed
     assert parallel._sites == {}
+
+
+def test_nothing_is_timed_while_blas_threads_spin_after_a_step_on_them(steps, monkeypatch):
+    """For SPIN seconds after a step on BLAS's threads (their idle threads spin beside what runs next),
+    neither the op sites nor a loop's steps on the rule take timings; afterwards both do again."""
+    monkeypatch.setattr(parallel, "_sites", {})
+    steps.run(1.0, 2.0, n=6)  # the trial's first step on BLAS's threads is far slower: the rule is kept
+    assert steps.ways[-1] == blas_steps.BLAS and blas_steps.spinning()
+    ran = []
+    site = ("test site", 2)
+    for _ in range(5):
+        parallel.by_timing(site, [lambda: ran.append(0), lambda: ran.append(1)], default=1)
+    assert ran == [1] * 5 and parallel._sites == {}  # the default way, untimed
+    # another loop's trial starts beside the spinning threads: its steps on the rule are not timed
+    other = (32, 512, 64)
+    steps.run(0.05, 0.05, shape=other, n=3)  # (0.15 s: still within SPIN of the step on BLAS's threads)
+    assert blas_steps._local.loops[other].warm == [False, False]
+    steps.run(0.1, 0.1, shape=other, n=1)
+    assert not blas_steps.spinning()
+    steps.run(0.1, 0.1, shape=other, n=1)
+    assert blas_steps._local.loops[other].warm[blas_steps.RULE]  # its rule's first step ran: the trial goes on
+    parallel.by_timing(site, [lambda: ran.append(0), lambda: ran.append(1)], default=1)
+    assert site in parallel._sites  # timed again: the site's first call
 
 
 def test_an_eager_loop_chooses_at_its_backward_calls(steps, monkeypatch):
