@@ -130,6 +130,21 @@ def test_a_nan_in_the_gradient_spreads_as_in_the_reference(monkeypatch):
     assert np.isnan(dw[2]).all() and not np.isnan(dw[1]).any()
 
 
+@pytest.mark.parametrize("case", [CASES[0], CASES[1]])
+def test_an_infinite_gradient_gives_nan_where_the_reference_does(monkeypatch, case):
+    """The reference masks the pooled gradient by multiplying: inf * 0 is NaN at a window's other
+    positions, so the whole filter's gradient is NaN, not ±inf."""
+    w, x, b, gy = _case(case, np.float32)
+    b[2] = 50.0  # relu passes every gradient of filter 2
+    gy[1, 2, 1, 1] = np.inf
+    _, dw, db = _grads(w, x, b, gy, {}, {})
+    monkeypatch.setattr(conv_pool, "PLANES_MAX_CHANNELS", 0)
+    _, ref_dw, ref_db = _grads(w, x, b, gy, {}, {})
+    assert np.isnan(ref_dw[2]).all()
+    np.testing.assert_array_equal(np.isnan(dw), np.isnan(ref_dw))
+    np.testing.assert_array_equal(np.isnan(db), np.isnan(ref_db))
+
+
 def test_lenet_takes_planes_for_its_first_layer_only(planes_calls):
     kp.set_seed(0)
     model = kp.Sequential(
