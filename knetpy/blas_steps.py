@@ -15,12 +15,11 @@ so that the choice follows the machine. The rule's steps come first, and for :da
 a step on BLAS's threads neither a step on the rule nor an op site (:func:`knetpy.parallel.by_timing`)
 is timed: BLAS's idle threads keep spinning for about 0.1 s, beside whatever runs next. (With the two
 ways in turns, LeNet's op sites were timed beside them, chose to run whole on one core, and its steps
-took 12.2-13.1 ms against 8.1-10.0 ms without the trial.) A step on BLAS's threads that takes :data:`ABORT` times the
-rule's fastest ends the trial at once: the rule is kept (a character LSTM's steps took 1.2 times as long
-on them, and the rule's steps right after them longer too). A step is named by the shape of its first
-mid-size GEMM, which holds the batch size: a loop that alternates two batch sizes keeps two choices. The
-op sites that time their split (:func:`knetpy.parallel.by_timing`) take no timings in a step on BLAS's
-threads, whose spinning would skew them.
+took 12.2-13.1 ms against 8.1-10.0 ms without the trial.) Nor do the op sites take timings in a step on
+BLAS's threads. A step on BLAS's threads that takes :data:`ABORT` times the rule's fastest ends the trial at
+once: the rule is kept (a character LSTM's steps took 1.2 times as long on them, and the rule's steps right
+after them longer too). A step is named by the shape of its first mid-size GEMM, which holds the batch size:
+a loop that alternates two batch sizes keeps two choices.
 
 Only with automatic threads, BLAS's count not set by the environment or limited by a block (``fit``
 limits it for a model whose largest GEMM is under a GFLOP, or chooses it itself by timing), on two or more
