@@ -161,9 +161,10 @@ def test_the_backward_pass_follows_the_forward_pass_s_runs(monkeypatch):
     np.testing.assert_allclose(dx, ref_dx, rtol=1e-12, atol=1e-12)
 
 
-def test_kept_tiles_in_runs_across_a_part_are_made_again(monkeypatch):
-    """A part of the backward pass that a forward run straddles (the forward pass whole, the backward
-    split) makes those tiles itself instead of reading the kept ones under the wrong layout."""
+def test_parts_that_a_forward_run_straddles_read_their_share_of_its_kept_tiles(monkeypatch):
+    """The forward pass whole, the backward pass split: each part of the backward pass reads its
+    samples' tiles out of the forward pass's one run (a view, laid out as that run made them) and makes
+    none itself; the filter gradient is the same."""
     n, cout, xl, w, p, gyl = _small_conv(13)
     tiles = wg.conv_rows(w, xl, p, False, np.empty((n * 64, cout)), keep=True)
     assert sorted(tiles.made) == [(0, n)]
@@ -171,6 +172,10 @@ def test_kept_tiles_in_runs_across_a_part_are_made_again(monkeypatch):
     calls = _counting_tiles_in(monkeypatch)
     runs = [list(wg._runs_like(tiles, p, 8 + cout, lo, hi)) for lo, hi in ((0, 3), (3, n))]
     assert runs == [[(0, 3)], [(3, n)]]
+    whole = tiles.get(0, n)
+    for a, b in ((0, 3), (3, n), (5, 7)):
+        np.testing.assert_array_equal(tiles.get(a, b), whole[:, a * p.tiles : b * p.tiles])
+    assert tiles.get(0, n + 1) is None
 
     def split(part, plan, channels, count, kernels):  # the backward pass's parts as two threads cut them
         part(0, 3)
@@ -178,7 +183,28 @@ def test_kept_tiles_in_runs_across_a_part_are_made_again(monkeypatch):
 
     monkeypatch.setattr(wg, "_over_samples", split)
     got = wg.backward(w, xl, gyl, p, False, None, tiles)
-    assert sorted(calls) == [(0, 3), (3, n)]
+    assert calls == []
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_a_part_over_two_forward_runs_and_a_gap_reads_both_and_makes_the_gap(monkeypatch):
+    """Forward runs (0, 2) and (4, 6) kept, the backward pass one part 1..6: it reads 1..2 and 4..6 from
+    them and makes the tiles of 2..4 itself."""
+    n, cout, xl, w, p, gyl = _small_conv(12)
+    step = wg.ALPHA * wg.ALPHA * p.tiles * (8 + cout) * 4
+    monkeypatch.setattr(wg, "CHUNK_BYTES", 2 * step)  # the forward pass: two samples a run
+    full = wg.conv_rows(w, xl, p, False, np.empty((n * 64, cout)), keep=True)
+    full.made -= {(2, 4), (6, 7)}  # as if those runs had not been kept
+    assert list(wg._runs_like(full, p, 8 + cout, 1, 6)) == [(1, 2), (2, 4), (4, 6)]
+    want = wg.filter_grad(xl[1:6], gyl[1:6], p, False)
+    calls = _counting_tiles_in(monkeypatch)
+
+    def one_part(part, plan, channels, count, kernels):
+        part(1, 6)
+
+    monkeypatch.setattr(wg, "_over_samples", one_part)
+    got = wg.backward(w, xl, gyl, p, False, None, full)
+    assert sorted(calls) == [(2, 4)]
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 

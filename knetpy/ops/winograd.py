@@ -367,10 +367,10 @@ def _chunks(plan, channels, lo, hi):
 
 
 def _runs_like(tiles, plan, channels, lo, hi):
-    """The runs of the samples lo..hi-1 for a backward pass: the forward pass's runs (``tiles.made``)
-    where they lie inside lo..hi, so that their kept tiles are used again, else :func:`_chunks`. (The
-    passes cut their runs alike only when both split or neither does; the timed choices pick each
-    pass's way on its own.)"""
+    """The runs of the samples lo..hi-1 for a backward pass: the forward pass's runs (``tiles.made``) cut
+    to lo..hi, so that their kept tiles are used again, else :func:`_chunks`. (The passes cut the batch
+    alike only by chance: the timed choices pick each pass's way on its own, and split passes cut
+    where their own balance says, :func:`knetpy.parallel.balanced`.)"""
     a = lo
     for ra, rb in sorted(tiles.made) if tiles is not None else ():  # (none made when none kept)
         if rb <= a or ra >= hi:
@@ -378,9 +378,9 @@ def _runs_like(tiles, plan, channels, lo, hi):
         if ra > a:  # a gap before this run: runs of its own
             yield from _chunks(plan, channels, a, ra)
             a = ra
-        if ra == a and rb <= hi:  # (not a run that began before the part)
-            yield ra, rb
-            a = rb
+        b = min(rb, hi)
+        yield a, b  # (a..b-1 lies inside the run ra..rb-1)
+        a = b
     if a < hi:
         yield from _chunks(plan, channels, a, hi)
 
@@ -431,8 +431,12 @@ class Tiles:
         return self.flat[a * self.per : b * self.per].reshape(ALPHA * ALPHA, (b - a) * tiles, cin)
 
     def get(self, a, b):
-        """The tiles of run (a, b), or None when the forward pass cut its runs elsewhere."""
-        return self.view(a, b) if (a, b) in self.made else None
+        """The tiles of the samples a..b-1 (a view), or None when no run the forward pass made holds them all."""
+        for ra, rb in self.made:
+            if ra <= a and b <= rb:
+                tiles = self.shape[0]
+                return self.view(ra, rb)[:, (a - ra) * tiles : (b - ra) * tiles]
+        return None
 
 
 def conv_rows(w, xl, plan, flip, y, epilogue=None, keep=False):
