@@ -61,13 +61,13 @@ def test_each_transform_equals_the_numpy_reference(case, dtype):
     want = np.empty((n, p.oh, p.ow, cout), dtype)
     got = np.full_like(want, np.nan)
     wg._output_tiles(mm, p, n, want)
-    fw.output_tiles(mm, f[1], p.th, p.tw, got)
+    fw.output_tiles(mm, f[1], p.m, p.th, p.tw, got)
     close(got, want)
     gy = rng.standard_normal((n, p.oh, p.ow, cout)).astype(dtype)
     want = np.empty((64, t, cout), dtype)
     got = np.full_like(want, np.nan)
     wg._output_tiles_adjoint(gy, p, want.reshape(8, 8, -1))
-    fw.output_tiles_adjoint(gy, f[2], p.th, p.tw, got)
+    fw.output_tiles_adjoint(gy, f[2], p.m, p.th, p.tw, got)
     close(got, want)
     dv = rng.standard_normal((64, t, cin)).astype(dtype)
     want = np.empty((n, h, w, cin), dtype)
@@ -251,24 +251,40 @@ def test_a_convolution_used_twice_gets_both_input_gradients():
 
 
 @pytest.mark.parametrize("r", [3, 5])
-def test_the_factored_transforms_are_the_matrices_exactly(r):
-    """Butterflies after a sparse matrix give back each transform matrix exactly (the halves of its
-    rationals are exact in float64); Bᵀ and A pair rows (Bᵀ: half the products), Aᵀ and B stay dense."""
+def test_each_codelet_applied_to_the_unit_vectors_gives_its_matrix_exactly(r):
+    """Column u of a transform is its codelet applied to the u-th unit vector: the sums, differences and
+    halves the codelets use instead of the matrix are exact in float64. Bᵀ and A use pairs of rows (half
+    the products of the dense matrix or fewer), Aᵀ and B pairs of columns."""
+    from knetpy.ops.fast import winograd_codegen as gen
+    from knetpy.ops.fast import winograd_codelets as cl
+
+    m = 9 - r
+    k = fw_coefficients(np.float64)
+    for name, which in (("transform_bt", "bt"), (f"transform_at{m}", "at"), (f"transform_a{m}", "a"),
+                        ("transform_b", "b")):
+        mat = gen.matrix(r, which)
+        n_out, n_in = mat.shape
+        src = np.eye(n_in).reshape(n_in, 1, n_in)  # src[u, 0, q]: unit vector q
+        dst = np.full((n_out, 1, n_in), np.nan)
+        getattr(cl, name)(k[name], src, 0, 0, dst, 0, 0, n_in)
+        np.testing.assert_array_equal(dst[:, 0, :], mat)
+        text, _ = gen.codelet(name, mat)
+        assert text.count(" * ") < 0.6 * np.count_nonzero(mat)  # the pairs save products
+
+
+def fw_coefficients(dtype):
     from knetpy.ops.fast import winograd as fw
 
-    at, _, bt = wg.transforms(r)
-    for mat, paired in ((bt, True), (at, False), (at.T, True), (bt.T, False)):
-        idx, coef, count, pairs = fw.factor(mat, np.float64)
-        sparse = np.zeros(mat.shape)
-        for row in range(mat.shape[0]):
-            sparse[row, idx[row, : count[row]]] = coef[row, : count[row]]
-        rebuilt = sparse.copy()
-        for p, q in pairs:
-            rebuilt[p], rebuilt[q] = sparse[p] + sparse[q], sparse[p] - sparse[q]
-        np.testing.assert_array_equal(rebuilt, mat)
-        assert (len(pairs) == 3) == paired
-        if paired:
-            assert count.sum() < 0.6 * mat.size
+    return fw.coefficients(dtype)
+
+
+def test_the_codelets_file_is_what_the_generator_writes():
+    """winograd_codelets.py is generated; after a change to the generator or the matrices, run
+    python -m knetpy.ops.fast.winograd_codegen."""
+    from knetpy.ops.fast import winograd_codegen as gen
+
+    with open(gen.TARGET) as f:
+        assert f.read() == gen.source()
 
 
 def test_tiles_over_keep_bytes_are_not_kept_and_the_gradients_stay_right(monkeypatch):

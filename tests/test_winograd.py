@@ -235,6 +235,49 @@ def test_lenet_block_with_pooling_equals_the_direct_path_to_rounding(calls):
         assert _scaled_error(f, d) < 2e-5
 
 
+@needs_numba
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_the_pooling_scatter_inside_the_backward_pass_gives_the_same_gradients(monkeypatch, n_threads):
+    """The fused op's backward pass runs the pooling's scatter of the gradient inside Winograd's parts,
+    each on its own samples; the gradients are bit for bit those of the scatter run as an op of its own
+    before the pass (parts of the batch cut alike), and the scatter is then no op of its own."""
+    import importlib
+
+    conv_pool, pool = (importlib.import_module(f"knetpy.ops.{name}") for name in ("conv_pool", "pool"))
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((12, 20, 12, 12)).astype(np.float32)
+    w = (rng.standard_normal((50, 20, 5, 5)) / 20).astype(np.float32)
+    b = rng.standard_normal(50).astype(np.float32)
+    gy = rng.standard_normal((12, 50, 4, 4)).astype(np.float32)
+    scatters = []
+    real = pool._fast_scatter
+
+    def counted(*args, **kwargs):
+        scatters.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pool, "_fast_scatter", counted)
+
+    def run():
+        ws, xs, bs = kp.Param(w), kp.Param(x), kp.Param(b)
+        y = kp.ops.conv_relu_pool(ws, xs, bs)
+        y.backward(gy)
+        return y.value, ws.grad, xs.grad, bs.grad
+
+    with threads(n_threads), kernels(True):
+        monkeypatch.setattr(kp.parallel, "TIMED", False)  # split by size alone: both runs cut alike
+        monkeypatch.setattr(kp.parallel, "MIN_ELEMENTS", 1)
+        monkeypatch.setattr(wg, "SPLIT_VALUES", 1)
+        fused = run()
+        assert scatters == []
+        monkeypatch.setattr(conv_pool, "_winograd_grads_from_pooled", lambda *args: None)
+        apart = run()
+        assert scatters == [1]
+    for f, a in zip(fused, apart):
+        np.testing.assert_array_equal(f, a)
+    assert np.abs(fused[2]).max() > 0 and np.abs(fused[1]).max() > 0
+
+
 @pytest.mark.parametrize(
     "what",
     ["float64", "stride", "dilation", "groups", "few channels", "7x7", "3-D", "small output", "switched off"],

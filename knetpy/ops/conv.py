@@ -463,22 +463,28 @@ def _filter_grad_raw(x, gy, geom, kernel, cols=None):
     return weight_from_matrix(wm, kernel, geom.flip)
 
 
-def _winograd_filter_grad(saved, w, x, gy, geom):
+def _winograd_filter_grad(saved, w, x, gy, geom, prologue=None):
     """The filter gradient by Winograd's algorithm when the forward pass took it (None otherwise), made
     in one pass with the input gradient, which waits in ``saved`` for :func:`_input_grad`: the two
     share the output gradient's tiles, and the forward pass's input tiles are used again.
 
     The input's VJP runs right after the filter's on the same node (when the input needs a gradient
     at all: a first layer's does not, and then the input gradient is made for nothing; such layers
-    have few channels and do not take Winograd's path)."""
+    have few channels and do not take Winograd's path).
+
+    ``prologue(lo, hi)`` makes gy's samples lo..hi-1 inside the pass (:func:`winograd.backward`); gy's
+    values are read only after it, and not at all when None is returned."""
     if saved.tiles is None or isinstance(gy, Tensor) or isinstance(x, Tensor):
         return None
     kernel = w.shape[2:]
     tiling = winograd.plan((gy.shape[1], x.shape[1], *kernel), geom, gy.shape[2:], x, gy, w)
     if tiling is None:
         return None
+    gyl = to_channels_last(gy)
+    if prologue is not None and not np.shares_memory(gyl, gy):  # a copy would not see what the prologue writes
+        return None
     dx = recycle.empty(np, (x.shape[0], *x.shape[2:], x.shape[1]), x.dtype)
-    dw = winograd.backward(w, to_channels_last(x), to_channels_last(gy), tiling, geom.flip, dx, saved.tiles)
+    dw = winograd.backward(w, to_channels_last(x), gyl, tiling, geom.flip, dx, saved.tiles, prologue)
     saved.input_grad = (gy, from_channels_last(dx))
     return dw
 

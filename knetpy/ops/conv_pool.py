@@ -100,11 +100,33 @@ def _pre_activation_grad(g, ans, saved):
     return saved.pre_grad
 
 
+def _winograd_grads_from_pooled(g, ans, saved, w, x, geom):
+    """The filter gradient (and the input gradient beside it) by Winograd's one-pass backward, with the
+    pooling's compiled scatter of ``g`` run inside each of its parts on their own samples, instead of as
+    an op of its own before it; or None where either does not apply (then nothing was computed)."""
+    if isinstance(g, Tensor) or isinstance(ans, Tensor) or isinstance(x, Tensor) or saved.grad_source is g:
+        return None
+    if saved.conv.tiles is None:  # (the forward pass took another path)
+        return None
+    made = saved.switches.scatter_relu_parts(g, ans)
+    if made is None:
+        return None
+    pre, fill = made
+    dw = _winograd_filter_grad(saved.conv, w, x, pre, geom, prologue=fill)
+    if dw is None:
+        return None
+    saved.grad_source, saved.pre_grad = g, pre
+    return dw
+
+
 def _vjp_w(g, ans, saved, w, x, b, geom=None, pool=None):
     made = _planes_grads(g, ans, saved, w, x, geom, pool)
     if made is not None:
         saved.bias_grad = (g, made[1])
         return made[0]
+    dw = _winograd_grads_from_pooled(g, ans, saved, w, x, geom)
+    if dw is not None:
+        return dw
     pre = _pre_activation_grad(g, ans, saved)
     if isinstance(pre, Tensor) or isinstance(x, Tensor):
         return _conv_filter_grad(x, pre, geom=geom, kernel=w.shape[2:])

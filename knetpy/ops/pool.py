@@ -158,6 +158,17 @@ def _fast_max_pool(x, geom, out):
 def _fast_scatter(g, switches, relu_of=None):
     """Max pooling's backward pass by the compiled kernel, or None when the layouts do not suit it.
     ``relu_of``: the pooled output of a relu, whose slope multiplies g first (``g * (relu_of > 0)``)."""
+    made = _fast_scatter_parts(g, switches, relu_of)
+    if made is None:
+        return None
+    dx, part = made
+    parallel.for_rows(part, dx.shape[0], dx.size)
+    return dx
+
+
+def _fast_scatter_parts(g, switches, relu_of=None):
+    """(dx, part) for :func:`_fast_scatter`, or None: ``part(lo, hi)`` writes samples lo..hi-1 of dx
+    (uninitialised until then), so that another op's parts can run it first on their own samples."""
     from .fast.pool import max_pool2d_backward
 
     geom, cv = switches.geom, _nhwc(switches.code)
@@ -179,8 +190,7 @@ def _fast_scatter(g, switches, relu_of=None):
     def part(lo, hi):
         max_pool2d_backward(gv[lo:hi], cv[lo:hi], dv[lo:hi], kh, kw, sh, sw, ph, pw, tiles, av[lo:hi], relu)
 
-    parallel.for_rows(part, dv.shape[0], dx.size)
-    return dx
+    return dx, part
 
 
 def _offset_slices(geom, out):
@@ -224,6 +234,13 @@ class _Switches:
             if dx is not None:
                 return dx
         return self.scatter(g * (pooled > 0))
+
+    def scatter_relu_parts(self, g, pooled):
+        """:meth:`scatter_relu` as (dx, part), where ``part(lo, hi)`` writes samples lo..hi-1 of dx (left
+        uninitialised until then) by the compiled scatter; None where that does not apply."""
+        if _fast_ok(g, self.like, pooled) and pooled.dtype == g.dtype:
+            return _fast_scatter_parts(g, self, relu_of=pooled)
+        return None
 
     def scatter(self, g):
         """Each output gradient to its window's winner (zeros elsewhere), shaped like the input."""

@@ -340,13 +340,14 @@ def _compiled(*arrays):
 
 @functools.cache
 def _factored(r, dtype):
-    """Bᵀ, Aᵀ, A and B of F(m, r) factored for the compiled transforms (:func:`fast.winograd.factor`),
-    from the exact float64 matrices, the coefficients in ``dtype`` (a NumPy dtype: cached by it, since
-    asking a dtype its name takes microseconds, several times a step)."""
-    from .fast.winograd import factor
+    """The coefficients of Bᵀ, Aᵀ, A and B of F(m, r) for the compiled transforms
+    (:func:`fast.winograd.coefficients`), in ``dtype`` (a NumPy dtype: cached by it, since asking a dtype
+    its name takes microseconds, several times a step)."""
+    from .fast.winograd import coefficients
 
-    at, _, bt = transforms(r)
-    return tuple(factor(mat, np.dtype(dtype).name) for mat in (bt, at, at.T, bt.T))
+    k = coefficients(np.dtype(dtype))
+    m = ALPHA - r + 1
+    return k["transform_bt"], k[f"transform_at{m}"], k[f"transform_a{m}"], k["transform_b"]
 
 
 def _over_samples(part, plan, channels, n, kernels):
@@ -397,7 +398,7 @@ def _tiles_out(kernels, mm, plan, y):
     if kernels is None:
         _output_tiles(mm, plan, y.shape[0], y)
     else:
-        kernels.output_tiles(mm, _factored(plan.r, mm.dtype)[1], plan.th, plan.tw, y)
+        kernels.output_tiles(mm, _factored(plan.r, mm.dtype)[1], plan.m, plan.th, plan.tw, y)
 
 
 def _tiles_in_adjoint(kernels, dv, plan, dx):
@@ -412,7 +413,7 @@ def _tiles_out_adjoint(kernels, gy, plan, dm):
     if kernels is None:
         _output_tiles_adjoint(gy, plan, dm.reshape(ALPHA, ALPHA, -1))
     else:
-        kernels.output_tiles_adjoint(gy, _factored(plan.r, gy.dtype)[2], plan.th, plan.tw, dm)
+        kernels.output_tiles_adjoint(gy, _factored(plan.r, gy.dtype)[2], plan.m, plan.th, plan.tw, dm)
 
 
 class Tiles:
@@ -508,11 +509,14 @@ def filter_grad(xl, gyl, plan, flip):
     return backward(None, xl, gyl, plan, flip)
 
 
-def backward(w, xl, gyl, plan, flip, dx=None, tiles=None):
+def backward(w, xl, gyl, plan, flip, dx=None, tiles=None, prologue=None):
     """Both gradients in one pass over the output gradient gyl (N, oh, ow, C_out): the filter
     gradient (returned) and, when ``dx`` (N, H, W, C_in) is given, the input gradient into it
     (overwritten; w is needed only then). Each run's dM = A dY Aᵀ is made once and used by both
-    products; with ``tiles`` (:func:`conv_rows` kept them) the input's tiles are not made again."""
+    products; with ``tiles`` (:func:`conv_rows` kept them) the input's tiles are not made again.
+    ``prologue(lo, hi)``, when given, makes gyl's samples lo..hi-1 first, in the same part (on the
+    same thread) as their gradients: the op before this one in the backward pass, with no hand-off
+    to threads of its own."""
     n, _, _, cin = xl.shape
     cout = gyl.shape[-1]
     kernels = _compiled(xl, gyl)
@@ -520,6 +524,8 @@ def backward(w, xl, gyl, plan, flip, dx=None, tiles=None):
     sums = {}
 
     def part(lo, hi):
+        if prologue is not None:
+            prologue(lo, hi)
         du = np.zeros((ALPHA * ALPHA, cin, cout), xl.dtype)
         term = np.empty_like(du)
         for a, b in _runs_like(tiles, plan, cin + cout, lo, hi):

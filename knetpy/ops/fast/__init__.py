@@ -83,8 +83,8 @@ def warm_up(winograd: bool = False) -> float:
         bt, at, at_adj, b_adj = factored_transforms(5, "float32")  # as the ops pass them
         tiles, sample = np.zeros((64, 1, 3), np.float32), np.zeros((1, 8, 8, 3), np.float32)
         transforms.input_tiles(sample, bt, 0, 1, 1, 1, 4, 0, 0, tiles)
-        transforms.output_tiles(tiles, at, 1, 1, sample[:, :4, :4].copy())
-        transforms.output_tiles_adjoint(sample[:, :4, :4].copy(), at_adj, 1, 1, tiles)
+        transforms.output_tiles(tiles, at, 4, 1, 1, sample[:, :4, :4].copy())
+        transforms.output_tiles_adjoint(sample[:, :4, :4].copy(), at_adj, 4, 1, 1, tiles)
         transforms.input_tiles_adjoint(tiles, b_adj, 1, 1, 4, 0, 0, sample)
         from . import conv_planes
 
