@@ -56,6 +56,11 @@ class _Loop(parallel._Site):
         super().__init__(2, MARGIN, RECHECK)
         self.fastest_rule = None  # the fastest step timed on the rule, its first one included
 
+    @staticmethod
+    def summary(times):
+        """The median step of a way (a step's time is less tied to one moment than an op's)."""
+        return sorted(times)[len(times) // 2]
+
     def next_way(self):
         if self.pick is None:  # the trial: the rule's steps first, then those on BLAS's threads
             self.calls += 1

@@ -54,7 +54,7 @@ MIN_FLOPS = 1 << 25
 
 # Timed choices of the automatic threads (see by_timing)
 TIMED = True  # False: automatic threads split by size alone (every op the size rule lets split does)
-TRIALS = 3  # timings per way (after one untimed call of each), medians compared
+TRIALS = 3  # timings per way (after one untimed call of each), the fastest of each compared (_Site.summary)
 RECHECK = 64  # every RECHECK-th call of a decided site is a timed call of the next way in turn
 SPLIT_MARGIN = 0.9  # a way other than the first (whole, on one core) must take at most 90% of its time
 MAX_SITES = 4096  # beyond this many (site, shape) keys, new ones split by size alone
@@ -405,10 +405,19 @@ class _Site:
         times.append(seconds)
         del times[:-TRIALS]
         if all(len(t) == TRIALS for t in self.times):
-            medians = [sorted(t)[TRIALS // 2] for t in self.times]
-            best = min(range(len(medians)), key=medians.__getitem__)
+            figures = [self.summary(t) for t in self.times]
+            best = min(range(len(figures)), key=figures.__getitem__)
             margin = SPLIT_MARGIN if self.margin is None else self.margin
-            self.pick = best if medians[best] <= margin * medians[0] else 0
+            self.pick = best if figures[best] <= margin * figures[0] else 0
+
+    @staticmethod
+    def summary(times):
+        """A way's figure from its last TRIALS timings: the fastest. Whatever else the machine does can
+        only make a timing longer, and a split more than a whole op: after the process sat idle (the
+        LeNet benchmark's turns pause 0.15 s every 20 steps) the first four steps took 10.5-12.5 ms split
+        against 7.6-8.5 later (2-core AMD EPYC), as slow as whole, and the rechecks that fell there, with
+        medians, left every site of LeNet on one core (11.4 ms a step, against 8.4 split)."""
+        return min(times)
 
 
 def by_timing(key, ways, default):
