@@ -44,7 +44,7 @@ def test_each_transform_equals_the_numpy_reference(case, dtype):
     n, cin, cout, h, w, r, pad = case
     rng = np.random.default_rng(sum(case))
     p = _plan(case, dtype)
-    f = wg._factored(r, np.dtype(dtype).name)
+    f = wg._coefficients(r, np.dtype(dtype).name)
     t = n * p.tiles
     bound = 1e-14 if dtype == np.float64 else 1e-6  # of the largest value: float rounding
 
@@ -87,7 +87,7 @@ def test_the_input_gradient_does_not_depend_on_where_the_runs_of_samples_begin()
     p = wg.Plan(3, (1, 1), (14, 14), np.float32)
     dv = rng.standard_normal((64, n * p.tiles, c)).astype(np.float32)
     whole = np.empty((n, 14, 14, c), np.float32)
-    b_adj = wg._factored(3, "float32")[3]
+    b_adj = wg._coefficients(3, "float32")[3]
     fw.input_tiles_adjoint(dv, b_adj, p.th, p.tw, p.m, p.ph, p.pw, whole)
     apart = np.empty_like(whole)
     for b in range(n):

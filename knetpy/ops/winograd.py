@@ -339,7 +339,7 @@ def _compiled(*arrays):
 
 
 @functools.cache
-def _factored(r, dtype):
+def _coefficients(r, dtype):
     """The coefficients of Bᵀ, Aᵀ, A and B of F(m, r) for the compiled transforms
     (:func:`fast.winograd.coefficients`), in ``dtype`` (a NumPy dtype: cached by it, since asking a dtype
     its name takes microseconds, several times a step)."""
@@ -369,9 +369,8 @@ def _chunks(plan, channels, lo, hi):
 
 def _runs_like(tiles, plan, channels, lo, hi):
     """The runs of the samples lo..hi-1 for a backward pass: the forward pass's runs (``tiles.made``) cut
-    to lo..hi, so that their kept tiles are used again, else :func:`_chunks`. (The passes cut the batch
-    alike only by chance: the timed choices pick each pass's way on its own, and split passes cut
-    where their own balance says, :func:`knetpy.parallel.balanced`.)"""
+    to lo..hi, so that their kept tiles are used again, else :func:`_chunks`. (The passes cut their runs
+    alike only when both split or neither does: the timed choices pick each pass's way on its own.)"""
     a = lo
     for ra, rb in sorted(tiles.made) if tiles is not None else ():  # (none made when none kept)
         if rb <= a or ra >= hi:
@@ -390,7 +389,7 @@ def _tiles_in(kernels, xl, plan, a, b, v):
     if kernels is None:
         _input_tiles(xl, plan, a, b, v.reshape(ALPHA, ALPHA, -1))
     else:
-        bt = _factored(plan.r, xl.dtype)[0]
+        bt = _coefficients(plan.r, xl.dtype)[0]
         kernels.input_tiles(xl, bt, a, b, plan.th, plan.tw, plan.m, plan.ph, plan.pw, v)
 
 
@@ -398,14 +397,14 @@ def _tiles_out(kernels, mm, plan, y):
     if kernels is None:
         _output_tiles(mm, plan, y.shape[0], y)
     else:
-        kernels.output_tiles(mm, _factored(plan.r, mm.dtype)[1], plan.m, plan.th, plan.tw, y)
+        kernels.output_tiles(mm, _coefficients(plan.r, mm.dtype)[1], plan.m, plan.th, plan.tw, y)
 
 
 def _tiles_in_adjoint(kernels, dv, plan, dx):
     if kernels is None:
         _input_tiles_adjoint(dv.reshape(ALPHA, ALPHA, -1), plan, dx)
     else:
-        b_adj = _factored(plan.r, dv.dtype)[3]
+        b_adj = _coefficients(plan.r, dv.dtype)[3]
         kernels.input_tiles_adjoint(dv, b_adj, plan.th, plan.tw, plan.m, plan.ph, plan.pw, dx)
 
 
@@ -413,7 +412,7 @@ def _tiles_out_adjoint(kernels, gy, plan, dm):
     if kernels is None:
         _output_tiles_adjoint(gy, plan, dm.reshape(ALPHA, ALPHA, -1))
     else:
-        kernels.output_tiles_adjoint(gy, _factored(plan.r, gy.dtype)[2], plan.m, plan.th, plan.tw, dm)
+        kernels.output_tiles_adjoint(gy, _coefficients(plan.r, gy.dtype)[2], plan.m, plan.th, plan.tw, dm)
 
 
 class Tiles:

@@ -77,10 +77,10 @@ def warm_up(winograd: bool = False) -> float:
         image = np.zeros((1, 2, 2, 3), dtype)
         pool.max_pool2d(image, np.empty((1, 1, 1, 3), dtype), np.empty((1, 1, 1, 3), np.uint8), 2, 2, 2, 2, 0, 0)
     if winograd:  # Winograd's transforms, float32 only (the dtype convolutions take them in)
-        from ..winograd import _factored as factored_transforms
+        from ..winograd import _coefficients as transform_coefficients
         from . import winograd as transforms
 
-        bt, at, at_adj, b_adj = factored_transforms(5, "float32")  # as the ops pass them
+        bt, at, at_adj, b_adj = transform_coefficients(5, "float32")  # as the ops pass them
         tiles, sample = np.zeros((64, 1, 3), np.float32), np.zeros((1, 8, 8, 3), np.float32)
         transforms.input_tiles(sample, bt, 0, 1, 1, 1, 4, 0, 0, tiles)
         transforms.output_tiles(tiles, at, 4, 1, 1, sample[:, :4, :4].copy())

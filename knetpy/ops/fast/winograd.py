@@ -34,6 +34,8 @@ from .winograd_codelets import (
 
 #: Values per inner loop: a block takes about this many (tile, channel) pairs.
 BLOCK = 512
+#: The input tiles' size, a x a (the codelets' eight inputs).
+ALPHA = 8
 
 
 def coefficients(dtype):
@@ -70,7 +72,7 @@ def input_tiles(x, bt, lo, hi, th, tw, m, ph, pw, v):
     (N, H, W, C), read from (row, col) = (tile row * m - ph, tile col * m - pw); outside x reads as zeros.
     v is (a*a, T, C); ``bt``: Bᵀ's coefficients (:func:`coefficients`)."""
     n, h, w, c = x.shape
-    a = 8
+    a = ALPHA
     per = th * tw
     total = (hi - lo) * per
     tb = max(1, BLOCK // c)
@@ -107,7 +109,7 @@ def output_tiles(mm, at, m, th, tw, y):
     """y (nb, oh, ow, K) = Aᵀ M A for every tile of mm (a*a, T, K), placed m x m at (tile row * m,
     tile col * m); the rows and columns past (oh, ow) are dropped. ``at``: Aᵀ's coefficients."""
     nb, oh, ow, k = y.shape
-    a = 8
+    a = ALPHA
     per = th * tw
     total = nb * per
     tb = max(1, BLOCK // k)
@@ -139,7 +141,7 @@ def output_tiles_adjoint(gy, at_adj, m, th, tw, dm):
     """dm (a*a, T, K) = A g Aᵀ for the m x m tiles g of gy (nb, oh, ow, K), zeros past (oh, ow): the
     adjoint of :func:`output_tiles`. ``at_adj``: A's (= Aᵀ transposed) coefficients."""
     nb, oh, ow, k = gy.shape
-    a = 8
+    a = ALPHA
     per = th * tw
     total = nb * per
     tb = max(1, BLOCK // k)
@@ -174,7 +176,7 @@ def input_tiles_adjoint(dv, b_adj, th, tw, m, ph, pw, dx):
     where :func:`input_tiles` read them; the padding's share is dropped. ``b_adj``: B's (= Bᵀ
     transposed) coefficients."""
     nb, h, w, c = dx.shape
-    a = 8
+    a = ALPHA
     per = th * tw
     total = nb * per
     tb = max(1, BLOCK // c)
